@@ -1,0 +1,117 @@
+"""Entry formats of SPEC §2: raw stream entries in, decoded readings out, and back to fields.
+
+Data flows one way: entry bytes -> :class:`Entry` (validated readings) -> wave ->
+output fields. Anything that cannot be decoded raises :class:`EntryError` with a
+one-line reason, and the entry goes whole to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+
+from streamcalc.errors import EntryError
+from streamcalc.values import Value, decode_value
+
+#: Most fields one entry may carry (readings plus ``@`` fields).
+MAX_FIELDS = 1024
+#: Largest JSON text of one value, in bytes.
+MAX_VALUE_BYTES = 64 * 1024
+#: Longest vector.
+MAX_VECTOR_LEN = 4096
+#: Longest node name (SPEC §1).
+MAX_NAME_LEN = 128
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_TS_FIELD = b"@ts"
+_SRC_FIELD = b"@src"
+
+
+def valid_node_name(name: str) -> bool:
+    """True when ``name`` is a node name of SPEC §1."""
+    return len(name) <= MAX_NAME_LEN and _NAME.fullmatch(name) is not None
+
+
+class Entry(msgspec.Struct, frozen=True, gc=False):
+    """One decoded input entry: its readings share one ``ts``."""
+
+    id: str
+    ts: int
+    readings: tuple[tuple[str, Value], ...]
+    src: str | None = None
+
+
+def id_ms(entry_id: bytes | str) -> int:
+    """The millisecond part of a stream entry ID."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
+
+
+def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
+    """Decode one raw entry (``fields`` as the flat list Redis returns) or raise EntryError."""
+    if fields is None:
+        raise EntryError("entry was deleted from the stream before it was processed")
+    if len(fields) > 2 * MAX_FIELDS:
+        raise EntryError(f"too many fields: {len(fields) // 2} (limit {MAX_FIELDS})")
+    ts: int | None = None
+    src: str | None = None
+    readings: list[tuple[str, Value]] = []
+    seen: set[bytes] = set()
+    for i in range(0, len(fields) - 1, 2):
+        field, raw = fields[i], fields[i + 1]
+        if field in seen:
+            raise EntryError(f"field {_show(field)} appears twice")
+        seen.add(field)
+        if field == _TS_FIELD:
+            ts = _decode_ts(raw)
+        elif field == _SRC_FIELD:
+            src = raw.decode("utf-8", "backslashreplace")
+        elif field.startswith(b"@"):
+            raise EntryError(f"unknown reserved field {_show(field)}")
+        else:
+            readings.append((_decode_name(field), _decode_reading(field, raw)))
+    if not readings:
+        raise EntryError("entry carries no readings")
+    text_id = entry_id.decode()
+    return Entry(text_id, id_ms(text_id) if ts is None else ts, tuple(readings), src)
+
+
+def _decode_ts(raw: bytes) -> int:
+    if _DIGITS.fullmatch(raw) is None:
+        raise EntryError(f"@ts {_show(raw)} is not a non-negative integer of milliseconds")
+    return int(raw)
+
+
+def _decode_name(field: bytes) -> str:
+    try:
+        name = field.decode("ascii")
+    except UnicodeDecodeError:
+        raise EntryError(f"bad node name {_show(field)}") from None
+    if not valid_node_name(name):
+        raise EntryError(f"bad node name {_show(field)}")
+    return name
+
+
+def _decode_reading(field: bytes, raw: bytes) -> Value:
+    if len(raw) > MAX_VALUE_BYTES:
+        raise EntryError(
+            f"value of {_show(field)} is {len(raw)} bytes (limit {MAX_VALUE_BYTES})"
+        )
+    try:
+        value = decode_value(raw)
+    except ValueError as exc:
+        raise EntryError(f"bad value for {_show(field)}: {exc}") from None
+    if isinstance(value, tuple) and len(value) > MAX_VECTOR_LEN:
+        raise EntryError(
+            f"vector {_show(field)} has {len(value)} elements (limit {MAX_VECTOR_LEN})"
+        )
+    return value
+
+
+def _show(raw: bytes, limit: int = 40) -> str:
+    """A short printable quotation of raw bytes for one-line error messages."""
+    # latin-1 maps every byte to one character, and repr escapes the unprintable ones.
+    return repr(raw[:limit].decode("latin-1") + ("..." if len(raw) > limit else ""))

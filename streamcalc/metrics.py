@@ -1,0 +1,106 @@
+"""Prometheus metrics of a worker: every collector is defined here, with fixed label values."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+ENTRIES = Counter(
+    "streamcalc_entries", "Input entries processed, by outcome (ok or dead).", ["outcome"]
+)
+READINGS = Counter("streamcalc_readings", "Readings applied from input entries.")
+DERIVED = Counter("streamcalc_derived", "Derived values fired and emitted.")
+FUNCTION_ERRORS = Counter("streamcalc_function_errors", "Node functions that failed.")
+LATE_READINGS = Counter(
+    "streamcalc_late_readings", "Values older than the slot they were meant for (S2)."
+)
+EXPIRED_ARGS = Counter("streamcalc_expired_args", "Argument slots emptied by their TTL (S3).")
+CLAIMED = Counter("streamcalc_claimed", "Entries claimed from idle consumers.")
+CONFLICTS = Counter(
+    "streamcalc_commit_conflicts", "Batch commits retried because another worker moved a slot."
+)
+BATCH_SECONDS = Histogram(
+    "streamcalc_batch_seconds",
+    "Time to process and commit one batch.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENT_LATENCY = Histogram(
+    "streamcalc_event_latency_seconds",
+    "From an input entry's ID time to the emission of its derived values.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+STREAM_LAG = Gauge(
+    "streamcalc_stream_lag", "Entries of the input stream not yet delivered to the group."
+)
+PENDING = Gauge("streamcalc_pending", "Entries delivered to the group and not yet acknowledged.")
+NODE_STALENESS = Gauge(
+    "streamcalc_node_staleness_seconds", "Age of each derived node's latest value.", ["node"]
+)
+NODE_VALUE = Gauge(
+    "streamcalc_node_value", "Latest value of each node (with --export-values).", ["node"]
+)
+
+#: The full names of every metric family, as Prometheus exposes them (counters get ``_total``).
+METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        "streamcalc_entries_total",
+        "streamcalc_readings_total",
+        "streamcalc_derived_total",
+        "streamcalc_function_errors_total",
+        "streamcalc_late_readings_total",
+        "streamcalc_expired_args_total",
+        "streamcalc_claimed_total",
+        "streamcalc_commit_conflicts_total",
+        "streamcalc_batch_seconds",
+        "streamcalc_event_latency_seconds",
+        "streamcalc_stream_lag",
+        "streamcalc_pending",
+        "streamcalc_node_staleness_seconds",
+        "streamcalc_node_value",
+    }
+)
+
+
+HealthCheck = Callable[[], tuple[bool, str]]
+
+
+def serve(port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> HTTPServer:
+    """Serve ``GET /metrics`` and ``GET /healthz`` on ``port`` from a daemon thread.
+
+    ``/healthz`` answers 200 with ``ok`` when ``health()`` says so, else 503 with its reason.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                status, body, ctype = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                ok, reason = health()
+                status, body, ctype = (200 if ok else 503), reason.encode() + b"\n", "text/plain"
+            else:
+                status, body, ctype = 404, b"not found\n", "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds would drown the worker's own log
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

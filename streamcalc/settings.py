@@ -1,0 +1,39 @@
+"""One frozen settings object, built from CLI options and ``STREAMCALC_*`` environment variables."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_NS = "default"
+DEFAULT_GROUP = "streamcalc"
+
+_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and messages)."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a worker or a command needs to know; immutable once built."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    ns: str = DEFAULT_NS
+    group: str = DEFAULT_GROUP
+    consumer: str = ""
+    batch: int = 500
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    metrics_port: int | None = None
+    log_format: str = "auto"
+    wait_s: float = 30.0
+
+    @property
+    def safe_url(self) -> str:
+        """The Redis URL with its password masked."""
+        return mask_url(self.redis_url)

@@ -1,0 +1,71 @@
+"""The value domain: finite numbers and vectors of finite numbers, and their JSON text."""
+
+from __future__ import annotations
+
+import math
+from typing import TypeAlias
+
+import msgspec
+
+Number: TypeAlias = int | float
+Vector: TypeAlias = tuple[Number, ...]
+Value: TypeAlias = Number | Vector
+
+# Ints beyond this lose nothing as floats in practice but would make Redis and
+# JSON consumers choke; they are stored as floats.
+_INT_LIMIT = 2**63
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+
+def normalize(value: object) -> Value:
+    """Return ``value`` as a Value, or raise ValueError saying why it is not one.
+
+    Accepts ints and floats (not bools) that are finite, and non-empty lists or
+    tuples of those. Huge ints become floats; an int too large for a float is
+    not finite.
+    """
+    if isinstance(value, bool):
+        raise ValueError("booleans are not numbers")
+    if isinstance(value, int):
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        try:
+            return _finite(float(value))
+        except OverflowError:
+            raise ValueError("number is not finite") from None
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("empty vector")
+        items: list[Number] = []
+        for item in value:
+            if isinstance(item, list | tuple):
+                raise ValueError("nested vectors are not allowed")
+            scalar = normalize(item)
+            assert not isinstance(scalar, tuple)
+            items.append(scalar)
+        return tuple(items)
+    raise ValueError(f"not a number or vector: {type(value).__name__}")
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("number is not finite")
+    return value
+
+
+def decode_value(text: bytes | str) -> Value:
+    """Parse a reading's JSON text into a Value, or raise ValueError."""
+    try:
+        raw = _json_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    return normalize(raw)
+
+
+def encode_value(value: Value) -> bytes:
+    """Return the JSON text of a Value (vectors as arrays)."""
+    return _json_encoder.encode(value)
