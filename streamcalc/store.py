@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis
 
@@ -62,15 +63,27 @@ def fetch_graph(client: redis.Redis, keys: Keys) -> tuple[str, Graph | None]:
     return version.decode(), Graph.from_definitions(definitions)
 
 
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def read_range(
+    client: redis.Redis, key: str, start: str = "-", end: str = "+", count: int | None = None
+) -> list[StreamEntry]:
+    """XRANGE with the types this client (bytes replies) really returns."""
+    return cast(list[StreamEntry], client.xrange(key, min=start, max=end, count=count))
+
+
 def latest_values(
     client: redis.Redis, keys: Keys, nodes: list[str] | None = None
 ) -> dict[str, tuple[int, Value]]:
     """Latest (ts, value) of the given nodes (all when None); nodes without a value are left out."""
+    items: list[tuple[str, bytes | None]]
     if nodes is None:
-        raw = client.hgetall(keys.latest)
+        raw = cast(dict[bytes, bytes], client.hgetall(keys.latest))
         items = [(node.decode(), text) for node, text in raw.items()]
     else:
-        items = list(zip(nodes, client.hmget(keys.latest, nodes), strict=True))
+        found = cast(list[bytes | None], client.hmget(keys.latest, nodes))
+        items = list(zip(nodes, found, strict=True))
     result: dict[str, tuple[int, Value]] = {}
     for node, text in items:
         if text is not None:

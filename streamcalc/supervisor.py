@@ -28,11 +28,30 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     """The command line of one child worker."""
     s = settings
     command = [
-        sys.executable, "-m", "streamcalc", "worker",
-        "--ns", s.ns, "--group", s.group, "--consumer", consumer,
-        "--batch", str(s.batch), "--block-ms", str(s.block_ms),
-        "--claim-idle", str(s.claim_idle_ms), "--max-deliveries", str(s.max_deliveries),
-        "--log-format", s.log_format, "--log-level", log_level, "--wait", str(s.wait_s),
+        sys.executable,
+        "-m",
+        "streamcalc",
+        "worker",
+        "--ns",
+        s.ns,
+        "--group",
+        s.group,
+        "--consumer",
+        consumer,
+        "--batch",
+        str(s.batch),
+        "--block-ms",
+        str(s.block_ms),
+        "--claim-idle",
+        str(s.claim_idle_ms),
+        "--max-deliveries",
+        str(s.max_deliveries),
+        "--log-format",
+        s.log_format,
+        "--log-level",
+        log_level,
+        "--wait",
+        str(s.wait_s),
     ]
     return command
 

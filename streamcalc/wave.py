@@ -1,4 +1,4 @@
-"""Glitch-free waves (SPEC S1–S8), evaluated in Python against a batch's view of slot state.
+"""Glitch-free waves (SPEC S1-S8), evaluated in Python against a batch's view of slot state.
 
 Pure: no I/O. A :class:`BatchView` overlays the worker's cached slot state so a
 batch can be thrown away and recomputed when its commit finds that another
@@ -24,7 +24,9 @@ Slot = tuple[int, Value | None] | None
 Slots = list[Slot]
 
 _slots_encoder = msgspec.json.Encoder()
-_slots_decoder = msgspec.json.Decoder(list[tuple[int, int | float | tuple[int | float, ...] | None] | None])
+_slots_decoder = msgspec.json.Decoder(
+    list[tuple[int, int | float | tuple[int | float, ...] | None] | None]
+)
 
 
 def encode_slots(slots: Slots) -> bytes:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
@@ -176,7 +176,12 @@ class Worker:
     def leave(self) -> None:
         """Remove this consumer from the group, unless it still owns pending entries."""
         pending = self.client.xpending_range(
-            self.keys.input, self.settings.group, min="-", max="+", count=1, consumername=self.consumer
+            self.keys.input,
+            self.settings.group,
+            min="-",
+            max="+",
+            count=1,
+            consumername=self.consumer,
         )
         if not pending:
             self.client.xgroup_delconsumer(self.keys.input, self.settings.group, self.consumer)
@@ -206,10 +211,13 @@ class Worker:
         args: list[Any] = ["GROUP", s.group, self.consumer, "COUNT", s.batch]
         if block:
             args += ["BLOCK", s.block_ms]
-        reply = self.client.execute_command("XREADGROUP", *args, "STREAMS", self.keys.input, start)
+        reply = self._execute("XREADGROUP", *args, "STREAMS", self.keys.input, start)
         if not reply:
             return []
         return [(entry[0], entry[1]) for entry in reply[0][1]]
+
+    def _execute(self, *args: Any) -> Any:
+        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def drain_own_pending(self) -> None:
         """Re-process entries this consumer name read before it stopped or crashed."""
@@ -222,9 +230,15 @@ class Worker:
     def claim_idle(self) -> int:
         """Claim entries idle longer than ``--claim-idle`` from other consumers and process them."""
         s = self.settings
-        reply = self.client.execute_command(
-            "XAUTOCLAIM", self.keys.input, s.group, self.consumer, s.claim_idle_ms, "0-0",
-            "COUNT", s.batch,
+        reply = self._execute(
+            "XAUTOCLAIM",
+            self.keys.input,
+            s.group,
+            self.consumer,
+            s.claim_idle_ms,
+            "0-0",
+            "COUNT",
+            s.batch,
         )
         batch = [(entry[0], entry[1]) for entry in reply[1] if entry]
         if not batch:
@@ -237,10 +251,14 @@ class Worker:
     def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
         ids = [entry_id for entry_id, _ in batch]
         pending = self.client.xpending_range(
-            self.keys.input, self.settings.group, min=min(ids, key=_id_key),
-            max=max(ids, key=_id_key), count=len(ids) * 4 + 16, consumername=self.consumer,
+            self.keys.input,
+            self.settings.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) * 4 + 16,
+            consumername=self.consumer,
         )
-        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}
 
     def observe_group(self) -> None:
         """Refresh the lag and pending gauges from XINFO GROUPS."""
@@ -253,7 +271,9 @@ class Worker:
 
     # -- processing ----------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[RawEntry], deliveries: dict[bytes, int] | None = None) -> None:
+    def process(
+        self, batch: Sequence[RawEntry], deliveries: dict[bytes, int] | None = None
+    ) -> None:
         """Process one batch to completion: waves, then one atomic commit (retried on conflict)."""
         started = time.perf_counter()
         faults.reached("after_read")
@@ -295,7 +315,10 @@ class Worker:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
                 bad.append(
-                    (entry_id.decode(), f"delivered {delivered} times (limit {limit}); poison entry")
+                    (
+                        entry_id.decode(),
+                        f"delivered {delivered} times (limit {limit}); poison entry",
+                    )
                 )
                 continue
             try:

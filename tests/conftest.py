@@ -64,3 +64,11 @@ def env(redis_url: str, ns: str) -> dict[str, str]:
         "STREAMCALC_NS": ns,
         "STREAMCALC_LOG_FORMAT": "json",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """Library code never configures logging; tests keep only warnings, as JSON."""
+    from streamcalc.logs import configure_logging
+
+    configure_logging("json", "warning")

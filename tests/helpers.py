@@ -10,9 +10,9 @@ import redis
 
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys
+from streamcalc.messages import decode_output
 from streamcalc.settings import Settings
-from streamcalc.store import store_graph
-from streamcalc.values import decode_value
+from streamcalc.store import read_range, store_graph
 from streamcalc.worker import Worker
 
 
@@ -46,18 +46,8 @@ def idle(r: redis.Redis, keys: Keys, group: str = "streamcalc") -> bool:
 
 def outputs(r: redis.Redis, keys: Keys) -> list[tuple[str, Any, int, str]]:
     """Every output entry as (node, value, ts, src), in stream order."""
-    rows = []
-    for _, fields in r.xrange(keys.output):
-        node = next(name for name in fields if not name.startswith(b"@"))
-        rows.append(
-            (
-                node.decode(),
-                decode_value(fields[node]),
-                int(fields[b"@ts"]),
-                fields[b"@src"].decode(),
-            )
-        )
-    return rows
+    rows = [decode_output(fields) for _, fields in read_range(r, keys.output)]
+    return [(o.node, o.value, o.ts, o.src) for o in rows]
 
 
 def dead_letters(r: redis.Redis, keys: Keys) -> list[dict[str, str]]:
@@ -72,7 +62,9 @@ class Background:
     """A worker running in a thread, for tests that need it live."""
 
     def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
-        self.worker = Worker(Settings(redis_url=redis_url, ns=ns, block_ms=10, wait_s=5, **settings))
+        self.worker = Worker(
+            Settings(redis_url=redis_url, ns=ns, block_ms=10, wait_s=5, **settings)
+        )
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
     def __enter__(self) -> Worker:

@@ -1,0 +1,25 @@
+"""The graph: its TOML file, validation, safe expressions, node functions and renderings.
+
+Modules, one concern each: ``model`` (names, NodeDef), ``functions`` (element-wise
+arithmetic, built-ins, plugins), ``expr`` (expression compiler), ``validate``
+(per-node checks, cycles, ranks), ``compiled`` (the Graph), ``parse`` (TOML),
+``render`` (text/json/dot/mermaid).
+"""
+
+from streamcalc.graph.compiled import Graph
+from streamcalc.graph.functions import BUILTINS
+from streamcalc.graph.model import NodeDef, valid_node_name
+from streamcalc.graph.parse import parse_duration_ms, parse_graph_file, parse_graph_text
+from streamcalc.graph.render import FORMATS, render
+
+__all__ = [
+    "BUILTINS",
+    "FORMATS",
+    "Graph",
+    "NodeDef",
+    "parse_duration_ms",
+    "parse_graph_file",
+    "parse_graph_text",
+    "render",
+    "valid_node_name",
+]

@@ -1,0 +1,172 @@
+"""The compiled graph: validated definitions, their shape, and one kernel per derived node."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TypeVar
+
+import msgspec
+
+from streamcalc.errors import FunctionError
+from streamcalc.graph.functions import Kernel, describe
+from streamcalc.graph.model import NodeDef, graph_error
+from streamcalc.graph.validate import check_acyclic, check_node, rank_nodes
+from streamcalc.values import Value, normalize
+
+# Redis hands back bytes keys, callers may hold str keys: accept either (or a mix).
+_Key = TypeVar("_Key", bound=str | bytes)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(NodeDef)
+
+
+class Graph:
+    """An immutable, validated graph, ready to evaluate.
+
+    ``Graph(nodes, source)`` validates the definitions (raising GraphError whose
+    message names ``source`` and the node); ``parse_graph_text`` and
+    ``from_definitions`` both end here.
+    """
+
+    __slots__ = (
+        "_definitions",
+        "_downstream",
+        "_kernels",
+        "inputs",
+        "nodes",
+        "order",
+        "parents",
+        "rank",
+        "version_hash",
+    )
+
+    nodes: Mapping[str, NodeDef]
+    """Derived nodes by name, in name order."""
+    inputs: frozenset[str]
+    """Nodes used as arguments but not defined."""
+    parents: Mapping[str, tuple[tuple[str, int], ...]]
+    """Any node -> every (derived node, argument position) slot it feeds."""
+    rank: Mapping[str, int]
+    """Derived node -> topological rank; every argument's rank is lower."""
+    order: tuple[str, ...]
+    """Derived nodes by (rank, name): an evaluation order that respects dependencies."""
+    version_hash: str
+    """sha1 hex of the definitions: equal graphs have equal hashes."""
+
+    def __init__(self, nodes: Iterable[NodeDef], source: str = "<graph>") -> None:
+        by_name: dict[str, NodeDef] = {}
+        for node in nodes:
+            if node.name in by_name:
+                raise graph_error(source, "defined twice", node.name)
+            by_name[node.name] = node
+        if not by_name:
+            raise graph_error(source, "no nodes defined")
+        kernels: dict[str, tuple[Kernel, int]] = {}
+        for name in sorted(by_name):
+            node = by_name[name]
+            kernels[name] = (check_node(source, node), len(node.args))
+        check_acyclic(source, by_name)
+        rank = rank_nodes(by_name)
+
+        parents: dict[str, list[tuple[str, int]]] = {}
+        for name in sorted(by_name):
+            for position, arg in enumerate(by_name[name].args):
+                parents.setdefault(arg, []).append((name, position))
+
+        self.nodes = MappingProxyType({name: by_name[name] for name in sorted(by_name)})
+        self.inputs = frozenset(parents) - frozenset(by_name)
+        self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
+        self.rank = MappingProxyType(dict(sorted(rank.items())))
+        self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
+        self._kernels = kernels
+        self._definitions = {name: _encoder.encode(node) for name, node in self.nodes.items()}
+        self._downstream: dict[str, frozenset[str]] = {}
+        digest = hashlib.sha1(usedforsecurity=False)
+        for name, text in self._definitions.items():
+            digest.update(b"%s\0%s\n" % (name.encode(), text))
+        self.version_hash = digest.hexdigest()
+
+    def evaluate(self, name: str, args: Sequence[Value]) -> Value:
+        """Run derived node ``name``'s function on its slot values, in argument order.
+
+        Any failure -- the function raising, division by zero, vectors of
+        different lengths, a result that is not a finite number or vector --
+        raises FunctionError with a one-line message.
+        """
+        entry = self._kernels.get(name)
+        if entry is None:
+            raise FunctionError(f"{name} is not a derived node")
+        kernel, count = entry
+        if len(args) != count:
+            raise FunctionError(f"{name} takes {count} arguments, got {len(args)}")
+        try:
+            result = kernel(args)
+        except FunctionError:
+            raise
+        except ZeroDivisionError:
+            raise FunctionError("division by zero") from None
+        except OverflowError:
+            raise FunctionError("overflow") from None
+        except Exception as exc:  # e.g. a TypeError from a non-Value argument
+            raise FunctionError(describe(exc)) from exc
+        # Fast path: the common finite float result needs no further checks.
+        if isinstance(result, float) and math.isfinite(result):
+            return result
+        try:
+            return normalize(result)
+        except ValueError as exc:
+            raise FunctionError(f"bad result: {exc}") from None
+
+    def downstream(self, node: str) -> frozenset[str]:
+        """Every derived node whose value depends, directly or not, on ``node``."""
+        cached = self._downstream.get(node)
+        if cached is not None:
+            return cached
+        seen: set[str] = set()
+        frontier = [node]
+        while frontier:
+            for parent, _ in self.parents.get(frontier.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    frontier.append(parent)
+        result = self._downstream[node] = frozenset(seen)
+        return result
+
+    def definitions(self) -> dict[str, bytes]:
+        """Node name -> canonical JSON of its NodeDef; the same graph gives the same bytes."""
+        return dict(self._definitions)
+
+    @classmethod
+    def from_definitions(cls, defs: Mapping[_Key, bytes], source: str = "redis") -> Graph:
+        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it."""
+        nodes: list[NodeDef] = []
+        for key, text in defs.items():
+            try:
+                name = key.decode() if isinstance(key, bytes) else key
+            except UnicodeDecodeError:
+                raise graph_error(source, f"node name {key!r} is not UTF-8") from None
+            try:
+                node = _decoder.decode(text)
+            except msgspec.DecodeError as exc:
+                raise graph_error(source, f"bad stored definition: {exc}", name) from None
+            if node.name != name:
+                raise graph_error(source, f"stored definition names {node.name!r}", name)
+            nodes.append(node)
+        return cls(nodes, source)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.version_hash == other.version_hash
+
+    def __hash__(self) -> int:
+        return hash(self.version_hash)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Graph {len(self.nodes)} derived, {len(self.inputs)} inputs, "
+            f"version {self.version_hash[:12]}>"
+        )

@@ -1,0 +1,161 @@
+"""The graph file: TOML text -> node definitions with defaults applied -> a validated Graph."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streamcalc.graph.compiled import Graph
+from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, NodeDef, graph_error
+from streamcalc.graph.validate import MAX_TTL_MS, check_name, compile_expression
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"(-?\d+(?:\.\d*)?|-?\.\d+)\s*([A-Za-z]*)")
+
+
+class _NodeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[nodes.NAME]`` table as written; ttl and mode are checked by hand (clear messages)."""
+
+    fn: str | None = None
+    args: tuple[str, ...] | None = None
+    expr: str | None = None
+    ttl: Any = None
+    mode: Any = None
+
+
+_NODE_KEYS = frozenset(_NodeSpec.__struct_fields__)
+_DEFAULTS_KEYS = frozenset({"ttl", "mode"})
+_TOP_KEYS = frozenset({"defaults", "nodes"})
+
+
+def parse_duration_ms(value: object) -> int:
+    """Milliseconds of a duration: seconds as a number, or "250ms", "60s", "5m", "1h".
+
+    Raises ValueError saying why for a bool, a negative or non-finite number,
+    an unknown unit, or a positive duration shorter than 1ms.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected seconds or a string like '60s', got {type(value).__name__}")
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is None:
+            raise ValueError("not a duration like 250ms, 60s, 5m or 1h")
+        number, unit = match.groups()
+        if unit not in _UNITS_MS:
+            raise ValueError(f"unknown unit {unit!r} (use ms, s, m or h)" if unit else "no unit")
+        amount, scale = float(number), _UNITS_MS[unit]
+    else:
+        amount, scale = value, 1000
+    if not math.isfinite(amount):
+        raise ValueError("not finite")
+    if amount < 0:
+        raise ValueError("negative")
+    # Ints stay exact; a float is rounded to the millisecond.
+    ms = amount * scale if isinstance(amount, int) else round(amount * scale)
+    if ms == 0 and amount > 0:
+        raise ValueError("shorter than 1ms (0 means never expires)")
+    if ms > MAX_TTL_MS:
+        raise ValueError("too long")
+    return int(ms)
+
+
+def parse_graph_file(path: str | os.PathLike[str]) -> Graph:
+    """Read, decode and validate a graph file; every problem is a one-line GraphError."""
+    source = os.fspath(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise graph_error(source, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise graph_error(source, f"not UTF-8 text (byte {exc.start})") from None
+    return parse_graph_text(text, source)
+
+
+def parse_graph_text(text: str, source: str) -> Graph:
+    """Validate graph TOML ``text``; ``source`` names the file in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise graph_error(source, f"TOML syntax error: {exc}") from None
+    unknown = sorted(set(document) - _TOP_KEYS)
+    if unknown:
+        raise graph_error(
+            source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, nodes)"
+        )
+    ttl_ms, mode = _defaults(source, document.get("defaults", {}))
+    tables = document.get("nodes", {})
+    if not isinstance(tables, dict):
+        raise graph_error(source, "nodes must be a table of [nodes.NAME] tables")
+    if not tables:
+        raise graph_error(source, "no nodes defined (add a [nodes.NAME] table)")
+    nodes = [_node(source, name, tables[name], ttl_ms, mode) for name in sorted(tables)]
+    return Graph(nodes, source)
+
+
+def _defaults(source: str, table: object) -> tuple[int, str]:
+    if not isinstance(table, dict):
+        raise graph_error(source, "defaults must be a table")
+    unknown = sorted(set(table) - _DEFAULTS_KEYS)
+    if unknown:
+        raise graph_error(source, f"unknown key {unknown[0]!r} in [defaults] (allowed: ttl, mode)")
+    ttl_ms = _ttl(source, None, table["ttl"]) if "ttl" in table else DEFAULT_TTL_MS
+    mode = _mode(source, None, table["mode"]) if "mode" in table else MODES[0]
+    return ttl_ms, mode
+
+
+def _node(source: str, name: str, table: object, ttl_ms: int, mode: str) -> NodeDef:
+    check_name(source, name)
+    unknown = sorted(set(table) - _NODE_KEYS) if isinstance(table, dict) else []
+    if unknown:
+        key = unknown[0]
+        hint = ""
+        if isinstance(table, dict) and isinstance(table[key], dict):
+            # [nodes.plant1.boiler] makes nested tables, not a node named "plant1.boiler".
+            hint = f'; a dotted node name must be quoted: [nodes."{name}.{key}"]'
+        raise graph_error(
+            source, f"unknown key {key!r} (allowed: fn, args, expr, ttl, mode){hint}", name
+        )
+    try:
+        spec = msgspec.convert(table, _NodeSpec)
+    except msgspec.ValidationError as exc:
+        raise graph_error(source, f"invalid definition: {exc}", name) from None
+    if spec.ttl is not None:
+        ttl_ms = _ttl(source, name, spec.ttl)
+    if spec.mode is not None:
+        mode = _mode(source, name, spec.mode)
+    args: tuple[str, ...] = ()
+    if spec.fn is not None and spec.expr is None:
+        if spec.args is None:
+            raise graph_error(source, f"fn {spec.fn} without args", name)
+        args = spec.args
+    elif spec.expr is not None and spec.fn is None:
+        if spec.args is not None:
+            raise graph_error(
+                source, "args given with expr (an expression's arguments are its node names)", name
+            )
+        args = compile_expression(source, name, spec.expr).args
+    # Both or neither of fn/expr: the Graph's own check reports it.
+    return NodeDef(name, args, fn=spec.fn, expr=spec.expr, ttl_ms=ttl_ms, mode=mode)
+
+
+def _ttl(source: str, node: str | None, value: object) -> int:
+    try:
+        return parse_duration_ms(value)
+    except ValueError as exc:
+        where = "" if node is not None else " in [defaults]"
+        raise graph_error(source, f"bad ttl {value!r}{where}: {exc}", node) from None
+
+
+def _mode(source: str, node: str | None, value: object) -> str:
+    if isinstance(value, str) and value in MODES:
+        return value
+    where = "" if node is not None else " in [defaults]"
+    raise graph_error(source, f"bad mode {value!r}{where}: must be consume or latest", node)

@@ -1,0 +1,39 @@
+"""Plugin functions that tests/test_graph.py references as ``graph_plugins:NAME``."""
+
+from __future__ import annotations
+
+NOT_CALLABLE = 42
+
+
+def efficiency(args: list[float]) -> float:
+    """A good plugin: power out over power in."""
+    power_in, power_out = args
+    return power_out / power_in
+
+
+def explode(args: list[float]) -> float:
+    """A plugin that raises, with a message spanning lines."""
+    raise RuntimeError("boom\nsecond line")
+
+
+def not_a_number(args: list[float]) -> float:
+    """A plugin that returns NaN."""
+    return float("nan")
+
+
+def doubled(args: list[float]) -> list[float]:
+    """A plugin returning a list, which becomes a vector."""
+    return [2 * value for value in args]
+
+
+def text(args: list[float]) -> str:
+    """A plugin returning something that is not a value."""
+    return "7"
+
+
+class Namespace:
+    """Holds a function reached by a dotted attribute path."""
+
+    @staticmethod
+    def total(args: list[float]) -> float:
+        return sum(args)

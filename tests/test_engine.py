@@ -1,0 +1,240 @@
+"""Semantics S1-S8 against a real Redis, one worker: the seed, TTL, late values, modes, errors."""
+
+from __future__ import annotations
+
+import redis
+from helpers import Background, dead_letters, drain, load, outputs, wait_for
+
+from streamcalc.keys import Keys
+from streamcalc.store import latest_values
+
+SEED = """
+[defaults]
+ttl = "60s"
+[nodes.A]
+fn = "add"
+args = ["C", "D", "E"]
+[nodes.B]
+expr = "A * F"
+"""
+T0 = 1_700_000_000_000
+
+
+def send(r: redis.Redis, keys: Keys, ts: int | None = None, **readings: object) -> str:
+    fields = {k: str(v).replace("'", '"') for k, v in readings.items()}
+    if ts is not None:
+        fields["@ts"] = str(ts)
+    return r.xadd(keys.input, fields).decode()  # type: ignore[arg-type]
+
+
+def derived(r: redis.Redis, keys: Keys) -> list[tuple[str, object]]:
+    return [(node, value) for node, value, _, _ in outputs(r, keys)]
+
+
+def test_seed_scenario(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, SEED)
+    send(r, keys, T0, C=4, D=5)
+    e2 = send(r, keys, T0 + 1000, E=6)
+    drain(redis_url, ns)
+    assert derived(r, keys) == [("A", 15)]
+    e3 = send(r, keys, T0 + 2000, C=1, D=1, E=1, F=3)
+    drain(redis_url, ns)
+    assert derived(r, keys)[1:] == [("A", 3), ("B", 9)]  # glitch-free: never 45
+    e4 = send(r, keys, T0 + 3000, A=4, F=5)
+    drain(redis_url, ns)
+    rows = outputs(r, keys)
+    assert [(n, v) for n, v, _, _ in rows] == [("A", 15), ("A", 3), ("B", 9), ("B", 20)]
+    assert [src for *_, src in rows] == [e2, e3, e3, e4]
+    assert [ts for _, _, ts, _ in rows] == [T0 + 1000, T0 + 2000, T0 + 2000, T0 + 3000]
+    latest = latest_values(r, keys)
+    assert latest["A"] == (T0 + 3000, 4)  # the manual override (S7)
+    assert latest["B"] == (T0 + 3000, 20)
+    assert latest["C"] == (T0 + 2000, 1)
+
+
+def test_one_batch_equals_one_wave_at_a_time(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, SEED)
+    for i, readings in enumerate(
+        [{"C": 4, "D": 5}, {"E": 6}, {"C": 1, "D": 1, "E": 1, "F": 3}, {"A": 4, "F": 5}]
+    ):
+        send(r, keys, T0 + 1000 * i, **readings)
+    drain(redis_url, ns, batch=100)
+    assert derived(r, keys) == [("A", 15), ("A", 3), ("B", 9), ("B", 20)]
+
+
+def test_ttl_expires_old_slots(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\nttl = "1s"\n')
+    send(r, keys, T0, X=1)
+    send(r, keys, T0 + 1001, Y=10)  # X is 1001 ms older than Y: expired and emptied
+    send(r, keys, T0 + 1500, X=2)  # Y (500 ms older) still valid
+    send(r, keys, T0 + 3000, Y=20)  # both slots were consumed: nothing fires
+    send(r, keys, T0 + 3000, X=5)
+    send(r, keys, T0 + 6000, Y=1)  # X (3000) expires; Y waits alone
+    send(r, keys, T0 + 5500, X=1)  # older than Y but newer than its own slot: valid pair
+    drain(redis_url, ns)
+    assert [(v, ts) for _, v, ts, _ in outputs(r, keys)] == [
+        (12, T0 + 1500),
+        (25, T0 + 3000),
+        (2, T0 + 6000),
+    ]
+
+
+def test_ttl_boundary_and_zero(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(
+        r,
+        ns,
+        '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\nttl = "100ms"\n'
+        '[nodes.Z]\nfn = "add"\nargs = ["X", "Y"]\nttl = 0\n',
+    )
+    send(r, keys, T0, X=1)
+    send(r, keys, T0 + 100, Y=2)  # exactly ttl: fires
+    send(r, keys, T0 + 200, X=3)
+    send(r, keys, T0 + 10_000_000, Y=4)  # ttl 0 never expires
+    drain(redis_url, ns)
+    fired = sorted((n, v, ts) for n, v, ts, _ in outputs(r, keys))
+    assert fired == [("S", 3, T0 + 100), ("Z", 3, T0 + 100), ("Z", 7, T0 + 10_000_000)]
+
+
+def test_late_values_change_nothing(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nfn = "sub"\nargs = ["X", "Y"]\nmode = "latest"\n')
+    send(r, keys, T0 + 500, X=10)
+    send(r, keys, T0 + 100, X=99)  # late for the slot and for X's latest value
+    send(r, keys, T0 + 600, Y=1)
+    send(r, keys, T0 + 550, Y=7)  # late: triggers nothing
+    drain(redis_url, ns)
+    assert [(v, ts) for _, v, ts, _ in outputs(r, keys)] == [(9, T0 + 600)]
+    latest = latest_values(r, keys)
+    assert latest["X"] == (T0 + 500, 10)
+    assert latest["Y"] == (T0 + 600, 1)
+
+
+def test_consumed_slot_keeps_its_ts(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\n')
+    send(r, keys, T0 + 500, X=1, Y=1)  # fires and empties both slots, keeping ts 500
+    send(r, keys, T0 + 400, X=5, Y=5)  # older than the consumed slots: late
+    send(r, keys, T0 + 500, X=2, Y=2)  # equal ts is not late
+    drain(redis_url, ns)
+    assert [v for _, v, _, _ in outputs(r, keys)] == [2, 4]
+
+
+def test_latest_mode_fires_on_every_update(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + Y"\nmode = "latest"\n[nodes.K]\nexpr = "X + Y"\n')
+    send(r, keys, T0, X=1)
+    send(r, keys, T0 + 1, Y=2)
+    send(r, keys, T0 + 2, X=10)
+    send(r, keys, T0 + 3, Y=20)
+    drain(redis_url, ns)
+    rows = outputs(r, keys)
+    assert [v for n, v, _, _ in rows if n == "S"] == [3, 12, 30]
+    assert [v for n, v, _, _ in rows if n == "K"] == [3, 30]
+
+
+def test_vectors(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.V]\nexpr = "X * k + Y"\n[nodes.M]\nfn = "mean"\nargs = ["X", "Y"]\n')
+    send(r, keys, T0, X=[1, 2, 3], k=2, Y=[10, 20, 30])
+    send(r, keys, T0 + 1, X=[1, 2], k=1, Y=[1, 2, 3])  # lengths differ: function errors
+    drain(redis_url, ns)
+    rows = {n: v for n, v, _, _ in outputs(r, keys)}
+    assert rows == {"V": (12, 24, 36), "M": (5.5, 11, 16.5)}
+    errors = {d["@node"] for d in dead_letters(r, keys)}
+    assert errors == {"V", "M"}
+
+
+def test_bad_entries_go_whole_to_dead_letters(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\nmode = "latest"\n')
+    bad = [
+        {"X": "true", "Y": "1"},
+        {"X": '"7"', "Y": "1"},
+        {"X": "1e400", "Y": "1"},
+        {"X": "NaN", "Y": "1"},
+        {"X": "[]", "Y": "1"},
+        {"X": "[[1]]", "Y": "1"},
+        {"X": "{}", "Y": "1"},
+        {"X": "1", "1bad": "1"},
+        {"X": "1", "@ts": "-5"},
+        {"X": "1", "@ts": "1.5"},
+        {"X": "1", "@key": "dev1"},
+        {"@ts": "5"},
+    ]
+    ids = [r.xadd(keys.input, fields).decode() for fields in bad]  # type: ignore[arg-type]
+    ok = send(r, keys, T0, X=1, Y=2)
+    drain(redis_url, ns)
+    dead = dead_letters(r, keys)
+    assert [d["@src"] for d in dead] == ids
+    for letter, original in zip(dead, bad, strict=True):
+        assert letter["@error"] and "\n" not in letter["@error"]
+        assert "@node" not in letter
+        for field, value in original.items():
+            assert letter[field] == value  # the original fields travel with it
+    assert [(v, s) for _, v, _, s in outputs(r, keys)] == [(3, ok)]  # nothing of them applied
+    assert latest_values(r, keys)["X"] == (T0, 1)
+    assert r.xpending(keys.input, "streamcalc")["pending"] == 0
+
+
+def test_division_by_zero_is_a_function_dead_letter(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.Q]\nfn = "div"\nargs = ["X", "Y"]\n[nodes.P]\nexpr = "Q + 1"\n')
+    src = send(r, keys, T0, X=1, Y=0)
+    send(r, keys, T0 + 1, Y=4)  # consume mode: X was kept after the failure
+    drain(redis_url, ns)
+    (letter,) = dead_letters(r, keys)
+    assert letter["@node"] == "Q"
+    assert letter["@src"] == src
+    assert "division by zero" in letter["@error"]
+    assert letter["X"] == "1" and letter["Y"] == "0"
+    assert [(n, v) for n, v, _, _ in outputs(r, keys)] == [("Q", 0.25), ("P", 1.25)]
+
+
+def test_worker_picks_up_a_new_graph(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\nmode = "latest"\n')
+    with Background(redis_url, ns):
+        send(r, keys, T0, X=1)
+        wait_for(lambda: len(outputs(r, keys)) == 1)
+        load(r, ns, '[nodes.S]\nexpr = "X * 100"\nmode = "latest"\n')
+        send(r, keys, T0 + 1, X=2)
+        wait_for(lambda: len(outputs(r, keys)) == 2)
+    assert [v for _, v, _, _ in outputs(r, keys)] == [2, 200]
+
+
+def test_input_without_parents_updates_latest_only(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, SEED)
+    send(r, keys, T0, humidity=40.5)
+    drain(redis_url, ns)
+    assert outputs(r, keys) == []
+    assert latest_values(r, keys)["humidity"] == (T0, 40.5)
+
+
+def test_entry_id_time_is_the_default_ts(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + Y"\n')
+    entry_id = r.xadd(keys.input, {"X": "1", "Y": "2"}, id="1700000000123-0").decode()
+    drain(redis_url, ns)
+    assert outputs(r, keys) == [("S", 3, 1700000000123, entry_id)]
+
+
+def test_entries_written_before_the_first_worker_are_processed(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    send(r, keys, T0, X=1, Y=2)  # no group yet: the worker creates it at 0 (S9)
+    load(r, ns, '[nodes.S]\nexpr = "X + Y"\n')
+    drain(redis_url, ns)
+    assert [v for _, v, _, _ in outputs(r, keys)] == [3]
+
+
+def test_repeated_field_is_a_bad_entry(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    entry_id = r.execute_command("XADD", keys.input, "*", "X", "1", "X", "2").decode()
+    drain(redis_url, ns)
+    (letter,) = dead_letters(r, keys)
+    assert letter["@src"] == entry_id and "twice" in letter["@error"]
+    assert outputs(r, keys) == []
