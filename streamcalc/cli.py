@@ -12,12 +12,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import msgspec
 import redis
 import typer
@@ -25,6 +24,9 @@ import typer
 from streamcalc.errors import StreamcalcError, UsageError
 from streamcalc.keys import Keys, valid_namespace
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings, mask_url
+
+if TYPE_CHECKING:
+    from streamcalc.producer import Fields, Producer
 
 app = typer.Typer(
     name="streamcalc",
@@ -141,7 +143,7 @@ def send(
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UsageError(f"{file}: {exc.strerror}") from None
-        batch = [entry_fields(obj) for obj in _json_lines(lines, file)]  # all valid before any send
+        batch = list(_json_entries(lines, file))  # every line valid before anything is sent
         _send_all(Producer(_client(settings), ns), batch)
 
 
@@ -158,7 +160,10 @@ def _parse_pairs(pairs: list[str]) -> dict[str, object]:
     return readings
 
 
-def _json_lines(lines: Any, source: str) -> Iterator[dict[str, object]]:
+def _json_entries(lines: Iterable[str], source: str) -> Iterator[Fields]:
+    """Validated entry fields from JSON lines; an error names ``source:line``."""
+    from streamcalc.producer import entry_fields
+
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -168,28 +173,30 @@ def _json_lines(lines: Any, source: str) -> Iterator[dict[str, object]]:
             raise UsageError(f"{source}:{number}: not JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise UsageError(f"{source}:{number}: expected a JSON object")
-        yield obj
+        try:
+            yield entry_fields(obj)
+        except UsageError as exc:
+            raise UsageError(f"{source}:{number}: {exc}") from None
 
 
-def _send_all(producer: Any, batch: list[Any], chunk: int = 1000) -> None:
-    show = sys.stderr.isatty()
-    with click.progressbar(
-        length=len(batch), label="sending", file=sys.stderr if show else open(os.devnull, "w")
-    ) as bar:
+def _send_all(producer: Producer, batch: list[Fields], chunk: int = 1000) -> None:
+    if sys.stderr.isatty():
+        with typer.progressbar(length=len(batch), label="sending", file=sys.stderr) as bar:
+            for i in range(0, len(batch), chunk):
+                producer.append_fields(batch[i : i + chunk])
+                bar.update(min(chunk, len(batch) - i))
+    else:
         for i in range(0, len(batch), chunk):
             producer.append_fields(batch[i : i + chunk])
-            bar.update(min(chunk, len(batch) - i))
     typer.echo(f"sent {len(batch)} entries")
 
 
-def _send_stream(producer: Any, stream: Any, source: str, chunk: int = 1000) -> None:
-    from streamcalc.producer import entry_fields
-
+def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: int = 1000) -> None:
     sent = 0
-    batch: list[Any] = []
+    batch: list[Fields] = []
     try:
-        for obj in _json_lines(stream, source):
-            batch.append(entry_fields(obj))
+        for fields in _json_entries(stream, source):
+            batch.append(fields)
             if len(batch) >= chunk:
                 producer.append_fields(batch)
                 sent += len(batch)
@@ -364,16 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app; every error becomes one line and an exit code."""
     debug = os.environ.get("STREAMCALC_DEBUG") == "1"
     try:
-        result = app(args=argv, prog_name="streamcalc", standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("streamcalc: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        # Standalone mode: typer itself reports usage errors (exit 2) and --help (exit 0).
+        app(args=argv, prog_name="streamcalc", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except StreamcalcError as exc:
         if debug:
             raise
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
 
 
 def _one_line(text: str) -> str:

@@ -26,6 +26,12 @@ MAX_NAME_LEN = 128
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_INT_LIMIT = 2**63
+_json_decode = msgspec.json.Decoder().decode
+# Valid node names seen so far (bytes -> str), so each is checked once; bounded,
+# so that an entry stream of random names cannot grow it without limit.
+_known_names: dict[bytes, str] = {}
+_KNOWN_NAMES_LIMIT = 100_000
 _TS_FIELD = b"@ts"
 _SRC_FIELD = b"@src"
 
@@ -58,25 +64,46 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
         raise EntryError(f"too many fields: {len(fields) // 2} (limit {MAX_FIELDS})")
     ts: int | None = None
     src: str | None = None
-    readings: list[tuple[str, Value]] = []
-    seen: set[bytes] = set()
+    readings: dict[str, Value] = {}
+    names = _known_names
+    decode = _json_decode
     for i in range(0, len(fields) - 1, 2):
         field, raw = fields[i], fields[i + 1]
-        if field in seen:
+        name = names.get(field)
+        if name is None:
+            if field.startswith(b"@"):
+                ts, src = _reserved(field, raw, ts, src)
+                continue
+            name = _decode_name(field)
+        if name in readings:
             raise EntryError(f"field {_show(field)} appears twice")
-        seen.add(field)
-        if field == _TS_FIELD:
-            ts = _decode_ts(raw)
-        elif field == _SRC_FIELD:
-            src = raw.decode("utf-8", "backslashreplace")
-        elif field.startswith(b"@"):
-            raise EntryError(f"unknown reserved field {_show(field)}")
+        # Fast path: msgspec yields only finite floats, so a float or a plain int is done.
+        try:
+            value = decode(raw) if len(raw) <= MAX_VALUE_BYTES else None
+        except msgspec.DecodeError:
+            value = None
+        kind = type(value)
+        if kind is float or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):  # type: ignore[operator]
+            readings[name] = value  # type: ignore[assignment]
         else:
-            readings.append((_decode_name(field), _decode_reading(field, raw)))
+            readings[name] = _decode_reading(field, raw)
     if not readings:
         raise EntryError("entry carries no readings")
     text_id = entry_id.decode()
-    return Entry(text_id, id_ms(text_id) if ts is None else ts, tuple(readings), src)
+    return Entry(text_id, id_ms(text_id) if ts is None else ts, tuple(readings.items()), src)
+
+
+def _reserved(
+    field: bytes, raw: bytes, ts: int | None, src: str | None
+) -> tuple[int | None, str | None]:
+    """Apply an ``@`` field to (ts, src); raise for unknown or repeated ones."""
+    if field == _TS_FIELD and ts is None:
+        return _decode_ts(raw), src
+    if field == _SRC_FIELD and src is None:
+        return ts, raw.decode("utf-8", "backslashreplace")
+    if field in (_TS_FIELD, _SRC_FIELD):
+        raise EntryError(f"field {_show(field)} appears twice")
+    raise EntryError(f"unknown reserved field {_show(field)}")
 
 
 def _decode_ts(raw: bytes) -> int:
@@ -92,6 +119,8 @@ def _decode_name(field: bytes) -> str:
         raise EntryError(f"bad node name {_show(field)}") from None
     if not valid_node_name(name):
         raise EntryError(f"bad node name {_show(field)}")
+    if len(_known_names) < _KNOWN_NAMES_LIMIT:
+        _known_names[field] = name
     return name
 
 

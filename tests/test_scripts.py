@@ -130,18 +130,23 @@ def test_entry_finished_elsewhere_is_gone(
     assert r.xlen(keys.output) == 0
 
 
-def test_commit_takes_over_an_entry_claimed_by_another_consumer(
+def test_entry_claimed_by_another_consumer_is_gone_for_the_old_owner(
     r: redis.Redis, ns: str, keys: Keys, scripts: Scripts
 ) -> None:
     load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
     entry = pending_entry(r, keys, consumer="slow")
     r.xclaim(keys.input, GROUP, "fast", 0, [entry])
-    assert scripts.commit(commit_args("1", [entry], consumer="slow")) == [b"ok"]
-    assert scripts.commit(commit_args("1", [entry], consumer="fast")) == [
+    assert scripts.commit(commit_args("1", [entry], consumer="slow")) == [
         b"retry",
         1,
         entry.encode(),
         0,
+    ]
+    assert scripts.commit(commit_args("1", [entry], consumer="fast")) == [b"ok"]
+    assert scripts.commit(commit_args("1", [entry], consumer="fast"))[:3] == [
+        b"retry",
+        1,
+        entry.encode(),
     ]
 
 

@@ -24,11 +24,10 @@ ARGV, read left to right (every list is preceded by its length):
   n_latest,   (node, ts, value json) ...      newest value per node in the batch
   n_dead,     (src id, error, node or "", n_fields, field, value, ...) ...
 
-Checks, in order; the first that fails returns without writing anything but
-the ownership claim of check 2 (harmless: the worker retries these entries):
+Checks, in order; none writes anything:
   1. the stored graph version equals ours      -> {"graph", stored version}
-  2. every entry is still pending in the group (XCLAIM ... JUSTID to us);
-     an entry that another consumer already finished is "gone"
+  2. every entry is still pending for this consumer (XPENDING over the batch's
+     ID range); one that another consumer finished or claimed is "gone"
   3. every checked slot state has the expected version
 Failure of 2 or 3 returns {"retry", n_gone, id..., n_moved, (node, version, slots)...}.
 Success returns {"ok"}.
@@ -62,6 +61,14 @@ local function call_chunked(cmd, key, prefix, list, suffix)
   return out
 end
 
+local function stream_id_less(a, b)
+  local a_ms, a_seq = string.match(a, "^(%d+)-(%d+)$")
+  local b_ms, b_seq = string.match(b, "^(%d+)-(%d+)$")
+  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
+  if a_ms ~= b_ms then return a_ms < b_ms end
+  return tonumber(a_seq) < tonumber(b_seq)
+end
+
 local group, consumer, graph_version, out_maxlen = take(), take(), take(), tonumber(take())
 
 -- 1. graph version
@@ -70,16 +77,23 @@ if stored ~= graph_version then
   return {"graph", stored or "0"}
 end
 
--- 2. entries still pending: claim them to us; those not returned are gone
+-- 2. entries still pending for us; those that are not were finished or claimed by
+--    another consumer, which will commit them itself
 local ids = {}
 for i = 1, tonumber(take()) do ids[i] = take() end
 local gone = {}
 if #ids > 0 then
-  local claimed = call_chunked("XCLAIM", in_key, {group, consumer, "0"}, ids, "JUSTID")
-  local have = {}
-  for _, id in ipairs(claimed) do have[id] = true end
+  local lo, hi = ids[1], ids[1]
   for _, id in ipairs(ids) do
-    if not have[id] then gone[#gone + 1] = id end
+    if stream_id_less(id, lo) then lo = id end
+    if stream_id_less(hi, id) then hi = id end
+  end
+  local mine = {}
+  for _, p in ipairs(redis.call("XPENDING", in_key, group, lo, hi, #ids * 2 + 64, consumer)) do
+    mine[p[1]] = true
+  end
+  for _, id in ipairs(ids) do
+    if not mine[id] then gone[#gone + 1] = id end
   end
 end
 
