@@ -1,0 +1,1 @@
+"""Benchmarks: the seed's Celery baseline, the raw Redis Streams ceiling, and streamcalc."""
