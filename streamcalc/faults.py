@@ -3,9 +3,10 @@
 ``STREAMCALC_FAULT=<point>`` names the point; ``STREAMCALC_FAULT_AFTER=N`` lets
 the point pass N times first (default 0); ``STREAMCALC_FAULT_RATE=p`` instead
 crashes there with probability p each time. Points, in batch order:
-``after_read`` (entries delivered, nothing computed), ``after_eval`` (waves
-computed, nothing written), ``before_commit`` (commit arguments built),
-``after_commit`` (committed, before the worker's own bookkeeping).
+``after_read`` (entries delivered, nothing computed), ``mid_wave`` (inside a
+wave, after its first derived node fired), ``after_eval`` (waves computed,
+nothing written), ``before_commit`` (commit arguments built), ``after_commit``
+(committed, before the worker's own bookkeeping).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import random
 import signal
 
-POINTS = ("after_read", "after_eval", "before_commit", "after_commit")
+POINTS = ("after_read", "mid_wave", "after_eval", "before_commit", "after_commit")
 
 _point = os.environ.get("STREAMCALC_FAULT", "")
+#: False in production: hot loops test this before calling :func:`reached`.
+ENABLED = bool(_point)
 _remaining = int(os.environ.get("STREAMCALC_FAULT_AFTER", "0") or 0)
 _rate = float(os.environ.get("STREAMCALC_FAULT_RATE", "0") or 0)
 

@@ -14,6 +14,7 @@ from heapq import heappop, heappush
 
 import msgspec
 
+from streamcalc import faults
 from streamcalc.errors import FunctionError
 from streamcalc.graph import Graph
 from streamcalc.messages import Entry
@@ -155,4 +156,6 @@ def _evaluate(
     if definition.mode == "consume":
         slots[:] = [(slot[0], None) for slot in slots]  # type: ignore[index]
     result.fired.append((node, value, t_max, entry.id))
+    if faults.ENABLED:
+        faults.reached("mid_wave")
     _offer(graph, view, result, node, value, t_max, dirty, queued)

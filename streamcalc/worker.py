@@ -74,6 +74,7 @@ class Worker:
         self._next_observe = 0.0
         self.last_progress = time.monotonic()
         self.redis_ok = False
+        self._own_pending_unknown = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -112,7 +113,6 @@ class Worker:
         """Run until :meth:`stop`: own pending entries first, then new ones and claims."""
         self.start()
         self.log.info("worker started", graph_version=self.graph_version)
-        self._resilient(self.drain_own_pending)
         while not self.stopping:
             self._resilient(self.step)
         self._resilient(self.leave)
@@ -134,6 +134,7 @@ class Worker:
                     self.log.warning("redis unreachable; retrying", error=str(exc))
                 failing = True
                 self.redis_ok = False
+                self._own_pending_unknown = True
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -192,6 +193,10 @@ class Worker:
         """One round: claim idle entries when due, then read and process new ones."""
         now = time.monotonic()
         processed = 0
+        if self._own_pending_unknown:
+            # A batch was interrupted (lost connection): finish it before anything newer.
+            self.drain_own_pending()
+            self._own_pending_unknown = False
         if now >= self._next_claim:
             processed += self.claim_idle()
             interval = min(max(self.settings.claim_idle_ms / 2000, 0.1), 5.0)
@@ -228,25 +233,29 @@ class Worker:
             self.process(batch, deliveries=self._delivery_counts(batch))
 
     def claim_idle(self) -> int:
-        """Claim entries idle longer than ``--claim-idle`` from other consumers and process them."""
+        """Claim every entry idle longer than ``--claim-idle`` and process it, oldest first.
+
+        All of them are claimed before any new entry is read, so a worker that
+        takes over from a dead one continues in stream order.
+        """
         s = self.settings
-        reply = self._execute(
-            "XAUTOCLAIM",
-            self.keys.input,
-            s.group,
-            self.consumer,
-            s.claim_idle_ms,
-            "0-0",
-            "COUNT",
-            s.batch,
-        )
-        batch = [(entry[0], entry[1]) for entry in reply[1] if entry]
-        if not batch:
-            return 0
-        metrics.CLAIMED.inc(len(batch))
-        self.log.info("claimed idle entries", count=len(batch))
-        self.process(batch, deliveries=self._delivery_counts(batch))
-        return len(batch)
+        cursor: bytes | str = "0-0"
+        claimed = 0
+        while not self.stopping:
+            reply = self._execute(
+                "XAUTOCLAIM", self.keys.input, s.group, self.consumer, s.claim_idle_ms, cursor,
+                "COUNT", s.batch,
+            )  # fmt: skip
+            batch = [(entry[0], entry[1]) for entry in reply[1] if entry]
+            if batch:
+                metrics.CLAIMED.inc(len(batch))
+                self.log.info("claimed idle entries", count=len(batch))
+                self.process(batch, deliveries=self._delivery_counts(batch))
+                claimed += len(batch)
+            cursor = reply[0]
+            if cursor in (b"0-0", "0-0"):
+                break
+        return claimed
 
     def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
         ids = [entry_id for entry_id, _ in batch]
