@@ -396,3 +396,4 @@ def _one_line(text: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+from streamcalc import cli_ops  # noqa: F401  (registers the operator commands)

@@ -56,7 +56,8 @@ class Worker:
         self.settings = settings
         self.consumer = settings.consumer or default_consumer_name()
         self.keys = Keys(settings.ns)
-        self.client = connect(settings.redis_url)
+        # A blocking XREADGROUP must not look like a dead socket.
+        self.client = connect(settings.redis_url, timeout=max(10.0, settings.block_ms / 1000 + 5))
         # Entries are parsed from Redis's flat field lists: a dict would hide repeated fields.
         for command in ("XREADGROUP", "XAUTOCLAIM", "XCLAIM"):
             self.client.set_response_callback(command, _raw)
@@ -136,7 +137,8 @@ class Worker:
                 self.redis_ok = False
                 self._own_pending_unknown = True
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 self.log.warning("consumer group or stream vanished; recreating it")
                 self._recreate_group_after_loss()
