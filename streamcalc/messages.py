@@ -80,7 +80,7 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
         # Fast path: msgspec yields only finite floats, so a float or a plain int is done.
         try:
             value = decode(raw) if len(raw) <= MAX_VALUE_BYTES else None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             value = None
         kind = type(value)
         if kind is float or (kind is int and -_INT_LIMIT < value < _INT_LIMIT):  # type: ignore[operator]

@@ -63,6 +63,8 @@ def decode_value(text: bytes | str) -> Value:
         raw = _json_decoder.decode(text)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     return normalize(raw)
 
 
