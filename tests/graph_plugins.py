@@ -37,3 +37,20 @@ class Namespace:
     @staticmethod
     def total(args: list[float]) -> float:
         return sum(args)
+
+
+def hang(args: list[float]) -> float:
+    """A plugin that never returns."""
+    while True:
+        pass
+
+
+def stubborn(args: list[float]) -> float:
+    """A plugin that hangs and swallows every ordinary exception."""
+    import time
+
+    while True:
+        try:
+            time.sleep(10)
+        except Exception:
+            continue

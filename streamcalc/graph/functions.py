@@ -12,6 +12,9 @@ import difflib
 import importlib
 import math
 import operator
+import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -361,13 +364,37 @@ def resolve_plugin(ref: str) -> Kernel:
     return _plugin_kernel(ref, target)
 
 
+#: Longest a plugin function may run, in seconds (``STREAMCALC_FUNCTION_TIMEOUT``; 0 = no limit).
+PLUGIN_TIMEOUT_S = float(os.environ.get("STREAMCALC_FUNCTION_TIMEOUT", "1") or 0)
+
+
+class _PluginTimeout(BaseException):
+    """Raised into a hanging plugin by SIGALRM; a BaseException, so ``except Exception`` in
+    the plugin cannot swallow it."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _PluginTimeout
+
+
 def _plugin_kernel(ref: str, func: Callable[[list[Value]], object]) -> Kernel:
     def run(args: Sequence[Value]) -> object:
+        # The timer needs the main thread (signals); workers run there. Elsewhere, no limit.
+        timed = PLUGIN_TIMEOUT_S > 0 and threading.current_thread() is threading.main_thread()
+        if timed:
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, PLUGIN_TIMEOUT_S)
         try:
             return func(list(args))
         except FunctionError:
             raise
+        except _PluginTimeout:
+            raise FunctionError(f"{ref} timed out after {PLUGIN_TIMEOUT_S:g}s") from None
         except Exception as exc:  # user code: whatever it raises is that node's failure
             raise FunctionError(f"{ref} raised {describe(exc)}") from exc
+        finally:
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
 
     return run

@@ -1,0 +1,59 @@
+"""Plugin functions in a real worker process: a hanging one is cut off by the timeout."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from helpers import dead_letters, load, outputs, wait_for
+
+from streamcalc.keys import Keys
+
+GRAPH = """
+[nodes.H]
+fn = "graph_plugins:hang"
+args = ["X"]
+[nodes.S]
+fn = "graph_plugins:stubborn"
+args = ["X"]
+[nodes.E]
+fn = "graph_plugins:efficiency"
+args = ["X", "Y"]
+mode = "latest"
+"""
+
+
+def test_hanging_plugins_are_cut_off(r: redis.Redis, ns: str, env: dict[str, str]) -> None:
+    keys = Keys(ns)
+    load(r, ns, GRAPH)
+    env = {
+        **env,
+        "STREAMCALC_FUNCTION_TIMEOUT": "0.2",
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    first = r.xadd(keys.input, {"X": "2", "Y": "3"}).decode()
+    second = r.xadd(keys.input, {"X": "4"}).decode()
+    started = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamcalc", "worker", "--block-ms", "20"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            wait_for(lambda: len(dead_letters(r, keys)) == 4, timeout=30)
+            wait_for(lambda: r.xpending(keys.input, "streamcalc")["pending"] == 0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    assert time.monotonic() - started < 20
+    letters = {(d["@src"], d["@node"]): d["@error"] for d in dead_letters(r, keys)}
+    assert set(letters) == {(first, "H"), (first, "S"), (second, "H"), (second, "S")}
+    assert all("timed out after 0.2s" in error for error in letters.values())
+    assert [(n, v, s) for n, v, _, s in outputs(r, keys)] == [
+        ("E", 1.5, first),
+        ("E", 0.75, second),
+    ]
