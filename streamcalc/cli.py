@@ -250,6 +250,19 @@ def worker(
     wait: Annotated[
         float, typer.Option(envvar="STREAMCALC_WAIT", help="Seconds to wait for Redis at start.")
     ] = 30.0,
+    export_values: Annotated[
+        bool,
+        typer.Option(
+            envvar="STREAMCALC_EXPORT_VALUES", help="Export each node's latest value as a gauge."
+        ),
+    ] = False,
+    retain: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STREAMCALC_RETAIN",
+            help="Trim acknowledged history: an age (10m, 48h) or a length (100000).",
+        ),
+    ] = None,
 ) -> None:
     """Run a consumer of the group until SIGTERM/SIGINT."""
     from streamcalc.logs import configure_logging
@@ -270,6 +283,9 @@ def worker(
         metrics_port=metrics_port,
         log_format=log_format,
         wait_s=wait,
+        export_values=export_values,
+        heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
+        **_retention(retain),
     )
     configure_logging(log_format, log_level)
     if processes > 1:
@@ -277,6 +293,20 @@ def worker(
 
         raise typer.Exit(supervise(settings, processes, log_level))
     _run_worker(settings)
+
+
+def _retention(text: str | None) -> dict[str, int]:
+    """``--retain``: a bare integer is a length, anything with a unit an age."""
+    if text is None:
+        return {}
+    if text.isdigit():
+        return {"retain_len": int(text)}
+    from streamcalc.graph import parse_duration_ms
+
+    try:
+        return {"retain_ms": parse_duration_ms(text)}
+    except ValueError as exc:
+        raise UsageError(f"bad --retain {text!r}: {exc}") from None
 
 
 def _run_worker(settings: Settings) -> None:

@@ -1,9 +1,16 @@
-"""Prometheus metrics of a worker: every collector is defined here, with fixed label values."""
+"""Prometheus metrics of a worker: every collector is defined here, with fixed label values.
+
+With ``worker --processes N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR``
+before the children start, prometheus-client keeps each child's samples in
+files there, and the supervisor's one ``/metrics`` sums them
+(:func:`multiprocess_registry`); gauges say how to combine processes (the group
+gauges and node gauges are the same in every process, so the newest wins).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
@@ -15,7 +22,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+
+from streamcalc.values import Value
 
 ENTRIES = Counter(
     "streamcalc_entries", "Input entries processed, by outcome (ok or dead).", ["outcome"]
@@ -42,14 +52,26 @@ EVENT_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
 STREAM_LAG = Gauge(
-    "streamcalc_stream_lag", "Entries of the input stream not yet delivered to the group."
+    "streamcalc_stream_lag",
+    "Entries of the input stream not yet delivered to the group.",
+    multiprocess_mode="mostrecent",
 )
-PENDING = Gauge("streamcalc_pending", "Entries delivered to the group and not yet acknowledged.")
+PENDING = Gauge(
+    "streamcalc_pending",
+    "Entries delivered to the group and not yet acknowledged.",
+    multiprocess_mode="mostrecent",
+)
 NODE_STALENESS = Gauge(
-    "streamcalc_node_staleness_seconds", "Age of each derived node's latest value.", ["node"]
+    "streamcalc_node_staleness_seconds",
+    "Age of each derived node's latest value (now minus its event time).",
+    ["node"],
+    multiprocess_mode="mostrecent",
 )
 NODE_VALUE = Gauge(
-    "streamcalc_node_value", "Latest value of each node (with --export-values).", ["node"]
+    "streamcalc_node_value",
+    "Latest value of each scalar node (with --export-values).",
+    ["node"],
+    multiprocess_mode="mostrecent",
 )
 
 #: The full names of every metric family, as Prometheus exposes them (counters get ``_total``).
@@ -74,6 +96,27 @@ METRIC_NAMES: frozenset[str] = frozenset(
 
 
 HealthCheck = Callable[[], tuple[bool, str]]
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry that sums the samples every worker process left in PROMETHEUS_MULTIPROC_DIR."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def observe_nodes(
+    latest: dict[str, tuple[int, Value]], derived: Iterable[str], now_ms: int, export_values: bool
+) -> None:
+    """Set the staleness gauge of each derived node and, if asked, every scalar node's value."""
+    for node in derived:
+        found = latest.get(node)
+        if found is not None:
+            NODE_STALENESS.labels(node).set(max(now_ms - found[0], 0) / 1000)
+    if export_values:
+        for node, (_, value) in latest.items():
+            if not isinstance(value, tuple):
+                NODE_VALUE.labels(node).set(value)
 
 
 def serve(port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> HTTPServer:

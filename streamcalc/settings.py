@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int | None = None
     log_format: str = "auto"
     wait_s: float = 30.0
+    export_values: bool = False
+    heartbeat_file: str = ""
+    retain_ms: int | None = None
+    retain_len: int | None = None
 
     @property
     def safe_url(self) -> str:

@@ -1,23 +1,36 @@
 """``worker --processes N``: run N consumer processes, restart one that dies, stop all on SIGTERM.
 
 Each child is a plain ``streamcalc worker`` with its own consumer name
-(``<consumer>-<i>``), so a restarted child re-processes its own pending entries
-first. On SIGTERM/SIGINT every child gets SIGTERM, finishes and acknowledges its
-batch and leaves the group; the supervisor exits once all have.
+(``<consumer>-<i>``), so a restarted child first re-processes the entries it
+had pending. On SIGTERM/SIGINT every child gets SIGTERM, finishes and
+acknowledges its batch and leaves the group; the supervisor exits once all have.
+
+Metrics: the children write their samples to a private PROMETHEUS_MULTIPROC_DIR
+and the supervisor alone serves ``/metrics`` (the sum over all processes, dead
+ones marked) and ``/healthz`` (Redis reachable, every child alive and its
+heartbeat file fresh).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
+import redis
 import structlog
 
+from streamcalc.keys import Keys
+from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
+from streamcalc.store import connect
 from streamcalc.worker import default_consumer_name
 
 #: A child that dies sooner than this after its start is restarted with growing delays.
@@ -25,83 +38,135 @@ _QUICK_DEATH_S = 5.0
 
 
 def child_command(settings: Settings, consumer: str, log_level: str) -> list[str]:
-    """The command line of one child worker."""
+    """The command line of one child worker (the Redis URL travels in the environment)."""
     s = settings
     command = [
-        sys.executable,
-        "-m",
-        "streamcalc",
-        "worker",
-        "--ns",
-        s.ns,
-        "--group",
-        s.group,
-        "--consumer",
-        consumer,
-        "--batch",
-        str(s.batch),
-        "--block-ms",
-        str(s.block_ms),
-        "--claim-idle",
-        str(s.claim_idle_ms),
-        "--max-deliveries",
-        str(s.max_deliveries),
-        "--log-format",
-        s.log_format,
-        "--log-level",
-        log_level,
-        "--wait",
-        str(s.wait_s),
-    ]
+        sys.executable, "-m", "streamcalc", "worker",
+        "--ns", s.ns, "--group", s.group, "--consumer", consumer,
+        "--batch", str(s.batch), "--block-ms", str(s.block_ms),
+        "--claim-idle", str(s.claim_idle_ms), "--max-deliveries", str(s.max_deliveries),
+        "--log-format", s.log_format, "--log-level", log_level, "--wait", str(s.wait_s),
+    ]  # fmt: skip
+    if s.export_values:
+        command.append("--export-values")
+    if s.retain_ms is not None:
+        command += ["--retain", f"{s.retain_ms}ms"]
+    elif s.retain_len is not None:
+        command += ["--retain", str(s.retain_len)]
     return command
+
+
+class Supervisor:
+    """Runs the children; :meth:`run` returns the exit code."""
+
+    def __init__(self, settings: Settings, processes: int, log_level: str) -> None:
+        self.settings = settings
+        self.log_level = log_level
+        base = settings.consumer or default_consumer_name()
+        self.names = [f"{base}-{i}" for i in range(processes)]
+        self.log = structlog.get_logger("streamcalc.supervisor").bind(
+            ns=settings.ns, group=settings.group, consumer=base
+        )
+        self.state_dir = Path(tempfile.mkdtemp(prefix="streamcalc-workers-"))
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: dict[str, float] = {}
+        self.stopping = False
+
+    def heartbeat(self, name: str) -> Path:
+        """The file child ``name`` touches while it makes progress."""
+        return self.state_dir / f"{name}.heartbeat"
+
+    def spawn(self, name: str) -> None:
+        """Start (or restart) child ``name``."""
+        env = {k: v for k, v in os.environ.items() if k != "STREAMCALC_METRICS_PORT"}
+        env.update(
+            STREAMCALC_REDIS_URL=self.settings.redis_url,
+            PROMETHEUS_MULTIPROC_DIR=str(self.state_dir / "metrics"),
+            STREAMCALC_HEARTBEAT_FILE=str(self.heartbeat(name)),
+        )
+        self.heartbeat(name).touch()
+        command = child_command(self.settings, name, self.log_level)
+        self.children[name] = subprocess.Popen(command, env=env)
+        self.started[name] = time.monotonic()
+
+    def health(self) -> tuple[bool, str]:
+        """For ``/healthz``: Redis reachable, every child alive and making progress."""
+        client = connect(self.settings.redis_url, timeout=2.0)
+        try:
+            client.ping()
+        except redis.RedisError:
+            return False, "redis unreachable"
+        finally:
+            client.close()
+        stuck_after = max(60.0, 10 * self.settings.block_ms / 1000)
+        now = time.time()
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                return False, f"worker {name} is not running"
+            age = now - self.heartbeat(name).stat().st_mtime
+            if age > stuck_after:
+                return False, f"worker {name} stuck: no progress for {age:.0f}s"
+        return True, "ok"
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT, then stop every child cleanly."""
+        from prometheus_client import multiprocess
+
+        (self.state_dir / "metrics").mkdir()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if self.settings.metrics_port is not None:
+            from streamcalc.metrics import multiprocess_registry, serve
+
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.state_dir / "metrics")
+            serve(self.settings.metrics_port, self.health, multiprocess_registry())
+        try:
+            for name in self.names:
+                self.spawn(name)
+            self.log.info("supervisor started", processes=len(self.names), consumers=self.names)
+            failures = dict.fromkeys(self.names, 0)
+            restart_at: dict[str, float] = {}
+            while not self.stopping:
+                time.sleep(0.1)
+                now = time.monotonic()
+                for name, child in self.children.items():
+                    code = child.poll()
+                    if code is None or name in restart_at:
+                        continue
+                    multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
+                    quick = now - self.started[name] < _QUICK_DEATH_S
+                    failures[name] = failures[name] + 1 if quick else 0
+                    delay = min(0.5 * 2 ** failures[name], 30.0) if quick else 0.0
+                    self.log.warning("worker died; restarting", child=name, code=code, delay=delay)
+                    restart_at[name] = now + delay
+                for name, when in list(restart_at.items()):
+                    if now >= when and not self.stopping:
+                        del restart_at[name]
+                        self.spawn(name)
+            return self._stop_all()
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _stop_all(self) -> int:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        codes = [child.wait() for child in self.children.values()]
+        # A child stopped before it could leave (say, while starting up) leaves its name behind.
+        client = connect(self.settings.redis_url)
+        scripts = Scripts(client, Keys(self.settings.ns))
+        for name in self.names:
+            with contextlib.suppress(redis.RedisError):
+                scripts.leave(self.settings.group, name)
+        client.close()
+        self.log.info("supervisor stopped", codes=codes)
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 def supervise(settings: Settings, processes: int, log_level: str) -> int:
     """Run ``processes`` children until SIGTERM/SIGINT; returns the exit code."""
-    log = structlog.get_logger("streamcalc.supervisor").bind(ns=settings.ns, group=settings.group)
-    base = settings.consumer or default_consumer_name()
-    names = [f"{base}-{i}" for i in range(processes)]
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    started: dict[str, float] = {}
-    failures: dict[str, int] = dict.fromkeys(names, 0)
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def spawn(name: str) -> None:
-        # The password-bearing URL travels in the environment, not on a visible command line.
-        env = {**os.environ, "STREAMCALC_REDIS_URL": settings.redis_url}
-        children[name] = subprocess.Popen(child_command(settings, name, log_level), env=env)
-        started[name] = time.monotonic()
-
-    for name in names:
-        spawn(name)
-    log.info("supervisor started", processes=processes, consumers=names)
-    restart_at: dict[str, float] = {}
-    while not stopping:
-        time.sleep(0.2)
-        now = time.monotonic()
-        for name, child in list(children.items()):
-            code = child.poll()
-            if code is None or name in restart_at:
-                continue
-            quick = now - started[name] < _QUICK_DEATH_S
-            failures[name] = failures[name] + 1 if quick else 0
-            delay = min(0.5 * 2 ** failures[name], 30.0) if quick else 0.0
-            log.warning("worker process died; restarting", consumer=name, code=code, delay=delay)
-            restart_at[name] = now + delay
-        for name, when in list(restart_at.items()):
-            if now >= when and not stopping:
-                del restart_at[name]
-                spawn(name)
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    codes = [child.wait() for child in children.values()]
-    log.info("supervisor stopped", codes=codes)
-    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+    return Supervisor(settings, processes, log_level).run()

@@ -13,11 +13,13 @@ visible before the commit that also acknowledges it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -30,7 +32,7 @@ from streamcalc.keys import Keys
 from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.scripts import ScriptArg, Scripts
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, ping
+from streamcalc.store import connect, fetch_graph, latest_values, ping
 from streamcalc.values import encode_value
 from streamcalc.wave import BatchResult, BatchView, Slots, decode_slots, encode_slots, run_wave
 
@@ -74,6 +76,7 @@ class Worker:
         self._next_claim = 0.0
         self._next_observe = 0.0
         self.last_progress = time.monotonic()
+        self._last_heartbeat = 0.0
         self.redis_ok = False
         self._own_pending_unknown = True
 
@@ -178,16 +181,7 @@ class Worker:
 
     def leave(self) -> None:
         """Remove this consumer from the group, unless it still owns pending entries."""
-        pending = self.client.xpending_range(
-            self.keys.input,
-            self.settings.group,
-            min="-",
-            max="+",
-            count=1,
-            consumername=self.consumer,
-        )
-        if not pending:
-            self.client.xgroup_delconsumer(self.keys.input, self.settings.group, self.consumer)
+        self.scripts.leave(self.settings.group, self.consumer)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -210,8 +204,17 @@ class Worker:
         if batch:
             self.process(batch)
             processed += len(batch)
-        self.last_progress = time.monotonic()
+        self._progress()
         return processed
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        self.last_progress = now
+        if self.settings.heartbeat_file and now - self._last_heartbeat > 1.0:
+            # The supervisor of ``--processes N`` judges its children's health by this file.
+            with contextlib.suppress(OSError):
+                Path(self.settings.heartbeat_file).touch()
+            self._last_heartbeat = now
 
     def _read(self, start: str, block: bool = True) -> list[RawEntry]:
         s = self.settings
@@ -272,13 +275,17 @@ class Worker:
         return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}
 
     def observe_group(self) -> None:
-        """Refresh the lag and pending gauges from XINFO GROUPS."""
+        """Refresh the gauges read from Redis: lag, pending, node staleness (and values)."""
         for group in self.client.xinfo_groups(self.keys.input):
             if group["name"].decode() == self.settings.group:
                 metrics.PENDING.set(group["pending"])
                 lag = group.get("lag")
                 if lag is not None:
                     metrics.STREAM_LAG.set(lag)
+        if self.graph is not None:
+            latest = latest_values(self.client, self.keys)
+            now_ms = int(time.time() * 1000)
+            metrics.observe_nodes(latest, self.graph.nodes, now_ms, self.settings.export_values)
 
     # -- processing ----------------------------------------------------------------------------
 

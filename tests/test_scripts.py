@@ -192,3 +192,17 @@ def test_many_entries_and_fields_stay_within_lua_limits(
     assert scripts.commit(commit_args("1", ids, checks=nodes, writes=writes)) == [b"ok"]
     assert r.hlen(keys.slots) == 3000
     assert r.xpending(keys.input, GROUP)["pending"] == 0
+
+
+def test_leave_never_removes_a_consumer_with_pending_entries(
+    r: redis.Redis, ns: str, keys: Keys, scripts: Scripts
+) -> None:
+    entry = pending_entry(r, keys, consumer="busy")
+    r.xreadgroup(GROUP, "idle", {keys.input: ">"})  # creates "idle" with nothing pending
+    assert scripts.leave(GROUP, "busy") is False
+    assert scripts.leave(GROUP, "idle") is True
+    assert [c["name"] for c in r.xinfo_consumers(keys.input, GROUP)] == [b"busy"]
+    r.xack(keys.input, GROUP, entry)
+    r.script_flush()
+    assert scripts.leave(GROUP, "busy") is True
+    assert r.xinfo_consumers(keys.input, GROUP) == []

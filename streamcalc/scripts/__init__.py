@@ -29,6 +29,7 @@ class Scripts:
         self.keys = keys
         self._commit: Script = client.register_script(script_source("commit"))
         self._load_graph: Script = client.register_script(script_source("load_graph"))
+        self._leave: Script = client.register_script(script_source("leave"))
 
     def commit(self, args: list[ScriptArg]) -> list[Any]:
         """Run commit.lua (see its header for ARGV and the reply)."""
@@ -44,3 +45,7 @@ class Scripts:
         for node, definition in definitions.items():
             args += [node, definition]
         return int(self._load_graph(keys=[k.graph, k.meta, k.slots, k.versions], args=args))
+
+    def leave(self, group: str, consumer: str) -> bool:
+        """Run leave.lua: remove ``consumer`` unless it owns pending entries; True if removed."""
+        return bool(self._leave(keys=[self.keys.input], args=[group, consumer]))

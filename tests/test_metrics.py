@@ -1,0 +1,163 @@
+"""Metrics and health of real worker processes: counters move by what was processed."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+from helpers import load, wait_for
+
+from streamcalc.embedded import EmbeddedRedis, free_port
+from streamcalc.keys import Keys
+
+GRAPH = '[nodes.A]\nfn = "add"\nargs = ["C", "D"]\n[nodes.B]\nfn = "div"\nargs = ["A", "F"]\n'
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of /metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def sample(samples: dict[str, float], name: str, **labels: str) -> float:
+    pattern = re.compile(re.escape(name) + r"(\{.*\})?$")
+    total = 0.0
+    for key, value in samples.items():
+        if pattern.match(key) and all(f'{k}="{v}"' in key for k, v in labels.items()):
+            total += value
+    return total
+
+
+@contextmanager
+def worker(env: dict[str, str], port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamcalc", "worker", "--metrics-port", str(port),
+         "--block-ms", "20", "--log-level", "error", *extra],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return healthz(port) in (200, 503)
+    except OSError:
+        return False
+
+
+def send_batch(r: redis.Redis, keys: Keys, good: int, bad: int, div0: int) -> None:
+    for i in range(good):
+        r.xadd(keys.input, {"C": str(i), "D": "1", "F": "2"})
+    for _ in range(bad):
+        r.xadd(keys.input, {"C": "oops"})
+    for _ in range(div0):
+        r.xadd(keys.input, {"C": "1", "D": "1", "F": "0"})
+
+
+def test_counters_and_histograms_move(r: redis.Redis, ns: str, env: dict[str, str]) -> None:
+    keys = Keys(ns)
+    load(r, ns, GRAPH)
+    port = free_port()
+    with worker(env, port, "--export-values"):
+        before = scrape(port)
+        send_batch(r, keys, good=30, bad=4, div0=3)
+        wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 37, timeout=20)
+        time.sleep(5.5)  # the gauges read from Redis refresh every 5 s
+        after = scrape(port)
+        assert healthz(port) == 200
+    assert sample(before, "streamcalc_entries_total") == 0
+    assert sample(after, "streamcalc_entries_total", outcome="ok") == 33
+    assert sample(after, "streamcalc_entries_total", outcome="dead") == 4
+    assert sample(after, "streamcalc_readings_total") == 33 * 3
+    assert sample(after, "streamcalc_derived_total") == 30 * 2 + 3  # B fails on F=0, A fires
+    assert sample(after, "streamcalc_function_errors_total") == 3
+    assert sample(after, "streamcalc_event_latency_seconds_count") == 33
+    assert sample(after, "streamcalc_batch_seconds_count") >= 1
+    assert sample(after, "streamcalc_batch_seconds_sum") > 0
+    assert sample(after, "streamcalc_pending") == 0
+    assert sample(after, "streamcalc_stream_lag") == 0
+    staleness = sample(after, "streamcalc_node_staleness_seconds", node="A")
+    assert 0 < staleness < 60
+    assert sample(after, "streamcalc_node_value", node="A") == 2  # the div-by-zero entries: 1 + 1
+    assert sample(after, "streamcalc_node_value", node="B") == 15  # last good entry: (29 + 1) / 2
+
+
+def test_healthz_fails_without_redis(ns: str, env: dict[str, str]) -> None:
+    with EmbeddedRedis() as server:
+        load(redis.Redis.from_url(server.url), ns, GRAPH)
+        port = free_port()
+        with worker({**env, "STREAMCALC_REDIS_URL": server.url}, port):
+            wait_for(lambda: healthz(port) == 200, timeout=20)
+            server.kill()
+            wait_for(lambda: healthz(port) == 503, timeout=20)
+
+
+@pytest.mark.slow
+def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str, str]) -> None:
+    keys = Keys(ns)
+    load(r, ns, GRAPH)
+    port = free_port()
+    with worker(env, port, "--processes", "2", "--consumer", "pool", "--batch", "5") as sup:
+        wait_for(lambda: healthz(port) == 200, timeout=30)
+        wait_for(lambda: _consumers(r, keys) == {"pool-0", "pool-1"}, timeout=30)
+        send_batch(r, keys, good=200, bad=0, div0=0)
+        wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 200, timeout=30)
+        # kill one child: the supervisor restarts it, and the sum keeps counting across it
+        children = _children(sup.pid)
+        assert len(children) == 2
+        subprocess.run(["kill", "-9", str(children[0])], check=True)
+        wait_for(lambda: len(_children(sup.pid)) == 2 and children[0] not in _children(sup.pid))
+        send_batch(r, keys, good=100, bad=0, div0=0)
+        wait_for(lambda: r.xpending(keys.input, "streamcalc")["pending"] == 0, timeout=30)
+        wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 300, timeout=30)
+        # two consumers may commit an older entry after a newer one (late, S10): count what was
+        assert sample(scrape(port), "streamcalc_derived_total") == r.xlen(keys.output)
+        wait_for(lambda: healthz(port) == 200, timeout=30)
+    assert sup.returncode == 0
+    assert r.xinfo_consumers(keys.input, "streamcalc") == []  # both left cleanly
+
+
+def _consumers(r: redis.Redis, keys: Keys) -> set[str]:
+    try:
+        return {c["name"].decode() for c in r.xinfo_consumers(keys.input, "streamcalc")}
+    except redis.ResponseError:  # no stream or group yet
+        return set()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as file:
+        text = file.read()
+    return [int(p) for p in text.split()]
