@@ -260,7 +260,7 @@ def worker(
         str | None,
         typer.Option(
             envvar="STREAMCALC_RETAIN",
-            help="Trim acknowledged history: an age (10m, 48h) or a length (100000).",
+            help="Trim acknowledged history: an age (10m, 2d) or a length (100000).",
         ),
     ] = None,
 ) -> None:
@@ -301,12 +301,9 @@ def _retention(text: str | None) -> dict[str, int]:
         return {}
     if text.isdigit():
         return {"retain_len": int(text)}
-    from streamcalc.graph import parse_duration_ms
+    from streamcalc.ops import parse_duration
 
-    try:
-        return {"retain_ms": parse_duration_ms(text)}
-    except ValueError as exc:
-        raise UsageError(f"bad --retain {text!r}: {exc}") from None
+    return {"retain_ms": parse_duration(text, "--retain")}
 
 
 def _run_worker(settings: Settings) -> None:
@@ -424,6 +421,8 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# The operator commands live in their own module and register themselves on ``app``.
+from streamcalc import cli_ops  # noqa: E402, F401
+
 if __name__ == "__main__":
     sys.exit(main())
-from streamcalc import cli_ops  # noqa: F401  (registers the operator commands)

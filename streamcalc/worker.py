@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import redis
 import structlog
 
@@ -75,6 +77,7 @@ class Worker:
         self._stopping = threading.Event()
         self._next_claim = 0.0
         self._next_observe = 0.0
+        self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
         self.redis_ok = False
@@ -200,6 +203,10 @@ class Worker:
         if now >= self._next_observe:
             self.observe_group()
             self._next_observe = now + 5.0
+        retaining = self.settings.retain_ms is not None or self.settings.retain_len is not None
+        if retaining and now >= self._next_trim:
+            self.retain()
+            self._next_trim = now + random.uniform(8.0, 12.0)  # workers spread out
         batch = self._read(">")
         if batch:
             self.process(batch)
@@ -273,6 +280,14 @@ class Worker:
             consumername=self.consumer,
         )
         return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}
+
+    def retain(self) -> None:
+        """``--retain``: trim in, out and dead, never below what a group still needs."""
+        from streamcalc.ops import trim
+
+        s = self.settings
+        result = trim(self.client, self.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
+        self.log.debug("retention", result=msgspec.to_builtins(result))
 
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag, pending, node staleness (and values)."""
