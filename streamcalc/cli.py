@@ -414,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, with the way to see more
+        if debug:
+            raise
+        message = _one_line(mask_url(f"{type(exc).__name__}: {exc}"))
+        typer.echo(f"streamcalc: internal error: {message} (STREAMCALC_DEBUG=1 for more)", err=True)
+        return 1
     return 0
 
 

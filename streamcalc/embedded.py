@@ -107,6 +107,8 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return self
+                except (redis.AuthenticationError, redis.ResponseError):
+                    return self  # it answers; it wants a password (--requirepass)
                 except redis.ConnectionError:
                     pass
                 if time.monotonic() > deadline:

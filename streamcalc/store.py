@@ -37,10 +37,12 @@ def ping(client: redis.Redis, url: str, *, wait_s: float = 0.0) -> None:
         try:
             client.ping()
             return
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailable(f"Redis at {mask_url(url)} refused us: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
                 raise RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
-        except redis.AuthenticationError as exc:
+        except redis.ResponseError as exc:  # e.g. NOAUTH from a server that wants a password
             raise RedisUnavailable(f"Redis at {mask_url(url)} refused us: {exc}") from None
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
