@@ -221,3 +221,23 @@ def test_demo_with_given_redis(redis_url: str, r: redis.Redis, ns: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert [v for _, v, _, _ in outputs(r, Keys(ns))] == [15, 3, 9, 20]
+
+
+def test_shell_completion() -> None:
+    env = {**os.environ, "_STREAMCALC_COMPLETE": "complete_bash"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamcalc"],
+        env={**env, "COMP_WORDS": "streamcalc gr", "COMP_CWORD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.split() == ["graph"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamcalc"],
+        env={**env, "COMP_WORDS": "streamcalc dead ", "COMP_CWORD": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert set(proc.stdout.split()) >= {"list", "retry", "purge"}
