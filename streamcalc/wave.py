@@ -8,8 +8,9 @@ time, and records everything the commit has to write in a :class:`BatchResult`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from heapq import heappop, heappush
 
 import msgspec
@@ -83,21 +84,42 @@ class BatchResult:
     expired: int = 0
 
 
-def run_wave(graph: Graph, entry: Entry, view: BatchView, result: BatchResult) -> None:
+class WavePlan:
+    """The graph's tables for the hot path, built once per graph.
+
+    ``feeds``: node -> ((derived parent, argument position, parent's rank), ...);
+    ``derived``: derived node -> (ttl in ms, consume mode?, its evaluate function).
+    """
+
+    __slots__ = ("derived", "feeds", "graph")
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.feeds: dict[str, tuple[tuple[str, int, int], ...]] = {
+            node: tuple((parent, position, graph.rank[parent]) for parent, position in fed)
+            for node, fed in graph.parents.items()
+        }
+        self.derived: dict[str, tuple[int, bool, Callable[[list[Value]], Value]]] = {
+            name: (node.ttl_ms, node.mode == "consume", partial(graph.evaluate, name))
+            for name, node in graph.nodes.items()
+        }
+
+
+def run_wave(plan: WavePlan, entry: Entry, view: BatchView, result: BatchResult) -> None:
     """Apply one entry as one glitch-free wave (S5): readings first, then derived nodes by rank."""
     ts = entry.ts
     dirty: list[tuple[int, str]] = []
     queued: set[str] = set()
     for node, value in entry.readings:
-        result.readings += 1
-        _offer(graph, view, result, node, value, ts, dirty, queued)
+        _offer(plan, view, result, node, value, ts, dirty, queued)
+    result.readings += len(entry.readings)
     while dirty:
         _, node = heappop(dirty)
-        _evaluate(graph, entry, view, result, node, dirty, queued)
+        _evaluate(plan, entry, view, result, node, dirty, queued)
 
 
 def _offer(
-    graph: Graph,
+    plan: WavePlan,
     view: BatchView,
     result: BatchResult,
     node: str,
@@ -107,24 +129,28 @@ def _offer(
     queued: set[str],
 ) -> None:
     """Apply a value of ``node`` to its latest value (S1) and to every slot it feeds (S2)."""
-    latest = result.latest.get(node)
-    if latest is None or ts >= latest[0]:
-        result.latest[node] = (ts, value)
-    for parent, position in graph.parents.get(node, ()):
-        slots = view.slots(parent)
+    latest = result.latest
+    known = latest.get(node)
+    if known is None or ts >= known[0]:
+        latest[node] = (ts, value)
+    read = view.read
+    for parent, position, rank in plan.feeds.get(node, ()):
+        slots = read.get(parent)
+        if slots is None:
+            slots = read[parent] = list(view.base[parent])
         slot = slots[position]
         if slot is not None and ts < slot[0]:
             result.late += 1
             continue
         slots[position] = (ts, value)
-        view.changed.add(parent)
         if parent not in queued:
             queued.add(parent)
-            heappush(dirty, (graph.rank[parent], parent))
+            view.changed.add(parent)
+            heappush(dirty, (rank, parent))
 
 
 def _evaluate(
-    graph: Graph,
+    plan: WavePlan,
     entry: Entry,
     view: BatchView,
     result: BatchResult,
@@ -133,29 +159,32 @@ def _evaluate(
     queued: set[str],
 ) -> None:
     """Expire old slots (S3), fire when complete, and consume (S4) or keep the slots."""
-    definition = graph.nodes[node]
-    slots = view.slots(node)
-    t_max = max(slot[0] for slot in slots if slot is not None and slot[1] is not None)
+    ttl_ms, consume, evaluate = plan.derived[node]
+    slots = view.read[node]
+    t_max = -1
     complete = True
-    cutoff = t_max - definition.ttl_ms
-    for i, slot in enumerate(slots):
+    for slot in slots:
         if slot is None or slot[1] is None:
             complete = False
-        elif definition.ttl_ms and slot[0] < cutoff:
-            slots[i] = (slot[0], None)
-            result.expired += 1
-            complete = False
+        elif slot[0] > t_max:
+            t_max = slot[0]
+    if ttl_ms:
+        cutoff = t_max - ttl_ms
+        for i, slot in enumerate(slots):
+            if slot is not None and slot[1] is not None and slot[0] < cutoff:
+                slots[i] = (slot[0], None)
+                result.expired += 1
+                complete = False
     if not complete:
         return
-    args = [slot[1] for slot in slots]  # type: ignore[index]
     try:
-        value = graph.evaluate(node, args)  # type: ignore[arg-type]
+        value = evaluate([slot[1] for slot in slots])  # type: ignore[index, misc]
     except FunctionError as exc:
         result.function_errors.append((entry, node, str(exc)))
         return
-    if definition.mode == "consume":
+    if consume:
         slots[:] = [(slot[0], None) for slot in slots]  # type: ignore[index]
     result.fired.append((node, value, t_max, entry.id))
     if faults.ENABLED:
         faults.reached("mid_wave")
-    _offer(graph, view, result, node, value, t_max, dirty, queued)
+    _offer(plan, view, result, node, value, t_max, dirty, queued)

@@ -1,14 +1,9 @@
-"""The worker: read entries through the consumer group, run waves in batches, commit atomically.
+"""The worker: one consumer of the group, from reading entries to keeping itself healthy.
 
-One batch is: read up to ``--batch`` entries, decode them, evaluate their waves
-one at a time in stream order against a cached view of the slot state, and
-commit everything with one call of ``commit.lua``, which checks the versions of
-every slot state the batch read and the entries' ownership, then writes slot
-state, derived values, latest values and dead letters and XACKs the entries.
-A failed check (another worker moved a slot or finished an entry, or the graph
-was replaced) sends the batch round again from fresh state, so waves are
-serializable across consumers and output is effectively-once: nothing becomes
-visible before the commit that also acknowledges it.
+It reads entries through the consumer group (its own pending ones first, then
+claimed idle ones, then new ones), hands them to the :mod:`streamcalc.engine`
+in batches, rides out lost connections, refreshes the gauges read from Redis,
+trims history when asked (``--retain``) and leaves the group cleanly on stop.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,21 +22,13 @@ import msgspec
 import redis
 import structlog
 
-from streamcalc import faults, metrics
-from streamcalc.errors import EntryError, RedisStateError
-from streamcalc.graph import Graph
+from streamcalc import metrics
+from streamcalc.engine import Batch, Engine, RawEntry
+from streamcalc.errors import RedisStateError
 from streamcalc.keys import Keys
-from streamcalc.messages import Entry, decode_entry, id_ms
-from streamcalc.scripts import ScriptArg, Scripts
+from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, fetch_graph, latest_values, ping
-from streamcalc.values import encode_value
-from streamcalc.wave import BatchResult, BatchView, Slots, decode_slots, encode_slots, run_wave
-
-#: Dead letters keep at most this many of an entry's fields (Lua's argument limit).
-DEAD_FIELDS_LIMIT = 2000
-
-RawEntry = tuple[bytes, list[bytes] | None]
 
 
 def default_consumer_name() -> str:
@@ -69,11 +56,7 @@ class Worker:
         self.log = structlog.get_logger("streamcalc.worker").bind(
             ns=settings.ns, group=settings.group, consumer=self.consumer
         )
-        self.graph: Graph | None = None
-        self.graph_version = "0"
-        self._cache: dict[str, Slots] = {}
-        self._versions: dict[str, int] = {}
-        self._covered: set[str] = set()
+        self.engine = Engine(self.client, self.keys, settings, self.consumer, self.log)
         self._stopping = threading.Event()
         self._next_claim = 0.0
         self._next_observe = 0.0
@@ -110,8 +93,8 @@ class Worker:
         self.redis_ok = True
         self.ensure_group()
         while not self.stopping:
-            self.reload_graph()
-            if self.graph is not None:
+            self.engine.reload_graph()
+            if self.engine.graph is not None:
                 break
             self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
             self._stopping.wait(1.0)
@@ -119,10 +102,11 @@ class Worker:
     def run(self) -> None:
         """Run until :meth:`stop`: own pending entries first, then new ones and claims."""
         self.start()
-        self.log.info("worker started", graph_version=self.graph_version)
+        self.log.info("worker started", graph_version=self.engine.graph_version)
         while not self.stopping:
             self._resilient(self.step)
         self._resilient(self.leave)
+        self.engine.close()
         self.log.info("worker stopped")
 
     def _resilient(self, action: Any) -> None:
@@ -155,7 +139,7 @@ class Worker:
 
     def _recreate_group_after_loss(self) -> None:
         self.ensure_group()
-        if self.graph is not None and fetch_graph(self.client, self.keys)[1] is None:
+        if self.engine.graph is not None and fetch_graph(self.client, self.keys)[1] is None:
             raise RedisStateError(
                 f"Redis at {self.settings.safe_url} lost the graph and the consumer group "
                 "(restarted without persistence?): load the graph again"
@@ -169,19 +153,6 @@ class Worker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def reload_graph(self) -> None:
-        """Fetch the stored graph; drop all cached slot state (it may belong to the old graph)."""
-        version, graph = fetch_graph(self.client, self.keys)
-        if self.graph is not None and graph is None:
-            raise RedisStateError(
-                f"the graph vanished from Redis at {self.settings.safe_url} "
-                "(restarted empty, or keys deleted): load it again"
-            )
-        self.graph, self.graph_version = graph, version
-        self._cache.clear()
-        self._versions.clear()
-        self._covered.clear()
-
     def leave(self) -> None:
         """Remove this consumer from the group, unless it still owns pending entries."""
         self.scripts.leave(self.settings.group, self.consumer)
@@ -192,12 +163,11 @@ class Worker:
         """One round: claim idle entries when due, then read and process new ones."""
         now = time.monotonic()
         processed = 0
-        if self._own_pending_unknown:
-            # A batch was interrupted (lost connection): finish it before anything newer.
-            self.drain_own_pending()
+        # At start, after a lost connection (a batch may have been cut short) and every
+        # so often: take over idle entries, then finish everything we own, oldest first.
+        if self._own_pending_unknown or now >= self._next_claim:
+            processed += self.recover()
             self._own_pending_unknown = False
-        if now >= self._next_claim:
-            processed += self.claim_idle()
             interval = min(max(self.settings.claim_idle_ms / 2000, 0.1), 5.0)
             self._next_claim = now + interval
         if now >= self._next_observe:
@@ -209,9 +179,41 @@ class Worker:
             self._next_trim = now + random.uniform(8.0, 12.0)  # workers spread out
         batch = self._read(">")
         if batch:
-            self.process(batch)
-            processed += len(batch)
+            processed += self._pump(batch)
         self._progress()
+        return processed
+
+    def _pump(self, first: list[RawEntry]) -> int:
+        """Process batches back to back while entries keep coming.
+
+        Each commit is sent together with a read of the next entries, and while
+        Redis runs it, the batch read before is evaluated on top of it: Redis
+        and Python work at the same time. Returns after a few seconds at most,
+        so that claims and gauges get their turn, and when the stream is drained.
+        """
+        engine, size = self.engine, self.settings.batch
+        current: Batch | None = engine.prepare(Batch(first, {}))
+        ahead = self._read(">", block=False)
+        processed = len(first)
+        deadline = time.monotonic() + 2.0
+        while current is not None:
+            engine.send(current, read_ahead=size)
+            upcoming = engine.prepare(Batch(ahead, {}), after=current) if ahead else None
+            committed, fetched = engine.receive(current, read_ahead=size)
+            if not committed:
+                engine.commit(engine.prepare(current))
+                upcoming = engine.prepare(Batch(ahead, {})) if ahead else None
+            processed += len(ahead)
+            if upcoming is None and fetched:  # nothing was waiting, but the read brought some
+                upcoming, fetched = engine.prepare(Batch(fetched, {})), []
+                processed += len(upcoming.raw)
+            current, ahead = upcoming, fetched
+            if current is not None and (self.stopping or time.monotonic() > deadline):
+                engine.commit(current)  # finish what was read before leaving the loop
+                if ahead:
+                    engine.process(ahead)
+                break
+            self._progress()
         return processed
 
     def _progress(self) -> None:
@@ -236,37 +238,44 @@ class Worker:
     def _execute(self, *args: Any) -> Any:
         return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
-    def drain_own_pending(self) -> None:
-        """Re-process entries this consumer name read before it stopped or crashed."""
+    def recover(self) -> int:
+        """Claim idle entries, then process every entry this consumer owns in stream order.
+
+        Claiming first and processing the whole of our pending list by ID means a
+        worker that takes over from dead ones (whatever their names, including
+        its own) continues exactly in stream order.
+        """
+        self.claim_idle()
+        return self.drain_own_pending()
+
+    def drain_own_pending(self) -> int:
+        """Process the entries this consumer owns (read before a crash, or claimed) in order."""
+        processed = 0
         while not self.stopping:
             batch = self._read("0", block=False)
             if not batch:
-                return
-            self.process(batch, deliveries=self._delivery_counts(batch))
+                break
+            self.engine.process(batch, self._delivery_counts(batch))
+            processed += len(batch)
+        return processed
 
     def claim_idle(self) -> int:
-        """Claim every entry idle longer than ``--claim-idle`` and process it, oldest first.
-
-        All of them are claimed before any new entry is read, so a worker that
-        takes over from a dead one continues in stream order.
-        """
+        """Make this consumer the owner of every entry idle longer than ``--claim-idle``."""
         s = self.settings
         cursor: bytes | str = "0-0"
         claimed = 0
         while not self.stopping:
             reply = self._execute(
                 "XAUTOCLAIM", self.keys.input, s.group, self.consumer, s.claim_idle_ms, cursor,
-                "COUNT", s.batch,
+                "COUNT", max(s.batch, 100), "JUSTID",
             )  # fmt: skip
-            batch = [(entry[0], entry[1]) for entry in reply[1] if entry]
-            if batch:
-                metrics.CLAIMED.inc(len(batch))
-                self.log.info("claimed idle entries", count=len(batch))
-                self.process(batch, deliveries=self._delivery_counts(batch))
-                claimed += len(batch)
+            claimed += len(reply[1])
             cursor = reply[0]
             if cursor in (b"0-0", "0-0"):
                 break
+        if claimed:
+            metrics.CLAIMED.inc(claimed)
+            self.log.info("claimed idle entries", count=claimed)
         return claimed
 
     def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
@@ -297,194 +306,11 @@ class Worker:
                 lag = group.get("lag")
                 if lag is not None:
                     metrics.STREAM_LAG.set(lag)
-        if self.graph is not None:
+        graph = self.engine.graph
+        if graph is not None:
             latest = latest_values(self.client, self.keys)
             now_ms = int(time.time() * 1000)
-            metrics.observe_nodes(latest, self.graph.nodes, now_ms, self.settings.export_values)
-
-    # -- processing ----------------------------------------------------------------------------
-
-    def process(
-        self, batch: Sequence[RawEntry], deliveries: dict[bytes, int] | None = None
-    ) -> None:
-        """Process one batch to completion: waves, then one atomic commit (retried on conflict)."""
-        started = time.perf_counter()
-        faults.reached("after_read")
-        fields_of = {entry_id.decode(): fields for entry_id, fields in batch}
-        good, bad = self._decode(batch, deliveries or {})
-        attempt = 0
-        while True:
-            if self.graph is None:
-                raise RedisStateError("no graph loaded")
-            result, view = self._evaluate(self.graph, good)
-            faults.reached("after_eval")
-            args = self._commit_args(good, bad, view, result, fields_of)
-            faults.reached("before_commit")
-            reply = self.scripts.commit(args)
-            if reply[0] == b"ok":
-                faults.reached("after_commit")
-                self._committed(view, result, good, bad, started)
-                return
-            attempt += 1
-            metrics.CONFLICTS.inc()
-            if reply[0] == b"graph":
-                self.log.info("graph changed; reloading", version=reply[1].decode())
-                self.reload_graph()
-            else:
-                gone = self._apply_retry(reply)
-                good = [entry for entry in good if entry.id not in gone]
-                bad = [item for item in bad if item[0] not in gone]
-            if attempt > 3:
-                # Several workers fight over the same nodes: let the other commit first.
-                self._stopping.wait(min(0.001 * 2**attempt, 0.1))
-
-    def _decode(
-        self, batch: Sequence[RawEntry], deliveries: dict[bytes, int]
-    ) -> tuple[list[Entry], list[tuple[str, str]]]:
-        good: list[Entry] = []
-        bad: list[tuple[str, str]] = []
-        limit = self.settings.max_deliveries
-        for entry_id, fields in batch:
-            delivered = deliveries.get(entry_id, 0)
-            if delivered > limit:
-                bad.append(
-                    (
-                        entry_id.decode(),
-                        f"delivered {delivered} times (limit {limit}); poison entry",
-                    )
-                )
-                continue
-            try:
-                good.append(decode_entry(entry_id, fields))
-            except EntryError as exc:
-                bad.append((entry_id.decode(), str(exc)))
-        return good, bad
-
-    def _evaluate(self, graph: Graph, entries: Sequence[Entry]) -> tuple[BatchResult, BatchView]:
-        self._prefetch(graph, entries)
-        view = BatchView(self._cache)
-        result = BatchResult()
-        for entry in entries:
-            run_wave(graph, entry, view, result)
-        return result, view
-
-    def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
-        """Make sure the cache holds every derived node the batch's waves may touch."""
-        needed: set[str] = set()
-        covered = self._covered
-        for entry in entries:
-            for node, _ in entry.readings:
-                if node not in covered:
-                    covered.add(node)
-                    needed |= graph.downstream(node)
-        missing = [node for node in needed if node not in self._cache]
-        if not missing:
-            return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.keys.slots, missing)
-        pipe.hmget(self.keys.versions, missing)
-        blobs, versions = pipe.execute()
-        for node, blob, version in zip(missing, blobs, versions, strict=True):
-            self._cache[node] = decode_slots(blob, len(graph.nodes[node].args))
-            self._versions[node] = int(version or 0)
-
-    def _apply_retry(self, reply: list[Any]) -> set[str]:
-        """Refresh the cache from a ``retry`` reply; returns the IDs of entries that are gone."""
-        assert self.graph is not None
-        n_gone = int(reply[1])
-        gone = {entry_id.decode() for entry_id in reply[2 : 2 + n_gone]}
-        moved = reply[3 + n_gone :]
-        for i in range(0, len(moved), 3):
-            node = moved[i].decode()
-            definition = self.graph.nodes.get(node)
-            if definition is None:
-                continue
-            self._cache[node] = decode_slots(moved[i + 2], len(definition.args))
-            self._versions[node] = int(moved[i + 1])
-        if gone:
-            self.log.info("entries finished by another consumer", count=len(gone))
-        return gone
-
-    def _commit_args(
-        self,
-        good: Sequence[Entry],
-        bad: Sequence[tuple[str, str]],
-        view: BatchView,
-        result: BatchResult,
-        fields_of: dict[str, list[bytes] | None],
-    ) -> list[ScriptArg]:
-        s = self.settings
-        args: list[ScriptArg] = [s.group, self.consumer, self.graph_version, 0]
-        args.append(len(good) + len(bad))
-        args += [entry.id for entry in good]
-        args += [entry_id for entry_id, _ in bad]
-        versions = self._versions
-        args.append(len(view.read))
-        for node in view.read:
-            args += [node, versions.get(node, 0)]
-        args.append(len(view.changed))
-        for node in view.changed:
-            args += [node, encode_slots(view.read[node])]
-        args.append(len(result.fired))
-        for node, value, ts, src in result.fired:
-            args += [node, encode_value(value), ts, src]
-        args.append(len(result.latest))
-        for node, (ts, value) in result.latest.items():
-            args += [node, ts, encode_value(value)]
-        args.append(len(bad) + len(result.function_errors))
-        for entry_id, error in bad:
-            _dead_letter(args, entry_id, error, "", fields_of.get(entry_id))
-        for entry, node, error in result.function_errors:
-            _dead_letter(args, entry.id, error, node, fields_of.get(entry.id))
-        return args
-
-    def _committed(
-        self,
-        view: BatchView,
-        result: BatchResult,
-        good: Sequence[Entry],
-        bad: Sequence[tuple[str, str]],
-        started: float,
-    ) -> None:
-        for node in view.changed:
-            self._cache[node] = view.read[node]
-            self._versions[node] = self._versions.get(node, 0) + 1
-        metrics.ENTRIES.labels("ok").inc(len(good))
-        if bad:
-            metrics.ENTRIES.labels("dead").inc(len(bad))
-            for entry_id, error in bad:
-                self.log.warning("dead letter", src=entry_id, error=error)
-        metrics.READINGS.inc(result.readings)
-        metrics.DERIVED.inc(len(result.fired))
-        metrics.LATE_READINGS.inc(result.late)
-        metrics.EXPIRED_ARGS.inc(result.expired)
-        if result.function_errors:
-            metrics.FUNCTION_ERRORS.inc(len(result.function_errors))
-            for entry, node, error in result.function_errors:
-                self.log.warning("function error", src=entry.id, node=node, error=error)
-        now_ms = time.time() * 1000
-        observe = metrics.EVENT_LATENCY.observe
-        for entry in good:
-            observe(max(now_ms - id_ms(entry.id), 0.0) / 1000)
-        elapsed = time.perf_counter() - started
-        metrics.BATCH_SECONDS.observe(elapsed)
-        self.log.debug(
-            "batch committed",
-            entries=len(good),
-            dead=len(bad),
-            derived=len(result.fired),
-            seconds=round(elapsed, 6),
-        )
-
-
-def _dead_letter(
-    args: list[ScriptArg], entry_id: str, error: str, node: str, fields: list[bytes] | None
-) -> None:
-    fields = fields or []
-    kept = fields[: 2 * DEAD_FIELDS_LIMIT]
-    if len(kept) < len(fields):
-        error += f" (dead letter keeps the first {DEAD_FIELDS_LIMIT} of {len(fields) // 2} fields)"
-    args += [entry_id, error, node, len(kept) // 2, *kept]
+            metrics.observe_nodes(latest, graph.nodes, now_ms, self.settings.export_values)
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

@@ -25,7 +25,7 @@ def drain(redis_url: str, ns: str, **settings: Any) -> Worker:
     """Run one worker until every entry of the input stream is acknowledged, then stop it."""
     worker = Worker(Settings(redis_url=redis_url, ns=ns, block_ms=10, wait_s=5, **settings))
     worker.start()
-    worker.drain_own_pending()
+    worker.recover()
     while True:
         if not worker.step() and idle(worker.client, Keys(ns), worker.settings.group):
             break

@@ -101,7 +101,9 @@ def assert_matches_model(r: redis.Redis, keys: Keys, model: Model) -> None:
     pairs = Counter((src, node) for node, _, _, src in got)
     duplicates = [pair for pair, count in pairs.items() if count > 1]
     assert duplicates == [], f"{len(duplicates)} (@src, node) pairs emitted twice"
-    assert len(got) == len(model.out), "derived values lost or invented"
+    missing = sorted(set(model.out) - set(got))[:5]
+    extra = sorted(set(got) - set(model.out))[:5]
+    assert len(got) == len(model.out), f"derived values lost or invented: {missing} {extra}"
     assert got == model.out  # same values, same ts, same waves, same order
     assert dead_letters(r, keys) == []
     assert latest_values(r, keys) == model.latest

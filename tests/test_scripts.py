@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from helpers import load
@@ -39,11 +40,13 @@ def commit_args(
     dead: list[tuple[str, str, str, list[str]]] = (),  # type: ignore[assignment]
     consumer: str = "c1",
 ) -> list[ScriptArg]:
-    args: list[Any] = [GROUP, consumer, graph_version, 0, len(ids), *ids]
-    args += [len(checks)] + [x for pair in checks for x in pair]
-    args += [len(writes)] + [x for pair in writes for x in pair]
-    args += [len(out)] + [x for row in out for x in row]
-    args += [len(latest)] + [x for row in latest for x in row]
+    def flat(rows: Any) -> list[str]:
+        return [x.decode() if isinstance(x, bytes) else str(x) for row in rows for x in row]
+
+    payload = msgspec.msgpack.encode(
+        [list(ids), flat(checks), flat(writes), flat(out), flat(latest)]
+    )
+    args: list[Any] = [GROUP, consumer, graph_version, payload]
     args.append(len(dead))
     for src, error, node, fields in dead:
         args += [src, error, node, len(fields) // 2, *fields]

@@ -31,12 +31,22 @@ class Scripts:
         self._load_graph: Script = client.register_script(script_source("load_graph"))
         self._leave: Script = client.register_script(script_source("leave"))
 
+    def _commit_keys(self) -> list[str]:
+        k = self.keys
+        return [k.input, k.output, k.dead, k.slots, k.versions, k.latest, k.meta]
+
     def commit(self, args: list[ScriptArg]) -> list[Any]:
         """Run commit.lua (see its header for ARGV and the reply)."""
-        k = self.keys
-        keys = [k.input, k.output, k.dead, k.slots, k.versions, k.latest, k.meta]
-        reply: list[Any] = self._commit(keys=keys, args=args)
+        reply: list[Any] = self._commit(keys=self._commit_keys(), args=args)
         return reply
+
+    def commit_command(self, args: list[ScriptArg]) -> tuple[Any, ...]:
+        """The EVALSHA command of commit.lua, for a pipeline the caller sends and reads itself.
+
+        A NOSCRIPT reply is the caller's to handle (:meth:`commit` loads the script).
+        """
+        keys = self._commit_keys()
+        return ("EVALSHA", self._commit.sha, len(keys), *keys, *args)
 
     def load_graph(self, graph_hash: str, loaded_ms: int, definitions: dict[str, bytes]) -> int:
         """Run load_graph.lua; returns the new graph version."""
