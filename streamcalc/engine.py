@@ -64,6 +64,7 @@ class Batch:
     gone: set[str] = field(default_factory=set)
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
+    deliveries_of_poison: dict[str, int] = field(default_factory=dict)
     view: BatchView = field(default_factory=lambda: BatchView({}))
     result: BatchResult = field(default_factory=BatchResult)
     args: list[ScriptArg] = field(default_factory=list)
@@ -183,7 +184,7 @@ class Engine:
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
         raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
-        batch.good, batch.bad = self._decode(raw, batch.deliveries)
+        batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
         self._prefetch(self.graph, batch.good)
         base: Mapping[str, Slots] = self._cache
         bump: set[str] = set()
@@ -201,21 +202,23 @@ class Engine:
 
     def _decode(
         self, raw: Iterable[RawEntry], deliveries: Mapping[bytes, int]
-    ) -> tuple[list[Entry], list[tuple[str, str]]]:
+    ) -> tuple[list[Entry], list[tuple[str, str]], dict[str, int]]:
         good: list[Entry] = []
         bad: list[tuple[str, str]] = []
+        poison: dict[str, int] = {}
         limit = self.settings.max_deliveries
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
                 error = f"delivered {delivered} times (limit {limit}); poison entry"
                 bad.append((entry_id.decode(), error))
+                poison[entry_id.decode()] = delivered
                 continue
             try:
                 good.append(decode_entry(entry_id, fields))
             except EntryError as exc:
                 bad.append((entry_id.decode(), str(exc)))
-        return good, bad
+        return good, bad, poison
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
         """Make sure the cache holds every derived node the batch's waves may touch."""
@@ -256,9 +259,14 @@ class Engine:
         s = self.settings
         args: list[ScriptArg] = [s.group, self.consumer, self.graph_version, payload]
         args.append(len(batch.bad) + len(result.function_errors))
+        if not batch.bad and not result.function_errors:
+            return args
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         for entry_id, error in batch.bad:
-            _dead_letter(args, entry_id, error, "", fields_of.get(entry_id))
+            fields = list(fields_of.get(entry_id) or [])
+            if entry_id in batch.deliveries_of_poison:
+                fields += [b"@deliveries", str(batch.deliveries_of_poison[entry_id]).encode()]
+            _dead_letter(args, entry_id, error, "", fields)
         for entry, node, error in result.function_errors:
             _dead_letter(args, entry.id, error, node, fields_of.get(entry.id))
         return args

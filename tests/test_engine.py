@@ -238,3 +238,21 @@ def test_repeated_field_is_a_bad_entry(redis_url: str, r: redis.Redis, ns: str, 
     (letter,) = dead_letters(r, keys)
     assert letter["@src"] == entry_id and "twice" in letter["@error"]
     assert outputs(r, keys) == []
+
+
+def test_poison_entry_goes_to_dead_letters_with_its_delivery_count(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    r.xgroup_create(keys.input, "streamcalc", id="0", mkstream=True)
+    poison = send(r, keys, T0, X=1)
+    for _ in range(3):  # a consumer that keeps dying on it
+        r.xreadgroup("streamcalc", "doomed", {keys.input: "0" if _ else ">"})
+    fine = send(r, keys, T0 + 1, X=2)
+    drain(redis_url, ns, claim_idle_ms=0, max_deliveries=3)
+    (letter,) = dead_letters(r, keys)
+    assert letter["@src"] == poison
+    assert letter["@deliveries"] == "4"  # three readings by "doomed", one by the claimer
+    assert "delivered 4 times (limit 3)" in letter["@error"]
+    assert [(v, s) for _, v, _, s in outputs(r, keys)] == [(3, fine)]
+    assert r.xpending(keys.input, "streamcalc")["pending"] == 0
