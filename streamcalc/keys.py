@@ -69,11 +69,6 @@ class Keys:
         """Hash: node -> ``"<ts> <json value>"``, the node's latest value (S1)."""
         return self.prefix + "latest"
 
-    @property
-    def consumers(self) -> str:
-        """Hash: consumer name -> JSON heartbeat of a running worker."""
-        return self.prefix + "consumers"
-
     def all(self) -> tuple[str, ...]:
         """Every key of the namespace, for tests and clean-up."""
         return (
@@ -85,5 +80,4 @@ class Keys:
             self.slots,
             self.versions,
             self.latest,
-            self.consumers,
         )
