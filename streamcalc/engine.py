@@ -147,19 +147,22 @@ class Engine:
     def receive(self, batch: Batch, read_ahead: int) -> tuple[bool, list[RawEntry]]:
         """The replies to :meth:`send`: (committed?, entries read ahead)."""
         conn = self._conn
+        error: redis.ResponseError | None = None
         try:
             try:
                 reply: Any = conn.read_response()
-            except NoScriptError:
-                reply = None
+            except redis.ResponseError as exc:  # both replies must be read, whatever the first
+                reply, error = None, exc
             fetched = conn.read_response() if read_ahead else None
         except redis.ConnectionError:
             self._drop_connection()
             raise
         entries = [(e[0], e[1]) for e in fetched[0][1]] if fetched else []
-        if reply is None:  # the script cache was flushed: the synchronous path reloads it
+        if isinstance(error, NoScriptError):  # the script cache was flushed: reload it
             self.commit(batch)
             return True, entries
+        if error is not None:
+            raise error
         return self._settle(batch, reply), entries
 
     def close(self) -> None:

@@ -30,6 +30,17 @@ from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, fetch_graph, latest_values, ping
 
+#: Error replies that say "not now" rather than "never".
+_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _transient(exc: redis.ResponseError) -> bool:
+    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
+        return True
+    # Redis 7 passes a script's inner error code through; 6.2 wraps it ("... -OOM ...").
+    text = str(exc)
+    return text.startswith(_TRANSIENT) or any(f"-{code} " in text for code in _TRANSIENT)
+
 
 def default_consumer_name() -> str:
     """``<hostname>-<pid>``: unique per process, recognisable in ``status``."""
@@ -91,7 +102,7 @@ class Worker:
         """Reach Redis (waiting up to ``--wait``), create the group, wait for a graph."""
         ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
         self.redis_ok = True
-        self.ensure_group()
+        self._resilient(self.ensure_group)
         while not self.stopping:
             self.engine.reload_graph()
             if self.engine.graph is not None:
@@ -127,11 +138,20 @@ class Worker:
                 self.redis_ok = False
                 self._own_pending_unknown = True
             except redis.ResponseError as exc:
-                # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                text = str(exc)
+                if _transient(exc):
+                    # Redis is out of memory, busy, loading or read-only: nothing is lost
+                    # (the batch was not committed), so wait and try again.
+                    if not failing:
+                        self.log.warning("redis refuses writes for now; retrying", error=text)
+                    failing = True
+                    self._own_pending_unknown = True
+                elif text.startswith(("NOGROUP", "UNBLOCKED")):
+                    # The group is gone, or the stream was deleted while we waited.
+                    self.log.warning("consumer group or stream vanished; recreating it")
+                    self._recreate_group_after_loss()
+                else:
                     raise
-                self.log.warning("consumer group or stream vanished; recreating it")
-                self._recreate_group_after_loss()
             if self.stopping and failing:
                 return
             self._stopping.wait(delay)
@@ -155,7 +175,11 @@ class Worker:
 
     def leave(self) -> None:
         """Remove this consumer from the group, unless it still owns pending entries."""
-        self.scripts.leave(self.settings.group, self.consumer)
+        try:
+            self.scripts.leave(self.settings.group, self.consumer)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):  # no group, nothing to leave
+                raise
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from helpers import idle, load, outputs
+from helpers import Background, idle, load, outputs, wait_for
 from model import Model, ModelNode
 
 from streamcalc.embedded import EmbeddedRedis
@@ -137,3 +137,21 @@ def test_redis_restarted_empty_is_reported(aof_server: EmbeddedRedis) -> None:
     last = stderr.strip().splitlines()[-1]
     assert "load the graph again" in last
     assert "Traceback" not in stderr
+
+
+def test_worker_waits_out_a_redis_out_of_memory(ns: str) -> None:
+    with EmbeddedRedis() as server:
+        r = redis.Redis.from_url(server.url)
+        load(r, ns, GRAPH)
+        keys = Keys(ns)
+        ids = [r.xadd(keys.input, {"C": str(i), "D": "1", "F": "2"}).decode() for i in range(50)]
+        r.xgroup_create(keys.input, "streamcalc", id="0")
+        r.config_set("maxmemory", 1)  # every write is refused from now on
+        with Background(server.url, ns, batch=7):
+            time.sleep(1.0)
+            assert r.xlen(keys.output) == 0  # nothing half-written meanwhile
+            r.config_set("maxmemory", 0)
+            wait_for(lambda: idle(r, keys), timeout=30)
+        got = outputs(r, keys)
+        assert [src for node, _, _, src in got if node == "A"] == ids
+        assert len(got) == 100 and r.xlen(keys.dead) == 0
