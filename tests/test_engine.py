@@ -256,3 +256,17 @@ def test_poison_entry_goes_to_dead_letters_with_its_delivery_count(
     assert "delivered 4 times (limit 3)" in letter["@error"]
     assert [(v, s) for _, v, _, s in outputs(r, keys)] == [(3, fine)]
     assert r.xpending(keys.input, "streamcalc")["pending"] == 0
+
+
+def test_worker_survives_script_flush(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\nmode = "latest"\n')
+    with Background(redis_url, ns, batch=3):
+        for i in range(20):
+            send(r, keys, T0 + i, X=i)
+        wait_for(lambda: len(outputs(r, keys)) == 20)
+        r.script_flush()
+        for i in range(20, 60):
+            send(r, keys, T0 + i, X=i)
+        wait_for(lambda: len(outputs(r, keys)) == 60)
+    assert [v for _, v, _, _ in outputs(r, keys)] == list(range(1, 61))
+    assert dead_letters(r, keys) == []
