@@ -35,7 +35,7 @@ from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.scripts import ScriptArg, Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import fetch_graph
-from streamcalc.values import encode_value
+from streamcalc.values import value_text
 from streamcalc.wave import (
     BatchResult,
     BatchView,
@@ -254,10 +254,10 @@ class Engine:
             writes += (node, encode_slots(view.read[node]).decode())
         fired: list[str] = []
         for node, value, ts, src in result.fired:
-            fired += (node, encode_value(value).decode(), str(ts), src)
+            fired += (node, value_text(value), str(ts), src)
         latest: list[str] = []
         for node, (ts, value) in result.latest.items():
-            latest += (node, str(ts), encode_value(value).decode())
+            latest += (node, str(ts), value_text(value))
         payload = _msgpack_encode((ids, checks, writes, fired, latest))
         s = self.settings
         args: list[ScriptArg] = [s.group, self.consumer, self.graph_version, payload]

@@ -71,3 +71,13 @@ def decode_value(text: bytes | str) -> Value:
 def encode_value(value: Value) -> bytes:
     """Return the JSON text of a Value (vectors as arrays)."""
     return _json_encoder.encode(value)
+
+
+def value_text(value: Value) -> str:
+    """The JSON text of a Value as a str (the hot path of every emitted value)."""
+    kind = type(value)
+    if kind is float:
+        return repr(value)  # finite floats: Python's shortest repr is valid JSON
+    if kind is int:
+        return str(value)
+    return _json_encoder.encode(value).decode()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from heapq import heappop, heappush
 
 import msgspec
@@ -100,7 +99,7 @@ class WavePlan:
             for node, fed in graph.parents.items()
         }
         self.derived: dict[str, tuple[int, bool, Callable[[list[Value]], Value]]] = {
-            name: (node.ttl_ms, node.mode == "consume", partial(graph.evaluate, name))
+            name: (node.ttl_ms, node.mode == "consume", graph.evaluator(name))
             for name, node in graph.nodes.items()
         }
 

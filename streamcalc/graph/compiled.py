@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -34,7 +33,7 @@ class Graph:
     __slots__ = (
         "_definitions",
         "_downstream",
-        "_kernels",
+        "_evaluators",
         "inputs",
         "nodes",
         "order",
@@ -81,7 +80,7 @@ class Graph:
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
-        self._kernels = kernels
+        self._evaluators = {name: _bind(name, *kernels[name]) for name in kernels}
         self._definitions = {name: _encoder.encode(node) for name, node in self.nodes.items()}
         self._downstream: dict[str, frozenset[str]] = {}
         digest = hashlib.sha1(usedforsecurity=False)
@@ -96,29 +95,14 @@ class Graph:
         different lengths, a result that is not a finite number or vector --
         raises FunctionError with a one-line message.
         """
-        entry = self._kernels.get(name)
-        if entry is None:
+        evaluator = self._evaluators.get(name)
+        if evaluator is None:
             raise FunctionError(f"{name} is not a derived node")
-        kernel, count = entry
-        if len(args) != count:
-            raise FunctionError(f"{name} takes {count} arguments, got {len(args)}")
-        try:
-            result = kernel(args)
-        except FunctionError:
-            raise
-        except ZeroDivisionError:
-            raise FunctionError("division by zero") from None
-        except OverflowError:
-            raise FunctionError("overflow") from None
-        except Exception as exc:  # e.g. a TypeError from a non-Value argument
-            raise FunctionError(describe(exc)) from exc
-        # Fast path: the common finite float result needs no further checks.
-        if isinstance(result, float) and math.isfinite(result):
-            return result
-        try:
-            return normalize(result)
-        except ValueError as exc:
-            raise FunctionError(f"bad result: {exc}") from None
+        return evaluator(args)
+
+    def evaluator(self, name: str) -> Callable[[Sequence[Value]], Value]:
+        """:meth:`evaluate` of one node, bound once: the wave calls it on its hot path."""
+        return self._evaluators[name]
 
     def downstream(self, node: str) -> frozenset[str]:
         """Every derived node whose value depends, directly or not, on ``node``."""
@@ -170,3 +154,30 @@ class Graph:
             f"<Graph {len(self.nodes)} derived, {len(self.inputs)} inputs, "
             f"version {self.version_hash[:12]}>"
         )
+
+
+def _bind(name: str, kernel: Kernel, count: int) -> Callable[[Sequence[Value]], Value]:
+    """The checked evaluation of one node's kernel (see :meth:`Graph.evaluate`)."""
+
+    def evaluate(args: Sequence[Value]) -> Value:
+        if len(args) != count:
+            raise FunctionError(f"{name} takes {count} arguments, got {len(args)}")
+        try:
+            result = kernel(args)
+        except FunctionError:
+            raise
+        except ZeroDivisionError:
+            raise FunctionError("division by zero") from None
+        except OverflowError:
+            raise FunctionError("overflow") from None
+        except Exception as exc:  # e.g. a TypeError from a non-Value argument
+            raise FunctionError(describe(exc)) from exc
+        # Fast path: a finite float (x - x is 0.0 only for finite x) needs no further checks.
+        if type(result) is float and result - result == 0.0:
+            return result
+        try:
+            return normalize(result)
+        except ValueError as exc:
+            raise FunctionError(f"bad result: {exc}") from None
+
+    return evaluate
