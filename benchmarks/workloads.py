@@ -1,0 +1,312 @@
+"""The benchmark workloads (*seed*, *wide*, *deep*) and an independent model of their output.
+
+Each workload is a graph file (SPEC §3) plus a list of input entries with strictly rising
+``@ts``. :class:`Model` is a from-the-SPEC re-implementation of S1-S5 (latest values, slots,
+TTL, consume/latest modes, glitch-free waves by rank) that shares no code with the engine: the
+harness replays the entries through it and compares every derived value the engine wrote to
+``sc:{NS}:out`` with the model's.
+
+- *seed*: A = add(C, D, E), B = mul(A, F) (consume mode); every entry carries C, D, E, F,
+  so every entry fires A and B.
+- *wide*: 1,000 inputs ``x0000..x0999``, 2,000 single-level derived nodes ``w0000..w1999``,
+  each an expression over 2-5 distinct inputs, latest mode; entries of 10 distinct readings.
+  A derived node fires on every entry that carries one of its inputs once all of its inputs
+  have been seen (about 68 derived values an entry once warmed up).
+- *deep*: a chain of 8 levels ``L1..L8``, ``L1 = base * 0.5 + s1``, ``Lk = L(k-1) * 0.5 + sk``
+  (consume mode); every entry carries ``base`` and ``s1..s8``, so every entry fires all 8.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import SEED_GRAPH_TOML, seed_workload
+
+Number = int | float
+Fn = Callable[[Sequence[Number]], Number]
+
+#: Default event time of entry 0 (a fixed instant: runs are reproducible; ``@ts`` is event time).
+BASE_TS_MS = 1_700_000_000_000
+
+WIDE_INPUTS = 1000
+WIDE_DERIVED = 2000
+WIDE_READINGS = 10
+DEEP_LEVELS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ModelNode:
+    """A derived node as the model sees it: ordered args and a plain Python function."""
+
+    name: str
+    args: tuple[str, ...]
+    fn: Fn
+    mode: str  # "consume" or "latest"
+    ttl_ms: int  # 0 = never expires
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One input entry: its event time and readings (node, value)."""
+
+    ts: int
+    readings: tuple[tuple[str, Number], ...]
+
+    def xadd_fields(self) -> list[str]:
+        """Flat field list for XADD: node, JSON value, ..., ``@ts``, ts."""
+        out: list[str] = []
+        for node, value in self.readings:
+            out += [node, repr(value)]
+        out += ["@ts", str(self.ts)]
+        return out
+
+
+@dataclass(slots=True)
+class Workload:
+    """A graph file, its entries, and the model nodes that describe the graph independently."""
+
+    name: str
+    graph_toml: str
+    nodes: list[ModelNode]
+    entries: list[Entry]
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def readings_per_entry(self) -> float:
+        """Mean readings an entry."""
+        if not self.entries:
+            return 0.0
+        return sum(len(e.readings) for e in self.entries) / len(self.entries)
+
+    def model(self) -> Model:
+        """A fresh model of this workload's graph (empty state)."""
+        return Model(self.nodes)
+
+
+# -- the model --------------------------------------------------------------------------------
+
+
+class Model:
+    """SPEC S1-S5 for a graph of plain Python functions: feed entries in a serial order.
+
+    ``wave(entry)`` returns the fired values ``[(node, value, ts), ...]`` of that entry's wave.
+    """
+
+    def __init__(self, nodes: Iterable[ModelNode]) -> None:
+        self.nodes = {n.name: n for n in nodes}
+        self.feeds: dict[str, list[tuple[str, int]]] = {}
+        for n in self.nodes.values():
+            for pos, arg in enumerate(n.args):
+                self.feeds.setdefault(arg, []).append((n.name, pos))
+        self.rank: dict[str, int] = {}
+        for name in self.nodes:
+            self._rank_of(name)
+        # slot: None (never filled) or [ts, value or None (emptied, ts kept)]
+        self.slots: dict[str, list[list[Any] | None]] = {
+            n.name: [None] * len(n.args) for n in self.nodes.values()
+        }
+        self.late = 0
+
+    def _rank_of(self, name: str) -> int:
+        if name not in self.nodes:
+            return 0
+        if name not in self.rank:
+            self.rank[name] = 1 + max(self._rank_of(a) for a in self.nodes[name].args)
+        return self.rank[name]
+
+    def _offer(
+        self, node: str, value: Number, ts: int, dirty: list[tuple[int, str]], queued: set[str]
+    ) -> None:
+        for parent, pos in self.feeds.get(node, ()):
+            slot = self.slots[parent][pos]
+            if slot is not None and ts < slot[0]:
+                self.late += 1
+                continue
+            self.slots[parent][pos] = [ts, value]
+            if parent not in queued:
+                queued.add(parent)
+                heapq.heappush(dirty, (self.rank[parent], parent))
+
+    def wave(self, entry: Entry) -> list[tuple[str, Number, int]]:
+        """Apply one entry: all readings first, then derived nodes by rank, each at most once."""
+        dirty: list[tuple[int, str]] = []
+        queued: set[str] = set()
+        for node, value in entry.readings:
+            self._offer(node, value, entry.ts, dirty, queued)
+        fired: list[tuple[str, Number, int]] = []
+        while dirty:
+            _, name = heapq.heappop(dirty)
+            node = self.nodes[name]
+            slots = self.slots[name]
+            filled = [s for s in slots if s is not None and s[1] is not None]
+            if len(filled) < len(slots):
+                # still try expiry on what is there (S3 empties old slots even when incomplete)
+                if filled and node.ttl_ms:
+                    t_max = max(s[0] for s in filled)
+                    for s in filled:
+                        if s[0] < t_max - node.ttl_ms:
+                            s[1] = None
+                continue
+            t_max = max(s[0] for s in filled)
+            if node.ttl_ms and any(s[0] < t_max - node.ttl_ms for s in filled):
+                for s in filled:
+                    if s[0] < t_max - node.ttl_ms:
+                        s[1] = None
+                continue
+            value = node.fn([s[1] for s in filled])
+            if node.mode == "consume":
+                for s in filled:
+                    s[1] = None
+            fired.append((name, value, t_max))
+            self._offer(name, value, t_max, dirty, queued)
+        return fired
+
+    def run(self, entries: Iterable[Entry]) -> Iterator[list[tuple[str, Number, int]]]:
+        """``wave`` over ``entries`` in the given (serial) order."""
+        for entry in entries:
+            yield self.wave(entry)
+
+
+# -- seed -------------------------------------------------------------------------------------
+
+
+def _add(args: Sequence[Number]) -> Number:
+    return sum(args)
+
+
+def _mul(args: Sequence[Number]) -> Number:
+    out: Number = 1
+    for a in args:
+        out *= a
+    return out
+
+
+def seed(n: int, *, rng_seed: int = 0, base_ts: int = BASE_TS_MS) -> Workload:
+    """The seed's graph; entries from :func:`benchmarks.common.seed_workload` (C, D, E, F)."""
+    entries = [
+        Entry(e.ts, tuple(e.readings().items()))
+        for e in seed_workload(n, seed=rng_seed, start_ts_ms=base_ts)
+    ]
+    nodes = [
+        ModelNode("A", ("C", "D", "E"), _add, "consume", 60_000),
+        ModelNode("B", ("A", "F"), _mul, "consume", 60_000),
+    ]
+    return Workload(
+        "seed",
+        SEED_GRAPH_TOML,
+        nodes,
+        entries,
+        "A = add(C, D, E), B = mul(A, F), consume; every entry carries C, D, E, F",
+        {"entries": n},
+    )
+
+
+# -- wide -------------------------------------------------------------------------------------
+
+
+_OPS: dict[str, Callable[[Number, Number], Number]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+}
+
+
+def _fold_fn(ops: tuple[str, ...]) -> Fn:
+    """``((a op1 b) op2 c) ...`` as a Python function of the ordered args."""
+    funcs = [_OPS[o] for o in ops]
+
+    def fn(args: Sequence[Number]) -> Number:
+        acc = args[0]
+        for f, x in zip(funcs, args[1:], strict=True):
+            acc = f(acc, x)
+        return acc
+
+    return fn
+
+
+def _fold_expr(args: Sequence[str], ops: Sequence[str]) -> str:
+    text = args[0]
+    for i, (op, arg) in enumerate(zip(ops, args[1:], strict=True)):
+        text = f"{text} {op} {arg}" if i == 0 else f"({text}) {op} {arg}"
+    return text
+
+
+def wide(
+    n: int,
+    *,
+    inputs: int = WIDE_INPUTS,
+    derived: int = WIDE_DERIVED,
+    readings: int = WIDE_READINGS,
+    rng_seed: int = 0,
+    base_ts: int = BASE_TS_MS,
+) -> Workload:
+    """``derived`` latest-mode expressions over 2-5 of ``inputs`` inputs; ``readings`` each."""
+    rng = random.Random(rng_seed)
+    in_names = [f"x{i:04d}" for i in range(inputs)]
+    lines = ['[defaults]\nttl = "60s"\nmode = "latest"\n']
+    nodes: list[ModelNode] = []
+    for j in range(derived):
+        name = f"w{j:04d}"
+        args = tuple(rng.sample(in_names, rng.randint(2, 5)))
+        ops = tuple(rng.choice("+-*") for _ in args[1:])
+        lines.append(f'[nodes.{name}]\nexpr = "{_fold_expr(args, ops)}"\n')
+        nodes.append(ModelNode(name, args, _fold_fn(ops), "latest", 60_000))
+    entries = [
+        Entry(base_ts + i, tuple((x, rng.randint(1, 9)) for x in rng.sample(in_names, readings)))
+        for i in range(n)
+    ]
+    return Workload(
+        "wide",
+        "\n".join(lines),
+        nodes,
+        entries,
+        f"{inputs} inputs, {derived} derived exprs over 2-5 inputs, latest; "
+        f"{readings} readings an entry",
+        {"entries": n, "inputs": inputs, "derived": derived, "readings": readings},
+    )
+
+
+# -- deep -------------------------------------------------------------------------------------
+
+
+def _half_plus(args: Sequence[Number]) -> Number:
+    return args[0] * 0.5 + args[1]
+
+
+def deep(
+    n: int, *, levels: int = DEEP_LEVELS, rng_seed: int = 0, base_ts: int = BASE_TS_MS
+) -> Workload:
+    """A chain ``Lk = L(k-1) * 0.5 + sk`` of ``levels`` levels over ``base``; all inputs each."""
+    rng = random.Random(rng_seed)
+    lines = ['[defaults]\nttl = "60s"\nmode = "consume"\n']
+    nodes: list[ModelNode] = []
+    prev = "base"
+    for k in range(1, levels + 1):
+        name = f"L{k}"
+        lines.append(f'[nodes.{name}]\nexpr = "{prev} * 0.5 + s{k}"\n')
+        nodes.append(ModelNode(name, (prev, f"s{k}"), _half_plus, "consume", 60_000))
+        prev = name
+    inputs = ["base"] + [f"s{k}" for k in range(1, levels + 1)]
+    entries = [Entry(base_ts + i, tuple((x, rng.randint(1, 9)) for x in inputs)) for i in range(n)]
+    return Workload(
+        "deep",
+        "\n".join(lines),
+        nodes,
+        entries,
+        f"chain of {levels} levels, each over the previous one and an input; "
+        f"every entry carries base and s1..s{levels}",
+        {"entries": n, "levels": levels},
+    )
+
+
+BUILDERS: dict[str, Callable[..., Workload]] = {"seed": seed, "wide": wide, "deep": deep}
+
+
+def build(name: str, n: int, **kwargs: Any) -> Workload:
+    """The workload ``name`` with ``n`` entries."""
+    return BUILDERS[name](n, **kwargs)
