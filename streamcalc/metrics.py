@@ -10,7 +10,8 @@ gauges and node gauges are the same in every process, so the newest wins).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
@@ -96,6 +97,29 @@ METRIC_NAMES: frozenset[str] = frozenset(
 
 
 HealthCheck = Callable[[], tuple[bool, str]]
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """Observe many values of an unlabelled histogram at once.
+
+    One bucket search per value and one update per bucket, instead of a locked
+    update per value: the event latency of every entry was a sixth of a worker's
+    time. Falls back to ``observe`` if prometheus-client's internals ever change.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(amounts))
 
 
 def multiprocess_registry() -> CollectorRegistry:

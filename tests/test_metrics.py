@@ -161,3 +161,24 @@ def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as file:
         text = file.read()
     return [int(p) for p in text.split()]
+
+
+def test_observe_many_matches_observe_one_by_one() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from streamcalc.metrics import observe_many
+
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    one = Histogram("one", "one by one", buckets=buckets, registry=registry)
+    many = Histogram("many", "all at once", buckets=buckets, registry=registry)
+    amounts = [0.0, 0.001, 0.0011, 0.05, 0.1, 0.5, 1.0, 2.0, 0.0005]
+    for amount in amounts:
+        one.observe(amount)
+    observe_many(many, amounts)
+    for suffix in ("_bucket", "_count", "_sum"):
+        for le in ("0.001", "0.01", "0.1", "1.0", "+Inf"):
+            labels = {"le": le} if suffix == "_bucket" else {}
+            assert registry.get_sample_value("many" + suffix, labels) == registry.get_sample_value(
+                "one" + suffix, labels
+            )

@@ -43,9 +43,8 @@ def commit_args(
     def flat(rows: Any) -> list[str]:
         return [x.decode() if isinstance(x, bytes) else str(x) for row in rows for x in row]
 
-    payload = msgspec.msgpack.encode(
-        [list(ids), flat(checks), flat(writes), flat(out), flat(latest)]
-    )
+    ranged = [min(ids, key=_id_key), max(ids, key=_id_key), *ids] if ids else []
+    payload = msgspec.msgpack.encode([ranged, flat(checks), flat(writes), flat(out), flat(latest)])
     args: list[Any] = [GROUP, consumer, graph_version, payload]
     args.append(len(dead))
     for src, error, node, fields in dead:
@@ -209,3 +208,8 @@ def test_leave_never_removes_a_consumer_with_pending_entries(
     r.script_flush()
     assert scripts.leave(GROUP, "busy") is True
     assert r.xinfo_consumers(keys.input, GROUP) == []
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)

@@ -19,7 +19,8 @@ ARGV[1]  group
 ARGV[2]  consumer
 ARGV[3]  graph version the batch was computed with
 ARGV[4]  the batch, MessagePack: an array of five flat arrays of strings
-           [1] entry id ...                     entries this batch finishes
+           [1] entry id ...                     entries this batch finishes, lowest
+                                                and highest ID first, then all of them
            [2] node, expected version ...       every slot state the batch read
            [3] node, slot json ...              slot states it changed (version + 1)
            [4] node, value json, ts, src ...    fired values, in wave order
@@ -60,14 +61,6 @@ local function call_chunked(cmd, key, prefix, list, suffix)
   return out
 end
 
-local function stream_id_less(a, b)
-  local a_ms, a_seq = string.match(a, "^(%d+)-(%d+)$")
-  local b_ms, b_seq = string.match(b, "^(%d+)-(%d+)$")
-  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
-  if a_ms ~= b_ms then return a_ms < b_ms end
-  return tonumber(a_seq) < tonumber(b_seq)
-end
-
 -- 1. graph version
 local stored = redis.call("HGET", meta_key, "graph_version")
 if stored ~= graph_version then
@@ -75,17 +68,15 @@ if stored ~= graph_version then
 end
 
 local batch = cmsgpack.unpack(ARGV[4])
-local ids, checks, writes, fired, latest = batch[1], batch[2], batch[3], batch[4], batch[5]
+local checks, writes, fired, latest = batch[2], batch[3], batch[4], batch[5]
+local ids = {}
+for i = 3, #batch[1] do ids[#ids + 1] = batch[1][i] end
 
 -- 2. entries still pending for us; those that are not were finished or claimed by
 --    another consumer, which will commit them itself
 local gone = {}
 if #ids > 0 then
-  local lo, hi = ids[1], ids[1]
-  for _, id in ipairs(ids) do
-    if stream_id_less(id, lo) then lo = id end
-    if stream_id_less(hi, id) then hi = id end
-  end
+  local lo, hi = batch[1][1], batch[1][2]
   local mine = {}
   for _, p in ipairs(redis.call("XPENDING", in_key, group, lo, hi, #ids * 2 + 64, consumer)) do
     mine[p[1]] = true
