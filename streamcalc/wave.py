@@ -160,13 +160,14 @@ def _evaluate(
     """Expire old slots (S3), fire when complete, and consume (S4) or keep the slots."""
     ttl_ms, consume, evaluate = plan.derived[node]
     slots = view.read[node]
+    args: list[Value] = []
     t_max = -1
-    complete = True
     for slot in slots:
-        if slot is None or slot[1] is None:
-            complete = False
-        elif slot[0] > t_max:
-            t_max = slot[0]
+        if slot is not None and slot[1] is not None:
+            args.append(slot[1])
+            if slot[0] > t_max:
+                t_max = slot[0]
+    complete = len(args) == len(slots)
     if ttl_ms:
         cutoff = t_max - ttl_ms
         for i, slot in enumerate(slots):
@@ -177,7 +178,7 @@ def _evaluate(
     if not complete:
         return
     try:
-        value = evaluate([slot[1] for slot in slots])  # type: ignore[index, misc]
+        value = evaluate(args)
     except FunctionError as exc:
         result.function_errors.append((entry, node, str(exc)))
         return
