@@ -16,20 +16,10 @@ from typing import Any
 
 import msgspec
 
-# The seed workload as a streamcalc graph file (SPEC section 3), for the streamcalc benchmark.
-SEED_GRAPH_TOML = """\
-[defaults]
-ttl = "60s"
-mode = "consume"
+from streamcalc.demo import SEED_GRAPH
 
-[nodes.A]
-fn = "add"
-args = ["C", "D", "E"]
-
-[nodes.B]
-fn = "mul"
-args = ["A", "F"]
-"""
+# The seed workload as a streamcalc graph file (SPEC section 3): the demo's graph.
+SEED_GRAPH_TOML = SEED_GRAPH
 
 SEED_INPUTS: tuple[str, ...] = ("C", "D", "E", "F")
 SEED_DERIVED: tuple[str, ...] = ("A", "B")
