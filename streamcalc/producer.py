@@ -17,8 +17,8 @@ import redis
 from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import valid_node_name
+from streamcalc.ops import LAG_COUNT_CAP, count_after
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.store import read_range
 from streamcalc.values import encode_value, normalize
 
 Fields = dict[str, str | bytes]
@@ -123,10 +123,9 @@ class Producer:
                 continue
             lag = group.get("lag")
             if lag is None:  # Redis < 7 or an unknown lag: count what lies past last-delivered
-                last = group["last-delivered-id"]
-                limit = (self.max_lag or 0) + 1
-                after = "(" + last.decode()
-                lag = len(read_range(self.client, self.keys.input, after, "+", count=limit))
+                cap = self.max_lag + 1 if self.max_lag is not None else LAG_COUNT_CAP
+                last = group["last-delivered-id"].decode()
+                lag, _ = count_after(self.client, self.keys.input, last, cap)
             return int(lag) + int(group["pending"])
         return int(self.client.xlen(self.keys.input))
 
