@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -138,7 +139,7 @@ def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str
         # kill one child: the supervisor restarts it, and the sum keeps counting across it
         children = _children(sup.pid)
         assert len(children) == 2
-        subprocess.run(["kill", "-9", str(children[0])], check=True)
+        os.kill(children[0], signal.SIGKILL)
         wait_for(lambda: len(_children(sup.pid)) == 2 and children[0] not in _children(sup.pid))
         send_batch(r, keys, good=100, bad=0, div0=0)
         wait_for(lambda: r.xpending(keys.input, "streamcalc")["pending"] == 0, timeout=30)
