@@ -256,6 +256,12 @@ def worker(
             envvar="STREAMCALC_EXPORT_VALUES", help="Export each node's latest value as a gauge."
         ),
     ] = False,
+    stuck_after: Annotated[
+        float,
+        typer.Option(
+            envvar="STREAMCALC_STUCK_AFTER", help="/healthz fails after this many seconds stuck."
+        ),
+    ] = 60.0,
     retain: Annotated[
         str | None,
         typer.Option(
@@ -284,6 +290,7 @@ def worker(
         log_format=log_format,
         wait_s=wait,
         export_values=export_values,
+        stuck_after_s=stuck_after,
         heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
         **_retention(retain),
     )

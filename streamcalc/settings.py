@@ -36,6 +36,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_file: str = ""
     retain_ms: int | None = None
     retain_len: int | None = None
+    stuck_after_s: float = 60.0
+
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without progress after which ``/healthz`` calls a worker stuck."""
+        return max(self.stuck_after_s, 10 * self.block_ms / 1000)
 
     @property
     def safe_url(self) -> str:

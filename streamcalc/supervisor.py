@@ -49,6 +49,7 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     ]  # fmt: skip
     if s.export_values:
         command.append("--export-values")
+    command += ["--stuck-after", str(s.stuck_after_s)]
     if s.retain_ms is not None:
         command += ["--retain", f"{s.retain_ms}ms"]
     elif s.retain_len is not None:
@@ -98,7 +99,7 @@ class Supervisor:
             return False, "redis unreachable"
         finally:
             client.close()
-        stuck_after = max(60.0, 10 * self.settings.block_ms / 1000)
+        stuck_after = self.settings.stuck_after
         now = time.time()
         for name, child in self.children.items():
             if child.poll() is not None:

@@ -92,7 +92,7 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, "redis unreachable"
-        stuck_after = max(60.0, 10 * self.settings.block_ms / 1000)
+        stuck_after = self.settings.stuck_after
         idle = time.monotonic() - self.last_progress
         if idle > stuck_after:
             return False, f"stuck: no progress for {idle:.0f}s"

@@ -183,3 +183,21 @@ def test_observe_many_matches_observe_one_by_one() -> None:
             assert registry.get_sample_value("many" + suffix, labels) == registry.get_sample_value(
                 "one" + suffix, labels
             )
+
+
+def test_healthz_fails_when_the_worker_is_stuck(
+    r: redis.Redis, ns: str, env: dict[str, str]
+) -> None:
+    load(r, ns, '[nodes.H]\nfn = "graph_plugins:hang"\nargs = ["X"]\n')
+    port = free_port()
+    env = {
+        **env,
+        "STREAMCALC_FUNCTION_TIMEOUT": "0",  # no cut-off: the plugin hangs the worker
+        "STREAMCALC_STUCK_AFTER": "1",
+        "PYTHONPATH": os.path.dirname(__file__),
+    }
+    with worker(env, port, "--block-ms", "100") as proc:
+        wait_for(lambda: healthz(port) == 200, timeout=20)
+        r.xadd(Keys(ns).input, {"X": "1"})
+        wait_for(lambda: healthz(port) == 503, timeout=20)
+        proc.kill()  # SIGTERM cannot finish a batch that never ends
