@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -241,3 +242,29 @@ def test_shell_completion() -> None:
         timeout=60,
     )
     assert set(proc.stdout.split()) >= {"list", "retry", "purge"}
+
+
+def test_send_file_shows_progress_on_a_terminal(
+    redis_url: str, r: redis.Redis, ns: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    import pty
+
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"C": i}) + "\n" for i in range(3000)))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamcalc", "send", "--file", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    out, _ = proc.communicate(timeout=60)
+    shown = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    assert proc.returncode == 0 and b"sent 3000 entries" in out
+    assert b"sending" in shown and b"100%" in shown
+    assert r.xlen(Keys(ns).input) == 3000
