@@ -9,6 +9,7 @@ commands on :data:`streamcalc.cli.app`.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -133,9 +134,10 @@ def tail(
     --json prints one object per line: id, node, value, ts, src.
     """
     client, keys = _connect(redis_url, ns)
-    # Ctrl-C (or SIGTERM) ends it, even when started with SIGINT ignored (a background job).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C (or SIGTERM) ends it, even when started with SIGINT ignored (a background job).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
     try:
         for entry_id, output in ops.tail(client, keys, start=from_id):
