@@ -20,8 +20,9 @@ import typer
 from streamcalc import ops
 from streamcalc.cli import JsonFlag, Namespace, RedisUrl, _age, _client, _settings, app
 from streamcalc.errors import UsageError
+from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys
-from streamcalc.messages import OutputValue, valid_node_name
+from streamcalc.messages import OutputValue
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 from streamcalc.values import Value
 

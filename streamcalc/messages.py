@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from streamcalc.errors import EntryError
+from streamcalc.graph import valid_node_name
 from streamcalc.values import Value, decode_value
 
 #: Most fields one entry may carry (readings plus ``@`` fields).
@@ -21,10 +22,6 @@ MAX_FIELDS = 1024
 MAX_VALUE_BYTES = 64 * 1024
 #: Longest vector.
 MAX_VECTOR_LEN = 4096
-#: Longest node name (SPEC §1).
-MAX_NAME_LEN = 128
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _INT_LIMIT = 2**63
 _json_decode = msgspec.json.Decoder().decode
@@ -34,11 +31,6 @@ _known_names: dict[bytes, str] = {}
 _KNOWN_NAMES_LIMIT = 100_000
 _TS_FIELD = b"@ts"
 _SRC_FIELD = b"@src"
-
-
-def valid_node_name(name: str) -> bool:
-    """True when ``name`` is a node name of SPEC §1."""
-    return len(name) <= MAX_NAME_LEN and _NAME.fullmatch(name) is not None
 
 
 class Entry(msgspec.Struct, frozen=True, gc=False):

@@ -15,8 +15,8 @@ from typing import Literal, cast
 import redis
 
 from streamcalc.errors import BackpressureError, UsageError
+from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys
-from streamcalc.messages import valid_node_name
 from streamcalc.ops import LAG_COUNT_CAP, count_after
 from streamcalc.settings import DEFAULT_GROUP
 from streamcalc.values import encode_value, normalize
