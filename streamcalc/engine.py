@@ -54,6 +54,11 @@ RawEntry = tuple[bytes, list[bytes] | None]
 _msgpack_encode = msgspec.msgpack.Encoder().encode
 
 
+def read_entries(reply: Any) -> list[RawEntry]:
+    """The entries of a raw XREADGROUP reply on one stream (None: no entries)."""
+    return [(entry[0], entry[1]) for entry in reply[0][1]] if reply else []
+
+
 @dataclass(slots=True)
 class Batch:
     """A batch of raw entries and, once prepared, its waves and commit arguments."""
@@ -157,7 +162,7 @@ class Engine:
         except redis.ConnectionError:
             self._drop_connection()
             raise
-        entries = [(e[0], e[1]) for e in fetched[0][1]] if fetched else []
+        entries = read_entries(fetched)
         if isinstance(error, NoScriptError):  # the script cache was flushed: reload it
             self.commit(batch)
             return True, entries

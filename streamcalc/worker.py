@@ -23,10 +23,9 @@ import redis
 import structlog
 
 from streamcalc import metrics
-from streamcalc.engine import Batch, Engine, RawEntry
+from streamcalc.engine import Batch, Engine, RawEntry, read_entries
 from streamcalc.errors import RedisStateError
 from streamcalc.keys import Keys
-from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, fetch_graph, latest_values, ping
 
@@ -63,7 +62,6 @@ class Worker:
         # Entries are parsed from Redis's flat field lists: a dict would hide repeated fields.
         for command in ("XREADGROUP", "XAUTOCLAIM", "XCLAIM"):
             self.client.set_response_callback(command, _raw)
-        self.scripts = Scripts(self.client, self.keys)
         self.log = structlog.get_logger("streamcalc.worker").bind(
             ns=settings.ns, group=settings.group, consumer=self.consumer
         )
@@ -176,7 +174,7 @@ class Worker:
     def leave(self) -> None:
         """Remove this consumer from the group, unless it still owns pending entries."""
         try:
-            self.scripts.leave(self.settings.group, self.consumer)
+            self.engine.scripts.leave(self.settings.group, self.consumer)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):  # no group, nothing to leave
                 raise
@@ -254,10 +252,7 @@ class Worker:
         args: list[Any] = ["GROUP", s.group, self.consumer, "COUNT", s.batch]
         if block:
             args += ["BLOCK", s.block_ms]
-        reply = self._execute("XREADGROUP", *args, "STREAMS", self.keys.input, start)
-        if not reply:
-            return []
-        return [(entry[0], entry[1]) for entry in reply[0][1]]
+        return read_entries(self._execute("XREADGROUP", *args, "STREAMS", self.keys.input, start))
 
     def _execute(self, *args: Any) -> Any:
         return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -307,8 +302,8 @@ class Worker:
         pending = self.client.xpending_range(
             self.keys.input,
             self.settings.group,
-            min=min(ids, key=_id_key),
-            max=max(ids, key=_id_key),
+            min=ids[0],  # Redis hands out entries in ID order
+            max=ids[-1],
             count=len(ids) * 4 + 16,
             consumername=self.consumer,
         )
@@ -335,8 +330,3 @@ class Worker:
             latest = latest_values(self.client, self.keys)
             now_ms = int(time.time() * 1000)
             metrics.observe_nodes(latest, graph.nodes, now_ms, self.settings.export_values)
-
-
-def _id_key(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
