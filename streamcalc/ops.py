@@ -21,6 +21,7 @@ from streamcalc.errors import EntryError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import OutputValue, decode_entry, decode_output, id_ms
 from streamcalc.scripts import script_source
+from streamcalc.store import read_range
 from streamcalc.values import Value
 
 #: Rates are measured over this window, ending at the Redis server's clock.
@@ -99,21 +100,6 @@ def _entries(reply: Any) -> list[StreamEntry]:
         (_bytes(entry_id), {_bytes(k): _bytes(v) for k, v in (fields or {}).items()})
         for entry_id, fields in reply
     ]
-
-
-def _range(
-    client: redis.Redis,
-    key: str,
-    low: str = "-",
-    high: str = "+",
-    count: int | None = None,
-    *,
-    reverse: bool = False,
-) -> list[StreamEntry]:
-    """XRANGE (or XREVRANGE, newest first) of ``key`` between ``low`` and ``high``."""
-    if reverse:
-        return _entries(client.xrevrange(key, max=high, min=low, count=count))
-    return _entries(client.xrange(key, min=low, max=high, count=count))
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -245,14 +231,14 @@ def count_after(
     client: redis.Redis, key: str, entry_id: str, cap: int = LAG_COUNT_CAP
 ) -> tuple[int, bool]:
     """(entries after ``entry_id``, whether the count stopped at ``cap``): a group's lag."""
-    found = len(_range(client, key, "(" + entry_id, count=cap))
+    found = len(read_range(client, key, "(" + entry_id, count=cap))
     return found, found >= cap
 
 
 def _rate(client: redis.Redis, key: str, now_ms: int) -> tuple[int, float, bool]:
     """(entries in the window, entries per second, estimated) from the stream's IDs."""
     start = max(now_ms - RATE_WINDOW_MS, 0)
-    rows = _range(client, key, f"{start}-0", count=RATE_SAMPLE_CAP, reverse=True)
+    rows = read_range(client, key, f"{start}-0", count=RATE_SAMPLE_CAP, reverse=True)
     if len(rows) < RATE_SAMPLE_CAP:
         return len(rows), len(rows) * 1000 / RATE_WINDOW_MS, False
     span_ms = max(now_ms - id_ms(rows[-1][0]), 1)
@@ -278,7 +264,7 @@ def _backwards(
     low = f"{since_ms}-0" if since_ms is not None else "-"
     high = "+"
     while True:
-        rows = _range(client, key, low, high, page, reverse=True)
+        rows = read_range(client, key, low, high, page, reverse=True)
         yield from rows
         if len(rows) < page:
             return
@@ -364,7 +350,7 @@ def tail(
     Between reads (every ``block_ms`` at most) ``stop()`` is asked whether to end.
     """
     if start == "$":
-        last = _range(client, keys.output, count=1, reverse=True)
+        last = read_range(client, keys.output, count=1, reverse=True)
         after = last[0][0].decode() if last else "0-0"
     elif start == "0":
         after = "0-0"
@@ -433,19 +419,19 @@ def dead_list(
         check_id(start)
     return [
         _dead_letter(entry_id, fields)
-        for entry_id, fields in _range(client, keys.dead, start, count=count)
+        for entry_id, fields in read_range(client, keys.dead, start, count=count)
     ]
 
 
 def _dead_ids_until_now(client: redis.Redis, keys: Keys) -> Iterator[str]:
     """IDs of the dead letters that exist now (letters added meanwhile are not included)."""
-    newest = _range(client, keys.dead, count=1, reverse=True)
+    newest = read_range(client, keys.dead, count=1, reverse=True)
     if not newest:
         return
     end = newest[0][0].decode()
     start = "-"
     while True:
-        rows = _range(client, keys.dead, start, end, DEAD_CHUNK)
+        rows = read_range(client, keys.dead, start, end, DEAD_CHUNK)
         for entry_id, _ in rows:
             yield entry_id.decode()
         if len(rows) < DEAD_CHUNK:

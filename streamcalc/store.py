@@ -69,9 +69,17 @@ StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 
 def read_range(
-    client: redis.Redis, key: str, start: str = "-", end: str = "+", count: int | None = None
+    client: redis.Redis,
+    key: str,
+    start: str = "-",
+    end: str = "+",
+    count: int | None = None,
+    *,
+    reverse: bool = False,
 ) -> list[StreamEntry]:
-    """XRANGE with the types this client (bytes replies) really returns."""
+    """XRANGE (or XREVRANGE, newest first) between ``start`` and ``end``, as bytes."""
+    if reverse:
+        return cast(list[StreamEntry], client.xrevrange(key, max=end, min=start, count=count))
     return cast(list[StreamEntry], client.xrange(key, min=start, max=end, count=count))
 
 
