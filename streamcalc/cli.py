@@ -76,17 +76,48 @@ def graph_check(file: Annotated[Path, typer.Argument(help="Graph file (TOML).")]
 @graph_app.command("load")
 def graph_load(
     file: Annotated[Path, typer.Argument(help="Graph file (TOML).")],
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            envvar="STREAMCALC_PARTITIONS",
+            min=1,
+            max=1024,
+            help="Partitions of the namespace (only for a new or empty one).",
+        ),
+    ] = None,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Validate a graph file and replace the stored graph atomically."""
+    """Validate a graph file and replace the stored graph atomically (in every partition)."""
     from streamcalc.graph import parse_graph_file
-    from streamcalc.store import store_graph
+    from streamcalc.store import partition_count, store_graph
 
     graph = parse_graph_file(file)  # before Redis is touched
     settings = _settings(redis_url, ns)
-    version = store_graph(_client(settings), Keys(ns), graph)
-    typer.echo(f"loaded {file} into namespace {ns!r}: graph version {version}")
+    client = _client(settings)
+    version = store_graph(client, ns, graph, partitions=partitions)
+    count = partition_count(client, ns)
+    where = f" ({count} partitions)" if count > 1 else ""
+    typer.echo(f"loaded {file} into namespace {ns!r}{where}: graph version {version}")
+
+
+@app.command("partition")
+def partition(
+    key: Annotated[str, typer.Argument(help="An entry's @key.")],
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Print the partition of a key and the input stream its entries go to."""
+    from streamcalc.keys import Namespace as Layout
+    from streamcalc.keys import partition_of, valid_key
+    from streamcalc.store import partition_count
+
+    if not valid_key(key):
+        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    settings = _settings(redis_url, ns)
+    count = partition_count(_client(settings), ns)
+    p = partition_of(key, count)
+    typer.echo(f"{p} {Layout(ns).partition(p, count).input}")
 
 
 @graph_app.command("show")
@@ -120,6 +151,9 @@ def send(
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="JSON lines to append ('-' = stdin).")
     ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="The entries' @key (to its partition).")
+    ] = None,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
@@ -130,21 +164,21 @@ def send(
         raise UsageError("give either NODE=VALUE pairs or --file, not both or neither")
     settings = _settings(redis_url, ns)
     if readings:
-        fields = entry_fields(_parse_pairs(readings), ts)
+        fields = entry_fields(_parse_pairs(readings), ts, key)
         producer = Producer(_client(settings), ns)
         typer.echo(producer.append_fields([fields])[0])
         return
     assert file is not None
     if file == "-":
-        _send_stream(Producer(_client(settings), ns), sys.stdin, "<stdin>")
+        _send_stream(Producer(_client(settings), ns, key=key), sys.stdin, "<stdin>")
     else:
         path = Path(file)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UsageError(f"{file}: {exc.strerror}") from None
-        batch = list(_json_entries(lines, file))  # every line valid before anything is sent
-        _send_all(Producer(_client(settings), ns), batch)
+        batch = list(_json_entries(lines, file, key))  # every line valid before anything is sent
+        _send_all(Producer(_client(settings), ns, key=key), batch)
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, object]:
@@ -160,7 +194,7 @@ def _parse_pairs(pairs: list[str]) -> dict[str, object]:
     return readings
 
 
-def _json_entries(lines: Iterable[str], source: str) -> Iterator[Fields]:
+def _json_entries(lines: Iterable[str], source: str, key: str | None) -> Iterator[Fields]:
     """Validated entry fields from JSON lines; an error names ``source:line``."""
     from streamcalc.producer import entry_fields
 
@@ -174,7 +208,7 @@ def _json_entries(lines: Iterable[str], source: str) -> Iterator[Fields]:
         if not isinstance(obj, dict):
             raise UsageError(f"{source}:{number}: expected a JSON object")
         try:
-            yield entry_fields(obj)
+            yield entry_fields(obj, key=key)
         except UsageError as exc:
             raise UsageError(f"{source}:{number}: {exc}") from None
 
@@ -195,7 +229,7 @@ def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: 
     sent = 0
     batch: list[Fields] = []
     try:
-        for fields in _json_entries(stream, source):
+        for fields in _json_entries(stream, source, producer.key):
             batch.append(fields)
             if len(batch) >= chunk:
                 producer.append_fields(batch)
@@ -240,6 +274,20 @@ def worker(
     max_deliveries: Annotated[
         int, typer.Option(envvar="STREAMCALC_MAX_DELIVERIES", min=1, help="Then dead-letter.")
     ] = 5,
+    lease_ms: Annotated[
+        int,
+        typer.Option(
+            envvar="STREAMCALC_LEASE_MS",
+            min=50,
+            help="Partition lease, ms: a dead worker's partitions are taken over after it.",
+        ),
+    ] = 10_000,
+    cache_keys: Annotated[
+        int,
+        typer.Option(
+            envvar="STREAMCALC_CACHE_KEYS", min=1, help="Keys' state kept in memory, per partition."
+        ),
+    ] = 100_000,
     metrics_port: Annotated[
         int | None, typer.Option(envvar="STREAMCALC_METRICS_PORT", help="Serve /metrics, /healthz.")
     ] = None,
@@ -286,6 +334,8 @@ def worker(
         block_ms=block_ms,
         claim_idle_ms=claim_idle,
         max_deliveries=max_deliveries,
+        lease_ms=lease_ms,
+        cache_keys=cache_keys,
         metrics_port=metrics_port,
         log_format=log_format,
         wait_s=wait,

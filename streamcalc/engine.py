@@ -1,13 +1,12 @@
-"""The batch engine: waves of a batch evaluated in Python, committed with one call of commit.lua.
+"""The batch engine of one partition: waves evaluated in Python, committed with one commit.lua.
 
-A batch is prepared (entries decoded, waves run one at a time in stream order
-against a copy-on-write view of the cached slot state, commit arguments built)
-and then committed: ``commit.lua`` checks the graph version, that every entry
-is still pending for this consumer and the version of every slot state the
-batch read, and only then writes slot state, derived values, latest values and
-dead letters and XACKs the entries. A failed check writes nothing: the engine
-refreshes what moved and prepares the batch again. So waves are serializable
-across consumers and output is effectively-once.
+A batch is prepared (entries decoded, waves run one at a time in stream order,
+each against its key's view of the cached slot state, the commit request
+built) and then committed: ``commit.lua`` checks the graph version and that
+this worker still holds the partition's lease, and only then writes slot
+state, derived values, latest values and dead letters and XACKs the entries.
+A failed check writes nothing: after a graph change the engine reloads and
+prepares the batch again; a lost lease (:class:`LeaseLost`) ends its tenure.
 
 For throughput the worker overlaps the two halves: while Redis runs the commit
 of one batch (:meth:`Engine.send`), Python already evaluates the next batch on
@@ -18,50 +17,38 @@ commit fails, that speculation is thrown away and redone.
 from __future__ import annotations
 
 import time
-from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-import msgspec
 import redis
 from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
-from streamcalc.errors import EntryError, RedisStateError
+from streamcalc.errors import EntryError, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, partition_of, state_field
 from streamcalc.messages import Entry, decode_entry, id_ms
-from streamcalc.scripts import ScriptArg, Scripts
-from streamcalc.settings import Settings
-from streamcalc.store import fetch_graph
-from streamcalc.values import value_text
-from streamcalc.wave import (
-    BatchResult,
-    BatchView,
-    Slots,
-    WavePlan,
-    decode_slots,
-    encode_slots,
-    run_wave,
+from streamcalc.scripts import (
+    DEAD_DELIVERIES,
+    CommitReply,
+    CommitRequest,
+    DeadLetter,
+    ReadReply,
+    Scripts,
 )
-
-#: Dead letters keep at most this many of an entry's fields (Lua's argument limit).
-DEAD_FIELDS_LIMIT = 2000
+from streamcalc.settings import Settings
+from streamcalc.state import BatchView, StateCache, decode_slots, encode_slots
+from streamcalc.store import fetch_graph
+from streamcalc.values import Value, value_text
+from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 RawEntry = tuple[bytes, list[bytes] | None]
-
-_msgpack_encode = msgspec.msgpack.Encoder().encode
-
-
-def read_entries(reply: Any) -> list[RawEntry]:
-    """The entries of a raw XREADGROUP reply on one stream (None: no entries)."""
-    return [(entry[0], entry[1]) for entry in reply[0][1]] if reply else []
 
 
 @dataclass(slots=True)
 class Batch:
-    """A batch of raw entries and, once prepared, its waves and commit arguments."""
+    """A batch of raw entries and, once prepared, its waves and commit request."""
 
     raw: Sequence[RawEntry]
     deliveries: Mapping[bytes, int]
@@ -70,29 +57,37 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
-    view: BatchView = field(default_factory=lambda: BatchView({}))
+    view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
-    args: list[ScriptArg] = field(default_factory=list)
+    request: CommitRequest | None = None
 
 
 class Engine:
-    """The slot-state cache of one consumer, and the preparing and committing of batches."""
+    """The state cache of one partition for one consumer, and the preparing and committing."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, settings: Settings, consumer: str, log: Any
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        consumer: str,
+        log: Any,
+        *,
+        partitions: int = 1,
     ) -> None:
         self.client = client
         self.keys = keys
         self.settings = settings
         self.consumer = consumer
         self.log = log
+        self.partitions = partitions
         self.scripts = Scripts(client, keys)
+        self.token = ""
+        """The lease token under which this engine commits (set by the partition's owner)."""
         self.graph: Graph | None = None
         self.graph_version = "0"
         self._plan: WavePlan | None = None
-        self._cache: dict[str, Slots] = {}
-        self._versions: dict[str, int] = {}
-        self._covered: set[str] = set()
+        self.cache = StateCache(settings.cache_keys)
         self._conn: Any = None  # a dedicated connection for pipelined commits
 
     def reload_graph(self) -> None:
@@ -105,44 +100,62 @@ class Engine:
             )
         self.graph, self.graph_version = graph, version
         self._plan = WavePlan(graph) if graph is not None else None
-        self._cache.clear()
-        self._versions.clear()
-        self._covered.clear()
+        self.cache.clear()
+
+    # -- reading (fenced by the lease) ---------------------------------------------------------
+
+    def read(self, count: int, start: str = ">") -> ReadReply:
+        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced."""
+        reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
+        if reply.fenced:
+            raise LeaseLost(self.keys.label, reply.holder)
+        return reply
+
+    def claim_all(self) -> int:
+        """Make this consumer the owner of every pending entry of the partition."""
+        cursor, claimed, s = "0-0", 0, self.settings
+        while True:
+            reply = self.scripts.claim(
+                s.group, self.consumer, self.token, max(s.batch, 100), cursor
+            )
+            if reply.fenced:
+                raise LeaseLost(self.keys.label, reply.holder)
+            claimed += reply.claimed
+            cursor = reply.cursor
+            if cursor == "0-0":
+                return claimed
 
     # -- one batch, synchronously --------------------------------------------------------------
 
     def process(
         self, raw: Sequence[RawEntry], deliveries: Mapping[bytes, int] | None = None
     ) -> None:
-        """Process one batch to completion: waves, then one atomic commit (retried on conflict)."""
+        """Process one batch to completion: waves, then one atomic commit."""
         self.commit(self.prepare(Batch(raw, deliveries or {})))
 
     def commit(self, batch: Batch) -> None:
         """Commit a prepared batch, preparing it again after every failed check."""
-        attempt = 0
         while True:
             faults.reached("before_commit")
-            if self._settle(batch, self.scripts.commit(batch.args)):
+            assert batch.request is not None
+            if self._settle(batch, self.scripts.commit(batch.request)):
                 return
-            attempt += 1
-            if attempt > 3:
-                # Several workers fight over the same nodes: let the other commit first.
-                time.sleep(min(0.001 * 2**attempt, 0.1))
             self.prepare(batch)
 
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
     def send(self, batch: Batch, read_ahead: int) -> None:
-        """Send the commit of ``batch`` (and a read of up to ``read_ahead`` new entries)."""
+        """Send the commit of ``batch`` (and a fenced read of up to ``read_ahead`` new entries)."""
         faults.reached("before_commit")
+        assert batch.request is not None
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
-        commands: list[tuple[Any, ...]] = [self.scripts.commit_command(batch.args)]
+        commands: list[tuple[Any, ...]] = [self.scripts.commit_command(batch.request)]
         if read_ahead:
+            s = self.settings
             commands.append(
-                ("XREADGROUP", "GROUP", self.settings.group, self.consumer,
-                 "COUNT", read_ahead, "STREAMS", self.keys.input, ">")
-            )  # fmt: skip
+                self.scripts.read_command(s.group, self.consumer, self.token, read_ahead)
+            )
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
         except redis.ConnectionError:
@@ -152,23 +165,31 @@ class Engine:
     def receive(self, batch: Batch, read_ahead: int) -> tuple[bool, list[RawEntry]]:
         """The replies to :meth:`send`: (committed?, entries read ahead)."""
         conn = self._conn
-        error: redis.ResponseError | None = None
+        errors: list[redis.ResponseError] = []
+        replies: list[Any] = []
         try:
-            try:
-                reply: Any = conn.read_response()
-            except redis.ResponseError as exc:  # both replies must be read, whatever the first
-                reply, error = None, exc
-            fetched = conn.read_response() if read_ahead else None
+            for _ in range(2 if read_ahead else 1):
+                try:  # every reply must be read, whatever the one before
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(None)
+                    errors.append(exc)
         except redis.ConnectionError:
             self._drop_connection()
             raise
-        entries = read_entries(fetched)
-        if isinstance(error, NoScriptError):  # the script cache was flushed: reload it
+        if errors and not all(isinstance(error, NoScriptError) for error in errors):
+            raise next(e for e in errors if not isinstance(e, NoScriptError))
+        # A NOSCRIPT read delivered nothing: the next read gets those entries.
+        entries: list[RawEntry] = []
+        if read_ahead and replies[1] is not None:
+            fetched = ReadReply.parse(replies[1])
+            if fetched.fenced:
+                raise LeaseLost(self.keys.label, fetched.holder)
+            entries = fetched.entries
+        if replies[0] is None:  # the script cache was flushed: commit through the loading path
             self.commit(batch)
             return True, entries
-        if error is not None:
-            raise error
-        return self._settle(batch, reply), entries
+        return self._settle(batch, replies[0]), entries
 
     def close(self) -> None:
         """Give the dedicated connection back."""
@@ -183,7 +204,7 @@ class Engine:
     # -- preparing -----------------------------------------------------------------------------
 
     def prepare(self, batch: Batch, after: Batch | None = None) -> Batch:
-        """Decode and evaluate ``batch`` and build its commit arguments.
+        """Decode and evaluate ``batch`` and build its commit request.
 
         With ``after``, evaluate on top of that batch's result, as if its commit
         (not yet known) had succeeded.
@@ -194,18 +215,14 @@ class Engine:
         raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
         batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
         self._prefetch(self.graph, batch.good)
-        base: Mapping[str, Slots] = self._cache
-        bump: set[str] = set()
-        if after is not None:
-            base = ChainMap(after.view.read, self._cache)
-            bump = after.view.changed
-        batch.view = BatchView(base)
-        batch.result = BatchResult()
+        view = batch.view = BatchView(self.cache, after.view if after is not None else None)
+        result = batch.result = BatchResult()
         plan = self._plan
+        scope = view.scope
         for entry in batch.good:
-            run_wave(plan, entry, batch.view, batch.result)
+            run_wave(plan, entry, scope(entry.key), result)
         faults.reached("after_eval")
-        batch.args = self._commit_args(batch, bump)
+        batch.request = self._request(batch, raw)
         return batch
 
     def _decode(
@@ -215,6 +232,7 @@ class Engine:
         bad: list[tuple[str, str]] = []
         poison: dict[str, int] = {}
         limit = self.settings.max_deliveries
+        partitions = self.partitions
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
@@ -223,103 +241,112 @@ class Engine:
                 poison[entry_id.decode()] = delivered
                 continue
             try:
-                good.append(decode_entry(entry_id, fields))
+                entry = decode_entry(entry_id, fields)
             except EntryError as exc:
                 bad.append((entry_id.decode(), str(exc)))
+                continue
+            if (
+                partitions > 1
+                and (home := partition_of(entry.key, partitions)) != self.keys.partition
+            ):
+                error = (
+                    f"key {entry.key!r} belongs to partition {home}, "
+                    f"not {self.keys.partition} (wrong partition)"
+                )
+                bad.append((entry.id, error))
+                continue
+            good.append(entry)
         return good, bad, poison
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
-        """Make sure the cache holds every derived node the batch's waves may touch."""
-        needed: set[str] = set()
-        covered = self._covered
-        for entry in entries:
-            for node, _ in entry.readings:
-                if node not in covered:
-                    covered.add(node)
-                    needed |= graph.downstream(node)
-        missing = [node for node in needed if node not in self._cache]
-        if not missing:
-            return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.keys.slots, missing)
-        pipe.hmget(self.keys.versions, missing)
-        blobs, versions = pipe.execute()
-        for node, blob, version in zip(missing, blobs, versions, strict=True):
-            self._cache[node] = decode_slots(blob, len(graph.nodes[node].args))
-            self._versions[node] = int(version or 0)
+        """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
+        cache = self.cache
+        try:
+            missing = cache.missing(graph, entries)
+            if missing:
+                fields = [state_field(key, node) for key, node in missing]
+                blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
+                gens = self._plan.generations if self._plan is not None else {}
+                for (key, node), blob in zip(missing, blobs, strict=True):
+                    cache.fill(
+                        key, node, decode_slots(blob, len(graph.nodes[node].args), gens[node])
+                    )
+        except BaseException:
+            cache.clear()  # the cache must not claim to cover what it failed to load
+            raise
+        cache.evict(keep=len({entry.key for entry in entries}))
 
-    def _commit_args(self, batch: Batch, bump: set[str]) -> list[ScriptArg]:
-        view, result, versions = batch.view, batch.result, self._versions
-        ids = [entry.id for entry in batch.good] + [entry_id for entry_id, _ in batch.bad]
-        if ids:
-            # Redis returns entries in ID order: the batch's range is its first and last.
-            ids[:0] = (batch.raw[0][0].decode(), batch.raw[-1][0].decode())
-        checks: list[str] = []
-        for node in view.read:
-            checks += (node, str(versions.get(node, 0) + (node in bump)))
-        writes: list[str] = []
-        for node in view.changed:
-            writes += (node, encode_slots(view.read[node]).decode())
-        fired: list[str] = []
-        for node, value, ts, src in result.fired:
-            fired += (node, value_text(value), str(ts), src)
-        latest: list[str] = []
-        for node, (ts, value) in result.latest.items():
-            latest += (node, str(ts), value_text(value))
-        payload = _msgpack_encode((ids, checks, writes, fired, latest))
+    def _request(self, batch: Batch, raw: Sequence[RawEntry]) -> CommitRequest:
+        assert batch.view is not None and self._plan is not None
         s = self.settings
-        args: list[ScriptArg] = [s.group, self.consumer, self.graph_version, payload]
-        args.append(len(batch.bad) + len(result.function_errors))
-        if not batch.bad and not result.function_errors:
-            return args
+        request = CommitRequest(s.group, self.consumer, self.graph_version, self.token)
+        request.ids = [entry_id.decode() for entry_id, _ in raw]
+        gens = self._plan.generations
+        writes = request.writes
+        for state, node, slots in batch.view.fields():
+            writes += (state, encode_slots(slots, gens[node]).decode())
+        fired = request.fired
+        for node, value, ts, src, key in batch.result.fired:
+            fired += (node, value_text(value), str(ts), src, key)
+        self._latest(batch.view, request)
+        if batch.bad or batch.result.function_errors:
+            request.dead = self._dead_letters(batch)
+        return request
+
+    @staticmethod
+    def _latest(view: BatchView, request: CommitRequest) -> None:
+        """Latest values per state field, and the newest ts per node and per key."""
+        latest = request.latest
+        fresh: dict[str, int] = {}
+        for key, scope in view.keys.items():
+            newest = -1
+            for node, (ts, value) in scope.latest.items():
+                latest += (state_field(key, node), str(ts), value_text(value))
+                if ts > fresh.get(node, -1):
+                    fresh[node] = ts
+                newest = max(newest, ts)
+            if key and newest >= 0:
+                request.key_ts += (key, str(newest))
+        for node, ts in fresh.items():
+            request.fresh += (node, str(ts))
+
+    @staticmethod
+    def _dead_letters(batch: Batch) -> list[DeadLetter]:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
+        letters: list[DeadLetter] = []
         for entry_id, error in batch.bad:
             fields = list(fields_of.get(entry_id) or [])
             if entry_id in batch.deliveries_of_poison:
-                fields += [b"@deliveries", str(batch.deliveries_of_poison[entry_id]).encode()]
-            _dead_letter(args, entry_id, error, "", fields)
-        for entry, node, error in result.function_errors:
-            _dead_letter(args, entry.id, error, node, fields_of.get(entry.id))
-        return args
+                fields += [DEAD_DELIVERIES, str(batch.deliveries_of_poison[entry_id]).encode()]
+            letters.append(DeadLetter(entry_id, error, "", fields))
+        for entry, node, error in batch.result.function_errors:
+            letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
+        return letters
 
     # -- settling a commit's reply -------------------------------------------------------------
 
-    def _settle(self, batch: Batch, reply: list[Any]) -> bool:
-        """Apply a commit reply: True when committed; else refresh what moved and say False."""
-        if reply[0] == b"ok":
+    def _settle(self, batch: Batch, raw_reply: Any) -> bool:
+        """Apply a commit reply: True when committed; else prepare for another try and say False."""
+        reply = raw_reply if isinstance(raw_reply, CommitReply) else CommitReply.parse(raw_reply)
+        if reply.outcome == "ok":
             faults.reached("after_commit")
             self._committed(batch)
             return True
         metrics.CONFLICTS.inc()
-        if reply[0] == b"graph":
-            self.log.info("graph changed; reloading", version=reply[1].decode())
+        if reply.outcome == "fenced":
+            raise LeaseLost(self.keys.label, reply.holder)
+        if reply.outcome == "graph":
+            self.log.info("graph changed; reloading", version=reply.graph_version)
             self.reload_graph()
         else:
-            batch.gone |= self._apply_retry(reply)
+            batch.gone |= reply.gone
+            self.log.info("entries finished by another consumer", count=len(reply.gone))
         return False
 
-    def _apply_retry(self, reply: list[Any]) -> set[str]:
-        """Refresh the cache from a ``retry`` reply; returns the IDs of entries that are gone."""
-        assert self.graph is not None
-        n_gone = int(reply[1])
-        gone = {entry_id.decode() for entry_id in reply[2 : 2 + n_gone]}
-        moved = reply[3 + n_gone :]
-        for i in range(0, len(moved), 3):
-            node = moved[i].decode()
-            definition = self.graph.nodes.get(node)
-            if definition is None:
-                continue
-            self._cache[node] = decode_slots(moved[i + 2], len(definition.args))
-            self._versions[node] = int(moved[i + 1])
-        if gone:
-            self.log.info("entries finished by another consumer", count=len(gone))
-        return gone
-
     def _committed(self, batch: Batch) -> None:
-        view, result = batch.view, batch.result
-        for node in view.changed:
-            self._cache[node] = view.read[node]
-            self._versions[node] = self._versions.get(node, 0) + 1
+        assert batch.view is not None
+        result = batch.result
+        self.cache.update(batch.view.changed())
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:
             metrics.ENTRIES.labels("dead").inc(len(batch.bad))
@@ -340,6 +367,7 @@ class Engine:
         metrics.BATCH_SECONDS.observe(elapsed)
         self.log.debug(
             "batch committed",
+            partition=self.keys.label,
             entries=len(batch.good),
             dead=len(batch.bad),
             derived=len(result.fired),
@@ -347,11 +375,6 @@ class Engine:
         )
 
 
-def _dead_letter(
-    args: list[ScriptArg], entry_id: str, error: str, node: str, fields: list[bytes] | None
-) -> None:
-    fields = fields or []
-    kept = fields[: 2 * DEAD_FIELDS_LIMIT]
-    if len(kept) < len(fields):
-        error += f" (dead letter keeps the first {DEAD_FIELDS_LIMIT} of {len(fields) // 2} fields)"
-    args += [entry_id, error, node, len(kept) // 2, *kept]
+def latest_of(view: BatchView) -> dict[str, dict[str, tuple[int, Value]]]:
+    """key -> node -> newest (ts, value) of a prepared batch (for tests and tools)."""
+    return {key: dict(scope.latest) for key, scope in view.keys.items()}

@@ -35,5 +35,14 @@ class RedisStateError(StreamcalcError):
     """Redis answered, but its state is not what streamcalc expects (no graph, lost data)."""
 
 
+class LeaseLost(StreamcalcError):
+    """This worker no longer holds a partition's lease: it must stop working on it."""
+
+    def __init__(self, partition: str, holder: str) -> None:
+        self.partition = partition
+        self.holder = holder
+        super().__init__(f"partition {partition}: lease now held by {holder or 'nobody'}")
+
+
 class BackpressureError(StreamcalcError):
     """A producer was refused because the group's lag exceeds the caller's limit."""

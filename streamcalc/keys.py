@@ -1,16 +1,30 @@
 """Every Redis key streamcalc uses is built here, and only here.
 
-All keys of one namespace share the hash tag ``{NS}`` so that a namespace lives
-in one Redis Cluster slot and every Lua script can declare all of its keys.
-A future partitioned layout (``sc:{NS:P}:…``) changes only this module.
+A namespace ``NS`` with one partition lives under ``sc:{NS}:``. With ``P > 1``
+partitions, partition ``p`` lives under ``sc:{NS:p}:`` (its own streams, graph
+copy, state and consumer group) and ``sc:{NS}:`` keeps what belongs to the whole
+namespace: ``meta`` (``partitions``), the graph as loaded, the routing stream
+``in`` for producers that do not know the partitions, its ``dead`` stream, and
+the membership of the workers. Every key of one partition shares one hash tag,
+so each partition is one Redis Cluster slot and every Lua script can declare
+all of its keys.
+
+Hash fields of keyed state (S11): the empty key's fields are the node names, as
+in an unkeyed namespace; key ``k``'s fields are ``k|node`` (``|`` occurs in
+neither a key nor a node name).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 _NS_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
+
+#: Separates a key from a node name in the fields of keyed state.
+KEY_SEPARATOR = "|"
 
 
 def valid_namespace(ns: str) -> bool:
@@ -18,16 +32,48 @@ def valid_namespace(ns: str) -> bool:
     return _NS_PATTERN.fullmatch(ns) is not None
 
 
+def valid_key(key: str) -> bool:
+    """True when ``key`` may be an entry's ``@key``: 1-128 of ``A-Z a-z 0-9 _ . : / -``."""
+    return _KEY_PATTERN.fullmatch(key) is not None
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key`` (S12): zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
+    return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
+
+
+def state_field(key: str, node: str) -> str:
+    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key)."""
+    return f"{key}{KEY_SEPARATOR}{node}" if key else node
+
+
+def split_field(field: str) -> tuple[str, str]:
+    """(key, node) of a state field; the inverse of :func:`state_field`."""
+    key, sep, node = field.rpartition(KEY_SEPARATOR)
+    return (key, node) if sep else ("", field)
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The key names of one namespace."""
+    """The key names of one partition (``partition`` None: the namespace's own ``sc:{NS}:``)."""
 
     ns: str
+    partition: int | None = None
+
+    @property
+    def tag(self) -> str:
+        """The hash tag: ``NS`` or ``NS:p``."""
+        return self.ns if self.partition is None else f"{self.ns}:{self.partition}"
 
     @property
     def prefix(self) -> str:
-        """``sc:{NS}:``, the prefix of every key of the namespace."""
-        return f"sc:{{{self.ns}}}:"
+        """``sc:{NS}:`` or ``sc:{NS:p}:``, the prefix of every key of the partition."""
+        return f"sc:{{{self.tag}}}:"
+
+    @property
+    def label(self) -> str:
+        """The partition's name in metrics, logs and ``status``: its number, or ``-``."""
+        return "-" if self.partition is None else str(self.partition)
 
     @property
     def input(self) -> str:
@@ -51,26 +97,35 @@ class Keys:
 
     @property
     def meta(self) -> str:
-        """Hash: graph version, graph source text and load time."""
+        """Hash: graph version, hash and load time; ``partitions`` in the namespace's own."""
         return self.prefix + "meta"
 
     @property
     def slots(self) -> str:
-        """Hash: derived node -> JSON list of its argument slots."""
+        """Hash: state field of a derived node -> its argument slots."""
         return self.prefix + "slots"
 
     @property
-    def versions(self) -> str:
-        """Hash: derived node -> version of its slot state (optimistic concurrency)."""
-        return self.prefix + "ver"
-
-    @property
     def latest(self) -> str:
-        """Hash: node -> ``"<ts> <json value>"``, the node's latest value (S1)."""
+        """Hash: state field of a node -> ``"<ts> <json value>"``, its latest value (S1)."""
         return self.prefix + "latest"
 
+    @property
+    def fresh(self) -> str:
+        """Hash: node -> newest ts of its values over all keys (the staleness gauge's source)."""
+        return self.prefix + "fresh"
+
+    @property
+    def key_index(self) -> str:
+        """Sorted set: key -> newest ts of its values (key search, stalest keys)."""
+        return self.prefix + "keys"
+
+    def lease(self, group: str) -> str:
+        """String: ``"<consumer> <epoch>"`` of the worker of ``group`` that owns the partition."""
+        return f"{self.prefix}lease:{group}"
+
     def all(self) -> tuple[str, ...]:
-        """Every key of the namespace, for tests and clean-up."""
+        """Every fixed key of the partition, for tests and clean-up (leases not included)."""
         return (
             self.input,
             self.output,
@@ -78,6 +133,37 @@ class Keys:
             self.graph,
             self.meta,
             self.slots,
-            self.versions,
             self.latest,
+            self.fresh,
+            self.key_index,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """The keys of a namespace as a whole and of each of its partitions."""
+
+    ns: str
+
+    @property
+    def root(self) -> Keys:
+        """``sc:{NS}:``: meta (``partitions``), the loaded graph, the routing stream."""
+        return Keys(self.ns)
+
+    def members(self, group: str) -> str:
+        """Sorted set: live worker of ``group`` -> when its membership expires (Redis ms)."""
+        return f"sc:{{{self.ns}}}:workers:{group}"
+
+    def partitions(self, count: int) -> list[Keys]:
+        """The keys of each of ``count`` partitions (just the root for one partition)."""
+        if count <= 1:
+            return [self.root]
+        return [Keys(self.ns, p) for p in range(count)]
+
+    def partition(self, p: int, count: int) -> Keys:
+        """The keys of partition ``p`` of ``count``."""
+        return self.root if count <= 1 else Keys(self.ns, p)
+
+    def of_key(self, key: str, count: int) -> Keys:
+        """The keys of the partition that ``key`` belongs to."""
+        return self.partition(partition_of(key, count), count)

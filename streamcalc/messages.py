@@ -14,6 +14,7 @@ import msgspec
 
 from streamcalc.errors import EntryError
 from streamcalc.graph import valid_node_name
+from streamcalc.keys import valid_key
 from streamcalc.values import Value, decode_value
 
 #: Most fields one entry may carry (readings plus ``@`` fields).
@@ -31,6 +32,7 @@ _known_names: dict[bytes, str] = {}
 _KNOWN_NAMES_LIMIT = 100_000
 _TS_FIELD = b"@ts"
 _SRC_FIELD = b"@src"
+_KEY_FIELD = b"@key"
 
 
 class Entry(msgspec.Struct, frozen=True, gc=False):
@@ -40,6 +42,8 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
     ts: int
     readings: tuple[tuple[str, Value], ...]
     src: str | None = None
+    key: str = ""
+    """The entry's ``@key`` (S11); the empty key is the namespace's unkeyed state."""
 
 
 def id_ms(entry_id: bytes | str) -> int:
@@ -54,8 +58,7 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
         raise EntryError("entry was deleted from the stream before it was processed")
     if len(fields) > 2 * MAX_FIELDS:
         raise EntryError(f"too many fields: {len(fields) // 2} (limit {MAX_FIELDS})")
-    ts: int | None = None
-    src: str | None = None
+    reserved = _Reserved()
     readings: dict[str, Value] = {}
     names = _known_names
     decode = _json_decode
@@ -64,7 +67,7 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
         name = names.get(field)
         if name is None:
             if field.startswith(b"@"):
-                ts, src = _reserved(field, raw, ts, src)
+                reserved.take(field, raw)
                 continue
             name = _decode_name(field)
         if name in readings:
@@ -82,20 +85,50 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
     if not readings:
         raise EntryError("entry carries no readings")
     text_id = entry_id.decode()
-    return Entry(text_id, id_ms(text_id) if ts is None else ts, tuple(readings.items()), src)
+    ts = reserved.ts
+    return Entry(
+        text_id,
+        id_ms(text_id) if ts is None else ts,
+        tuple(readings.items()),
+        reserved.src,
+        reserved.key,
+    )
 
 
-def _reserved(
-    field: bytes, raw: bytes, ts: int | None, src: str | None
-) -> tuple[int | None, str | None]:
-    """Apply an ``@`` field to (ts, src); raise for unknown or repeated ones."""
-    if field == _TS_FIELD and ts is None:
-        return _decode_ts(raw), src
-    if field == _SRC_FIELD and src is None:
-        return ts, raw.decode("utf-8", "backslashreplace")
-    if field in (_TS_FIELD, _SRC_FIELD):
-        raise EntryError(f"field {_show(field)} appears twice")
-    raise EntryError(f"unknown reserved field {_show(field)}")
+class _Reserved:
+    """The ``@`` fields of one entry as they are decoded; unknown or repeated ones raise."""
+
+    __slots__ = ("key", "seen", "src", "ts")
+
+    def __init__(self) -> None:
+        self.ts: int | None = None
+        self.src: str | None = None
+        self.key = ""
+        self.seen: set[bytes] = set()
+
+    def take(self, field: bytes, raw: bytes) -> None:
+        if field not in (_TS_FIELD, _SRC_FIELD, _KEY_FIELD):
+            raise EntryError(f"unknown reserved field {_show(field)}")
+        if field in self.seen:
+            raise EntryError(f"field {_show(field)} appears twice")
+        self.seen.add(field)
+        if field == _TS_FIELD:
+            self.ts = _decode_ts(raw)
+        elif field == _SRC_FIELD:
+            self.src = raw.decode("utf-8", "backslashreplace")
+        else:
+            self.key = decode_key(raw)
+
+
+def decode_key(raw: bytes) -> str:
+    """An ``@key`` value, or EntryError for a bad one."""
+    try:
+        key = raw.decode("ascii")
+    except UnicodeDecodeError:
+        key = ""
+    if not valid_key(key):
+        raise EntryError(f"bad @key {_show(raw)}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    return key
 
 
 def _decode_ts(raw: bytes) -> int:
@@ -143,11 +176,17 @@ class OutputValue(msgspec.Struct, frozen=True):
     value: Value
     ts: int
     src: str
+    key: str = ""
 
 
 def decode_output(fields: Mapping[bytes, bytes]) -> OutputValue:
-    """Decode the fields of an output entry (SPEC §2: NODE, ``@ts``, ``@src``)."""
+    """Decode the fields of an output entry (NODE, ``@ts``, ``@src`` and ``@key`` if keyed)."""
     node = next(name for name in fields if not name.startswith(b"@"))
+    key = fields.get(_KEY_FIELD)
     return OutputValue(
-        node.decode(), decode_value(fields[node]), int(fields[b"@ts"]), fields[b"@src"].decode()
+        node.decode(),
+        decode_value(fields[node]),
+        int(fields[_TS_FIELD]),
+        fields[_SRC_FIELD].decode(),
+        key.decode() if key is not None else "",
     )

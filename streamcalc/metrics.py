@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
@@ -54,13 +54,24 @@ EVENT_LATENCY = Histogram(
 )
 STREAM_LAG = Gauge(
     "streamcalc_stream_lag",
-    "Entries of the input stream not yet delivered to the group.",
+    "Entries of a partition's input stream not yet delivered to the group "
+    "(partition 'router': the routing stream of a partitioned namespace).",
+    ["partition"],
     multiprocess_mode="mostrecent",
 )
 PENDING = Gauge(
     "streamcalc_pending",
-    "Entries delivered to the group and not yet acknowledged.",
+    "Entries of a partition delivered to the group and not yet acknowledged.",
+    ["partition"],
     multiprocess_mode="mostrecent",
+)
+PARTITIONS_OWNED = Gauge(
+    "streamcalc_partitions_owned",
+    "Partitions whose lease this worker holds.",
+    multiprocess_mode="livesum",
+)
+REBALANCES = Counter(
+    "streamcalc_rebalances", "Times this worker's set of owned partitions changed."
 )
 NODE_STALENESS = Gauge(
     "streamcalc_node_staleness_seconds",
@@ -92,6 +103,8 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "streamcalc_pending",
         "streamcalc_node_staleness_seconds",
         "streamcalc_node_value",
+        "streamcalc_partitions_owned",
+        "streamcalc_rebalances_total",
     }
 )
 
@@ -129,18 +142,14 @@ def multiprocess_registry() -> CollectorRegistry:
     return registry
 
 
-def observe_nodes(
-    latest: dict[str, tuple[int, Value]], derived: Iterable[str], now_ms: int, export_values: bool
-) -> None:
-    """Set the staleness gauge of each derived node and, if asked, every scalar node's value."""
-    for node in derived:
-        found = latest.get(node)
-        if found is not None:
-            NODE_STALENESS.labels(node).set(max(now_ms - found[0], 0) / 1000)
-    if export_values:
-        for node, (_, value) in latest.items():
-            if not isinstance(value, tuple):
-                NODE_VALUE.labels(node).set(value)
+def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms: int) -> None:
+    """Set each derived node's staleness from the newest ts of its values over all keys,
+    and the value gauge of each scalar node of ``values`` (the empty key's, when exported)."""
+    for node, ts in newest.items():
+        NODE_STALENESS.labels(node).set(max(now_ms - ts, 0) / 1000)
+    for node, value in values.items():
+        if not isinstance(value, tuple):
+            NODE_VALUE.labels(node).set(value)
 
 
 def serve(port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> HTTPServer:

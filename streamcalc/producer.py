@@ -1,4 +1,4 @@
-"""The Python producer API: validated entries into ``sc:{NS}:in``, with optional backpressure.
+"""The Python producer API: validated entries into their partition's input, with backpressure.
 
 A producer needs nothing but Redis (``XADD sc:{default}:in * C 4``); this module
 adds validation before the write (so a bad value fails at the producer, not in
@@ -16,16 +16,19 @@ import redis
 
 from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.graph import valid_node_name
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace, valid_key
 from streamcalc.ops import LAG_COUNT_CAP, count_after
 from streamcalc.settings import DEFAULT_GROUP
+from streamcalc.store import partition_count
 from streamcalc.values import encode_value, normalize
 
 Fields = dict[str, str | bytes]
 
 
-def entry_fields(readings: Mapping[str, object], ts: int | None = None) -> Fields:
-    """Validate readings (and ``@ts``/``@src`` keys) and return the fields of one entry."""
+def entry_fields(
+    readings: Mapping[str, object], ts: int | None = None, key: str | None = None
+) -> Fields:
+    """Validate readings (and ``@ts``/``@src``/``@key`` keys) and return the fields of one entry."""
     fields: Fields = {}
     for name, raw in readings.items():
         if name == "@ts":
@@ -33,6 +36,9 @@ def entry_fields(readings: Mapping[str, object], ts: int | None = None) -> Field
             continue
         if name == "@src":
             fields["@src"] = str(raw)
+            continue
+        if name == "@key":
+            key = str(raw) if key is None else key
             continue
         if name.startswith("@"):
             raise UsageError(f"unknown reserved field {name!r}")
@@ -46,6 +52,10 @@ def entry_fields(readings: Mapping[str, object], ts: int | None = None) -> Field
         raise UsageError("an entry needs at least one reading")
     if ts is not None:
         fields["@ts"] = str(_check_ts(ts))
+    if key:
+        if not valid_key(key):
+            raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+        fields["@key"] = key
     return fields
 
 
@@ -56,7 +66,10 @@ def _check_ts(raw: object) -> int:
 
 
 class Producer:
-    """Appends entries to a namespace's input stream.
+    """Appends entries to the input stream of their key's partition (S12).
+
+    ``key``: the ``@key`` of every entry this producer sends (an entry's own
+    ``@key`` wins). The partition count is read once, when the producer is made.
 
     ``max_lag``: when set, before each write the group's lag (entries not yet
     delivered plus entries pending) is compared with it; ``on_full="wait"``
@@ -73,27 +86,39 @@ class Producer:
         max_lag: int | None = None,
         on_full: Literal["wait", "raise"] = "wait",
         wait_s: float = 60.0,
+        key: str | None = None,
     ) -> None:
         self.client = client
-        self.keys = Keys(ns)
+        self.namespace = Namespace(ns)
+        self.partitions = partition_count(client, ns)
+        self.key = key
+        self.keys = self.namespace.of_key(key or "", self.partitions)
         self.group = group
         self.max_lag = max_lag
         self.on_full = on_full
         self.wait_s = wait_s
 
-    def send(self, readings: Mapping[str, object], ts: int | None = None) -> str:
-        """Append one entry; returns its stream ID."""
-        fields = entry_fields(readings, ts)
+    def send(
+        self, readings: Mapping[str, object], ts: int | None = None, key: str | None = None
+    ) -> str:
+        """Append one entry (with ``key``, or the producer's); returns its stream ID."""
+        fields = entry_fields(readings, ts, key if key is not None else self.key)
         self._respect_backpressure()
-        entry_id = cast(bytes, self.client.xadd(self.keys.input, fields))  # type: ignore[arg-type]
+        entry_id = cast(bytes, self.client.xadd(self.stream_of(fields), fields))  # type: ignore[arg-type]
         return entry_id.decode()
+
+    def stream_of(self, fields: Fields) -> str:
+        """The input stream an entry's fields belong in: its key's partition."""
+        key = fields.get("@key", "")
+        text = key.decode() if isinstance(key, bytes) else key
+        return self.namespace.of_key(text, self.partitions).input
 
     def send_many(self, entries: Iterable[Mapping[str, object]], chunk: int = 1000) -> list[str]:
         """Validate and append many entries, pipelined ``chunk`` at a time; returns their IDs."""
         ids: list[str] = []
         batch: list[Fields] = []
         for readings in entries:
-            batch.append(entry_fields(readings))
+            batch.append(entry_fields(readings, key=self.key))
             if len(batch) >= chunk:
                 ids += self._append(batch)
                 batch = []
@@ -109,13 +134,19 @@ class Producer:
         self._respect_backpressure(len(batch))
         pipe = self.client.pipeline(transaction=False)
         for fields in batch:
-            pipe.xadd(self.keys.input, fields)  # type: ignore[arg-type]
+            pipe.xadd(self.stream_of(fields), fields)  # type: ignore[arg-type]
         return [entry_id.decode() for entry_id in pipe.execute()]
 
     def lag(self) -> int:
-        """Entries of the input stream that the group has not finished (undelivered + pending)."""
+        """Entries the group has not finished (undelivered + pending), over all partitions."""
+        streams = self.namespace.partitions(self.partitions)
+        if self.partitions > 1:
+            streams.append(self.namespace.root)
+        return sum(self._lag(keys) for keys in streams)
+
+    def _lag(self, keys: Keys) -> int:
         try:
-            groups = self.client.xinfo_groups(self.keys.input)
+            groups = self.client.xinfo_groups(keys.input)
         except redis.ResponseError:
             return 0  # no stream yet
         for group in groups:
@@ -125,9 +156,9 @@ class Producer:
             if lag is None:  # Redis < 7 or an unknown lag: count what lies past last-delivered
                 cap = self.max_lag + 1 if self.max_lag is not None else LAG_COUNT_CAP
                 last = group["last-delivered-id"].decode()
-                lag, _ = count_after(self.client, self.keys.input, last, cap)
+                lag, _ = count_after(self.client, keys.input, last, cap)
             return int(lag) + int(group["pending"])
-        return int(self.client.xlen(self.keys.input))
+        return int(self.client.xlen(keys.input))
 
     def _respect_backpressure(self, incoming: int = 1) -> None:
         if self.max_lag is None:
@@ -138,7 +169,8 @@ class Producer:
         while (lag := self.lag()) + incoming > self.max_lag:
             if self.on_full == "raise" or time.monotonic() >= deadline:
                 raise BackpressureError(
-                    f"group {self.group!r} lags {lag} entries behind {self.keys.input} "
+                    f"group {self.group!r} lags {lag} entries behind namespace "
+                    f"{self.namespace.ns!r} "
                     f"(limit {self.max_lag})"
                 )
             time.sleep(delay)

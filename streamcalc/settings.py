@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retain_ms: int | None = None
     retain_len: int | None = None
     stuck_after_s: float = 60.0
+    lease_ms: int = 10_000
+    """How long a partition's lease lasts unless its owner renews it (S12)."""
+    cache_keys: int = 100_000
+    """Most keys whose slot state a worker keeps in memory, per partition it owns (S11)."""
 
     @property
     def stuck_after(self) -> float:

@@ -7,20 +7,24 @@ from typing import cast
 
 import redis
 
-from streamcalc.errors import RedisUnavailable
+from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace, state_field
 from streamcalc.scripts import Scripts
 from streamcalc.settings import mask_url
 from streamcalc.values import Value, decode_value
 
 
-def connect(url: str, *, timeout: float = 10.0) -> redis.Redis:
-    """A client for ``url`` (bytes replies, RESP2); raises RedisUnavailable for a bad URL."""
+def connect(url: str, *, timeout: float = 10.0, name: str | None = None) -> redis.Redis:
+    """A client for ``url`` (bytes replies, RESP2); raises RedisUnavailable for a bad URL.
+
+    ``name`` is the connections' CLIENT SETNAME, so ``CLIENT LIST`` tells who is who.
+    """
     try:
         return redis.Redis.from_url(
             url,
             protocol=2,
+            client_name=name,
             socket_connect_timeout=min(timeout, 5.0),
             socket_timeout=timeout,
             health_check_interval=30,
@@ -48,18 +52,102 @@ def ping(client: redis.Redis, url: str, *, wait_s: float = 0.0) -> None:
         delay = min(delay * 2, 2.0)
 
 
-def store_graph(client: redis.Redis, keys: Keys, graph: Graph) -> int:
-    """Replace the stored graph atomically; returns the new graph version."""
-    scripts = Scripts(client, keys)
-    return scripts.load_graph(graph.version_hash, int(time.time() * 1000), graph.definitions())
+def partition_count(client: redis.Redis, ns: str) -> int:
+    """The number of partitions of namespace ``ns`` (1 unless loaded with ``--partitions``)."""
+    raw = client.hget(Namespace(ns).root.meta, "partitions")
+    return int(raw) if raw else 1
+
+
+def partition_keys(client: redis.Redis, ns: str) -> list[Keys]:
+    """The keys of every partition of ``ns`` (just ``sc:{NS}:`` for one partition)."""
+    return Namespace(ns).partitions(partition_count(client, ns))
+
+
+def holds_work(client: redis.Redis, keys: Keys) -> bool:
+    """True when a partition holds state or entries some group has not finished."""
+    if client.exists(keys.latest, keys.slots):
+        return True
+    try:
+        groups = client.xinfo_groups(keys.input)
+    except redis.ResponseError:  # no stream
+        return False
+    length = int(client.xlen(keys.input))
+    for group in groups:
+        if int(group["pending"]):
+            return True
+        lag = group.get("lag")
+        if lag is None:  # Redis 6.2: compare the last delivered entry with the newest
+            newest = client.xrevrange(keys.input, count=1)
+            if newest and newest[0][0] != group["last-delivered-id"]:
+                return True
+        elif int(lag):
+            return True
+    return not groups and length > 0
+
+
+def set_partitions(client: redis.Redis, ns: str, partitions: int) -> None:
+    """Fix the partition count of a namespace; refused (UsageError) once it holds work."""
+    if partitions < 1 or partitions > 1024:
+        raise UsageError(f"--partitions must be between 1 and 1024, not {partitions}")
+    current = partition_count(client, ns)
+    if partitions == current:
+        return
+    busy = [k for k in Namespace(ns).partitions(current) if holds_work(client, k)]
+    if partitions > 1 and holds_work(client, Namespace(ns).root):
+        busy.append(Namespace(ns).root)
+    if busy:
+        raise UsageError(
+            f"namespace {ns!r} has {current} partition(s) and holds state or unprocessed "
+            f"entries ({busy[0].prefix}...): its partition count is fixed"
+        )
+    client.hset(Namespace(ns).root.meta, "partitions", partitions)
+
+
+def store_graph(
+    client: redis.Redis, keys: Keys | str, graph: Graph, *, partitions: int | None = None
+) -> int:
+    """Replace the stored graph atomically in every partition; returns the new graph version.
+
+    ``keys`` names the namespace (its root :class:`Keys` or its name). With
+    ``partitions``, the namespace's partition count is set first (see
+    :func:`set_partitions`). Each partition gets its own copy of the graph in
+    its own hash slot, replaced in one script: each partition's entries see
+    either the old graph or the new one.
+    """
+    ns = keys if isinstance(keys, str) else keys.ns
+    if partitions is not None:
+        set_partitions(client, ns, partitions)
+    count = partition_count(client, ns)
+    loaded_ms = int(time.time() * 1000)
+    definitions = graph.definitions()
+    targets = Namespace(ns).partitions(count)
+    if count > 1:
+        targets = [Namespace(ns).root, *targets]
+    version = 0
+    for target in targets:
+        version = Scripts(client, target).load_graph(graph.version_hash, loaded_ms, definitions)
+    return version
+
+
+def graph_version(client: redis.Redis, keys: Keys) -> str:
+    """The stored graph version of a partition ("0" before any load)."""
+    return (cast(bytes | None, client.hget(keys.meta, "graph_version")) or b"0").decode()
 
 
 def fetch_graph(client: redis.Redis, keys: Keys) -> tuple[str, Graph | None]:
-    """The stored graph version and graph (None when no graph was ever loaded), read atomically."""
-    pipe = client.pipeline(transaction=True)
-    pipe.hget(keys.meta, "graph_version")
-    pipe.hgetall(keys.graph)
-    version, definitions = pipe.execute()
+    """The stored graph version and graph (None when no graph was ever loaded), read atomically.
+
+    The version is read before and after the graph (no MULTI: Redis refuses a
+    transaction while it is out of memory, and reads need none).
+    """
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.meta, "graph_version")
+        pipe.hgetall(keys.graph)
+        pipe.hget(keys.meta, "graph_version")
+        version, definitions, again = pipe.execute()
+        if version == again:
+            break
     if not definitions:
         return (version or b"0").decode(), None
     return version.decode(), Graph.from_definitions(definitions)
@@ -84,15 +172,21 @@ def read_range(
 
 
 def latest_values(
-    client: redis.Redis, keys: Keys, nodes: list[str] | None = None
+    client: redis.Redis, keys: Keys, nodes: list[str] | None = None, key: str = ""
 ) -> dict[str, tuple[int, Value]]:
-    """Latest (ts, value) of the given nodes (all when None); nodes without a value are left out."""
+    """Latest (ts, value) of ``key``'s nodes (all the empty key's when None); unknown ones left out.
+
+    ``keys`` must be the partition ``key`` belongs to.
+    """
     items: list[tuple[str, bytes | None]]
-    if nodes is None:
+    if nodes is None and not key:
         raw = cast(dict[bytes, bytes], client.hgetall(keys.latest))
-        items = [(node.decode(), text) for node, text in raw.items()]
+        items = [(field.decode(), text) for field, text in raw.items() if b"|" not in field]
     else:
-        found = cast(list[bytes | None], client.hmget(keys.latest, nodes))
+        if nodes is None:
+            raise ValueError("the nodes of a keyed latest value must be named")
+        fields = [state_field(key, node) for node in nodes]
+        found = cast(list[bytes | None], client.hmget(keys.latest, fields)) if fields else []
         items = list(zip(nodes, found, strict=True))
     result: dict[str, tuple[int, Value]] = {}
     for node, text in items:

@@ -45,6 +45,7 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
         "--ns", s.ns, "--group", s.group, "--consumer", consumer,
         "--batch", str(s.batch), "--block-ms", str(s.block_ms),
         "--claim-idle", str(s.claim_idle_ms), "--max-deliveries", str(s.max_deliveries),
+        "--lease-ms", str(s.lease_ms), "--cache-keys", str(s.cache_keys),
         "--log-format", s.log_format, "--log-level", log_level, "--wait", str(s.wait_s),
     ]  # fmt: skip
     if s.export_values:

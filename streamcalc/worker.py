@@ -1,9 +1,11 @@
-"""The worker: one consumer of the group, from reading entries to keeping itself healthy.
+"""The worker: one member of the group, from owning partitions to keeping itself healthy.
 
-It reads entries through the consumer group (its own pending ones first, then
-claimed idle ones, then new ones), hands them to the :mod:`streamcalc.engine`
-in batches, rides out lost connections, refreshes the gauges read from Redis,
-trims history when asked (``--retain``) and leaves the group cleanly on stop.
+Every tick it renews its membership, works out which partitions are its own
+(:mod:`streamcalc.ownership`), gives back the ones that are not and takes the
+free ones that are (:class:`~streamcalc.partition.Tenure`). Between ticks it
+processes its partitions in turn, and when none has anything it waits on all
+of them at once. It rides out lost connections, refreshes the gauges read from
+Redis, trims history when asked (``--retain``) and hands everything over on stop.
 """
 
 from __future__ import annotations
@@ -11,23 +13,26 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import redis
 import structlog
 
 from streamcalc import metrics
-from streamcalc.engine import Batch, Engine, RawEntry, read_entries
-from streamcalc.errors import RedisStateError
-from streamcalc.keys import Keys
+from streamcalc.errors import LeaseLost
+from streamcalc.keys import Namespace
+from streamcalc.ownership import Membership, assignment, tick_seconds
+from streamcalc.partition import Tenure
+from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, ping
+from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.values import Value
 
 #: Error replies that say "not now" rather than "never".
 _TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -51,29 +56,39 @@ def _raw(response: Any, **_: Any) -> Any:
 
 
 class Worker:
-    """One consumer of the group. Not thread-safe; :meth:`stop` may be called from anywhere."""
+    """One member of the group. Not thread-safe; :meth:`stop` may be called from anywhere."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer = settings.consumer or default_consumer_name()
-        self.keys = Keys(settings.ns)
-        # A blocking XREADGROUP must not look like a dead socket.
-        self.client = connect(settings.redis_url, timeout=max(10.0, settings.block_ms / 1000 + 5))
+        self.namespace = Namespace(settings.ns)
+        self.keys = self.namespace.root
+        # A blocking read must not look like a dead socket.
+        self.client = connect(
+            settings.redis_url,
+            timeout=max(10.0, settings.block_ms / 1000 + 5),
+            name="streamcalc-worker:" + re.sub(r"[^A-Za-z0-9_.:-]", "_", self.consumer),
+        )
         # Entries are parsed from Redis's flat field lists: a dict would hide repeated fields.
-        for command in ("XREADGROUP", "XAUTOCLAIM", "XCLAIM"):
+        for command in ("XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM"):
             self.client.set_response_callback(command, _raw)
         self.log = structlog.get_logger("streamcalc.worker").bind(
             ns=settings.ns, group=settings.group, consumer=self.consumer
         )
-        self.engine = Engine(self.client, self.keys, settings, self.consumer, self.log)
+        self.membership = Membership(
+            self.client, settings.ns, settings.group, self.consumer, settings.lease_ms
+        )
+        self.partitions = 0
+        self.owned: dict[int, Tenure] = {}
+        self.router: Router | None = None
         self._stopping = threading.Event()
-        self._next_claim = 0.0
+        self._tick = tick_seconds(settings.lease_ms)
+        self._next_tick = 0.0
         self._next_observe = 0.0
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
         self.redis_ok = False
-        self._own_pending_unknown = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -97,25 +112,22 @@ class Worker:
         return True, "ok"
 
     def start(self) -> None:
-        """Reach Redis (waiting up to ``--wait``), create the group, wait for a graph."""
+        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded."""
         ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
         self.redis_ok = True
-        self._resilient(self.ensure_group)
         while not self.stopping:
-            self.engine.reload_graph()
-            if self.engine.graph is not None:
+            if fetch_graph(self.client, self.keys)[1] is not None:
                 break
             self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
             self._stopping.wait(1.0)
 
     def run(self) -> None:
-        """Run until :meth:`stop`: own pending entries first, then new ones and claims."""
+        """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
-        self.log.info("worker started", graph_version=self.engine.graph_version)
+        self.log.info("worker started")
         while not self.stopping:
             self._resilient(self.step)
         self._resilient(self.leave)
-        self.engine.close()
         self.log.info("worker stopped")
 
     def _resilient(self, action: Any) -> None:
@@ -134,7 +146,7 @@ class Worker:
                     self.log.warning("redis unreachable; retrying", error=str(exc))
                 failing = True
                 self.redis_ok = False
-                self._own_pending_unknown = True
+                self._recover_all()
             except redis.ResponseError as exc:
                 text = str(exc)
                 if _transient(exc):
@@ -143,11 +155,11 @@ class Worker:
                     if not failing:
                         self.log.warning("redis refuses writes for now; retrying", error=text)
                     failing = True
-                    self._own_pending_unknown = True
+                    self._recover_all()
                 elif text.startswith(("NOGROUP", "UNBLOCKED")):
                     # The group is gone, or the stream was deleted while we waited.
                     self.log.warning("consumer group or stream vanished; recreating it")
-                    self._recreate_group_after_loss()
+                    self._groups_lost()
                 else:
                     raise
             if self.stopping and failing:
@@ -155,43 +167,82 @@ class Worker:
             self._stopping.wait(delay)
             delay = min(delay * 2, 5.0)
 
-    def _recreate_group_after_loss(self) -> None:
-        self.ensure_group()
-        if self.engine.graph is not None and fetch_graph(self.client, self.keys)[1] is None:
-            raise RedisStateError(
-                f"Redis at {self.settings.safe_url} lost the graph and the consumer group "
-                "(restarted without persistence?): load the graph again"
-            )
+    def _recover_all(self) -> None:
+        """A batch may have been cut short: re-read what each partition left pending for us."""
+        for tenure in self._tenures():
+            tenure.recovering = True
 
-    def ensure_group(self) -> None:
-        """Create the consumer group at ID 0 (and the stream) unless it exists (S9)."""
-        try:
-            self.client.xgroup_create(self.keys.input, self.settings.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    def _groups_lost(self) -> None:
+        for tenure in self._tenures():
+            tenure.group_lost()
+        self._next_tick = 0.0
+
+    def _tenures(self) -> list[Tenure]:
+        routing: list[Tenure] = [self.router] if self.router is not None else []
+        return [*routing, *self.owned.values()]
 
     def leave(self) -> None:
-        """Remove this consumer from the group, unless it still owns pending entries."""
-        try:
-            self.engine.scripts.leave(self.settings.group, self.consumer)
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):  # no group, nothing to leave
-                raise
+        """Hand every partition over and end the membership: the others take over at once."""
+        for tenure in self._tenures():
+            tenure.release()
+        self.owned.clear()
+        self.router = None
+        self.membership.leave()
+        metrics.PARTITIONS_OWNED.set(0)
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- ownership -----------------------------------------------------------------------------
+
+    def rebalance(self) -> None:
+        """Renew membership and leases; give back what is no longer ours, take what is."""
+        count = partition_count(self.client, self.settings.ns)
+        if count != self.partitions:
+            self.leave()
+            self.partitions = count
+        members = self.membership.renew()
+        target = assignment(members, self.partitions, self.consumer)
+        changed = False
+        for p in sorted(set(self.owned) - target):
+            self.owned.pop(p).release()
+            changed = True
+        for p, tenure in list(self.owned.items()):
+            if not tenure.renew():
+                self.log.warning("partition lease lost", partition=tenure.keys.label)
+                self.owned.pop(p).lost()
+                changed = True
+        for p in sorted(target - set(self.owned)):
+            keys = self.namespace.partition(p, self.partitions)
+            tenure = Tenure(self.client, keys, self.settings, self.consumer, self.log, count)
+            if tenure.take():
+                self.owned[p] = tenure
+                changed = True
+        self._rebalance_router()
+        if changed:
+            metrics.REBALANCES.inc()
+            self.log.info("partitions owned", partitions=sorted(self.owned), members=len(members))
+        metrics.PARTITIONS_OWNED.set(len(self.owned))
+
+    def _rebalance_router(self) -> None:
+        """The owner of partition 0 of a partitioned namespace also routes ``sc:{NS}:in``."""
+        routes = self.partitions > 1 and 0 in self.owned
+        if self.router is not None and not routes:
+            self.router.release()
+            self.router = None
+        elif self.router is not None and not self.router.renew():
+            self.router.lost()
+            self.router = None
+        if routes and self.router is None:
+            router = Router(self.client, self.settings, self.consumer, self.log, self.partitions)
+            if router.take():
+                self.router = router
+
+    # -- processing ----------------------------------------------------------------------------
 
     def step(self) -> int:
-        """One round: claim idle entries when due, then read and process new ones."""
+        """One round: tick when due, process every owned partition, wait if all were idle."""
         now = time.monotonic()
-        processed = 0
-        # At start, after a lost connection (a batch may have been cut short) and every
-        # so often: take over idle entries, then finish everything we own, oldest first.
-        if self._own_pending_unknown or now >= self._next_claim:
-            processed += self.recover()
-            self._own_pending_unknown = False
-            interval = min(max(self.settings.claim_idle_ms / 2000, 0.1), 5.0)
-            self._next_claim = now + interval
+        if now >= self._next_tick:
+            self.rebalance()
+            self._next_tick = now + self._tick
         if now >= self._next_observe:
             self.observe_group()
             self._next_observe = now + 5.0
@@ -199,44 +250,42 @@ class Worker:
         if retaining and now >= self._next_trim:
             self.retain()
             self._next_trim = now + random.uniform(8.0, 12.0)  # workers spread out
-        batch = self._read(">")
-        if batch:
-            processed += self._pump(batch)
+        processed = 0
+        for tenure in self._tenures():
+            processed += self._step_one(tenure)
         self._progress()
+        if not processed and not self.stopping:
+            self._wait()
         return processed
 
-    def _pump(self, first: list[RawEntry]) -> int:
-        """Process batches back to back while entries keep coming.
+    def _step_one(self, tenure: Tenure) -> int:
+        budget = max(self._next_tick - time.monotonic(), 0.01)
+        try:
+            return tenure.step(budget, lambda: self.stopping)
+        except LeaseLost as exc:
+            self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
+            tenure.lost()
+            if tenure is self.router:
+                self.router = None
+            else:
+                self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
+            self._next_tick = 0.0
+            return 0
 
-        Each commit is sent together with a read of the next entries, and while
-        Redis runs it, the batch read before is evaluated on top of it: Redis
-        and Python work at the same time. Returns after a few seconds at most,
-        so that claims and gauges get their turn, and when the stream is drained.
-        """
-        engine, size = self.engine, self.settings.batch
-        current: Batch | None = engine.prepare(Batch(first, {}))
-        ahead = self._read(">", block=False)
-        processed = len(first)
-        deadline = time.monotonic() + 2.0
-        while current is not None:
-            engine.send(current, read_ahead=size)
-            upcoming = engine.prepare(Batch(ahead, {}), after=current) if ahead else None
-            committed, fetched = engine.receive(current, read_ahead=size)
-            if not committed:
-                engine.commit(engine.prepare(current))
-                upcoming = engine.prepare(Batch(ahead, {})) if ahead else None
-            processed += len(ahead)
-            if upcoming is None and fetched:  # nothing was waiting, but the read brought some
-                upcoming, fetched = engine.prepare(Batch(fetched, {})), []
-                processed += len(upcoming.raw)
-            current, ahead = upcoming, fetched
-            if current is not None and (self.stopping or time.monotonic() > deadline):
-                engine.commit(current)  # finish what was read before leaving the loop
-                if ahead:
-                    engine.process(ahead)
-                break
-            self._progress()
-        return processed
+    def _wait(self) -> None:
+        """Block until an owned partition has new entries, or the next tick is due."""
+        timeout_ms = int(
+            min(self.settings.block_ms / 1000, self._next_tick - time.monotonic()) * 1000
+        )
+        tenures = self._tenures()
+        if timeout_ms <= 0:
+            return
+        if not tenures:
+            self._stopping.wait(timeout_ms / 1000)
+            return
+        streams: dict[str, str] = {t.keys.input: t.newest for t in tenures}
+        # A plain XREAD delivers nothing: the fenced read that follows does.
+        self.client.xread(streams, count=1, block=timeout_ms)  # type: ignore[arg-type]
 
     def _progress(self) -> None:
         now = time.monotonic()
@@ -247,86 +296,58 @@ class Worker:
                 Path(self.settings.heartbeat_file).touch()
             self._last_heartbeat = now
 
-    def _read(self, start: str, block: bool = True) -> list[RawEntry]:
-        s = self.settings
-        args: list[Any] = ["GROUP", s.group, self.consumer, "COUNT", s.batch]
-        if block:
-            args += ["BLOCK", s.block_ms]
-        return read_entries(self._execute("XREADGROUP", *args, "STREAMS", self.keys.input, start))
+    def drain(self) -> int:
+        """Process until no owned partition has anything left (for tests and tools)."""
+        total = 0
+        while True:
+            self.rebalance()
+            processed = sum(self._step_one(t) for t in self._tenures())
+            total += processed
+            if not processed:
+                return total
 
-    def _execute(self, *args: Any) -> Any:
-        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-    def recover(self) -> int:
-        """Claim idle entries, then process every entry this consumer owns in stream order.
-
-        Claiming first and processing the whole of our pending list by ID means a
-        worker that takes over from dead ones (whatever their names, including
-        its own) continues exactly in stream order.
-        """
-        self.claim_idle()
-        return self.drain_own_pending()
-
-    def drain_own_pending(self) -> int:
-        """Process the entries this consumer owns (read before a crash, or claimed) in order."""
-        processed = 0
-        while not self.stopping:
-            batch = self._read("0", block=False)
-            if not batch:
-                break
-            self.engine.process(batch, self._delivery_counts(batch))
-            processed += len(batch)
-        return processed
-
-    def claim_idle(self) -> int:
-        """Make this consumer the owner of every entry idle longer than ``--claim-idle``."""
-        s = self.settings
-        cursor: bytes | str = "0-0"
-        claimed = 0
-        while not self.stopping:
-            reply = self._execute(
-                "XAUTOCLAIM", self.keys.input, s.group, self.consumer, s.claim_idle_ms, cursor,
-                "COUNT", max(s.batch, 100), "JUSTID",
-            )  # fmt: skip
-            claimed += len(reply[1])
-            cursor = reply[0]
-            if cursor in (b"0-0", "0-0"):
-                break
-        if claimed:
-            metrics.CLAIMED.inc(claimed)
-            self.log.info("claimed idle entries", count=claimed)
-        return claimed
-
-    def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
-        ids = [entry_id for entry_id, _ in batch]
-        pending = self.client.xpending_range(
-            self.keys.input,
-            self.settings.group,
-            min=ids[0],  # Redis hands out entries in ID order
-            max=ids[-1],
-            count=len(ids) * 4 + 16,
-            consumername=self.consumer,
-        )
-        return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}
+    # -- upkeep --------------------------------------------------------------------------------
 
     def retain(self) -> None:
         """``--retain``: trim in, out and dead, never below what a group still needs."""
         from streamcalc.ops import trim
 
         s = self.settings
-        result = trim(self.client, self.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
-        self.log.debug("retention", result=msgspec.to_builtins(result))
+        for tenure in self._tenures():
+            result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
+            self.log.debug("retention", result=msgspec.to_builtins(result))
 
     def observe_group(self) -> None:
-        """Refresh the gauges read from Redis: lag, pending, node staleness (and values)."""
-        for group in self.client.xinfo_groups(self.keys.input):
-            if group["name"].decode() == self.settings.group:
-                metrics.PENDING.set(group["pending"])
-                lag = group.get("lag")
-                if lag is not None:
-                    metrics.STREAM_LAG.set(lag)
-        graph = self.engine.graph
-        if graph is not None:
-            latest = latest_values(self.client, self.keys)
-            now_ms = int(time.time() * 1000)
-            metrics.observe_nodes(latest, graph.nodes, now_ms, self.settings.export_values)
+        """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
+        count = max(self.partitions, 1)
+        partitions = self.namespace.partitions(count)
+        streams = [*partitions, self.namespace.root] if count > 1 else partitions
+        for keys in streams:
+            label = "router" if keys.partition is None and count > 1 else keys.label
+            try:
+                groups = self.client.xinfo_groups(keys.input)
+            except redis.ResponseError:
+                continue  # no stream yet
+            for group in groups:
+                if group["name"].decode() == self.settings.group:
+                    metrics.PENDING.labels(label).set(group["pending"])
+                    lag = group.get("lag")
+                    if lag is not None:
+                        metrics.STREAM_LAG.labels(label).set(lag)
+        tenures = list(self.owned.values())
+        graph = tenures[0].engine.graph if tenures else None
+        if graph is None:
+            return
+        derived = list(graph.nodes)
+        newest: dict[str, int] = {}
+        for keys in partitions:  # bounded: one field per derived node and partition
+            for node, raw in zip(derived, self.client.hmget(keys.fresh, derived), strict=True):
+                if raw is not None:
+                    newest[node] = max(newest.get(node, 0), int(raw))
+        values: dict[str, Value] = {}
+        if self.settings.export_values:  # the empty key's values, in partition 0
+            named = sorted(graph.inputs | set(derived))
+            values = {
+                n: v for n, (_, v) in latest_values(self.client, partitions[0], named).items()
+            }
+        metrics.observe_nodes(newest, values, int(time.time() * 1000))

@@ -22,13 +22,10 @@ def load(r: redis.Redis, ns: str, toml: str) -> None:
 
 
 def drain(redis_url: str, ns: str, **settings: Any) -> Worker:
-    """Run one worker until every entry of the input stream is acknowledged, then stop it."""
+    """Run one worker until every entry of every partition is acknowledged, then stop it."""
     worker = Worker(Settings(redis_url=redis_url, ns=ns, block_ms=10, wait_s=5, **settings))
     worker.start()
-    worker.recover()
-    while True:
-        if not worker.step() and idle(worker.client, Keys(ns), worker.settings.group):
-            break
+    worker.drain()
     worker.leave()
     worker.client.close()
     return worker

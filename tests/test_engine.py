@@ -159,7 +159,9 @@ def test_bad_entries_go_whole_to_dead_letters(
         {"X": "1", "1bad": "1"},
         {"X": "1", "@ts": "-5"},
         {"X": "1", "@ts": "1.5"},
-        {"X": "1", "@key": "dev1"},
+        {"X": "1", "@kee": "dev1"},
+        {"X": "1", "@key": "dev 1"},
+        {"X": "1", "@key": ""},
         {"@ts": "5"},
     ]
     ids = [r.xadd(keys.input, fields).decode() for fields in bad]  # type: ignore[arg-type]

@@ -36,6 +36,9 @@ def oracle(fields: Fields) -> bool:
                 return False
         elif name == b"@src":
             continue
+        elif name == b"@key":
+            if not re.fullmatch(rb"[A-Za-z0-9_.:/\-]{1,128}", raw):
+                return False
         elif (
             name.startswith(b"@")
             or not NAME.fullmatch(name)

@@ -50,8 +50,9 @@ def ids_of(r: redis.Redis, key: str) -> list[str]:
 
 
 def tail_is_blocked(r: redis.Redis) -> bool:
-    """True once some client waits in XREAD (a tail that will see the next value)."""
-    return b"cmd=xread " in cast(bytes, r.execute_command("CLIENT", "LIST"))  # type: ignore[no-untyped-call]
+    """True once some client other than a worker waits in XREAD (a tail that will see it)."""
+    clients = cast(bytes, r.execute_command("CLIENT", "LIST")).splitlines()  # type: ignore[no-untyped-call]
+    return any(b"cmd=xread " in c and b"name=streamcalc-worker:" not in c for c in clients)
 
 
 # -- status --------------------------------------------------------------------------------------

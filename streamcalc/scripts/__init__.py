@@ -1,14 +1,22 @@
-"""The Lua scripts of streamcalc, each in its own ``.lua`` file, and a thin typed wrapper.
+"""The Lua scripts of streamcalc, each in its own ``.lua`` file, and the one typed wrapper of each.
 
-Scripts are registered with redis-py's ``register_script`` so that a flushed
-script cache (``SCRIPT FLUSH``, a restarted Redis) reloads them transparently.
+Each script's arguments are built and its reply parsed here, and only here:
+the engine, the worker, the operations and the tests all go through these
+types. Scripts are registered with redis-py's ``register_script`` so that a
+flushed script cache (``SCRIPT FLUSH``, a restarted Redis) reloads them
+transparently. One :class:`Scripts` serves one partition (all its keys share
+one hash slot).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis
 from redis.commands.core import Script
 
@@ -16,37 +24,170 @@ from streamcalc.keys import Keys
 
 ScriptArg = str | bytes | int | float
 
+#: Fields a dead letter adds to the original entry's fields (SPEC section 2).
+DEAD_ERROR = b"@error"
+DEAD_SRC = b"@src"
+DEAD_NODE = b"@node"
+DEAD_DELIVERIES = b"@deliveries"
+#: An original entry's own ``@src`` is kept under this name in its dead letter.
+DEAD_IN_SRC = b"@in_src"
+DEAD_LETTER_FIELDS = frozenset({DEAD_ERROR, DEAD_SRC, DEAD_NODE, DEAD_DELIVERIES})
+#: Dead letters keep at most this many of an entry's fields (Lua's argument limit).
+DEAD_FIELDS_LIMIT = 2000
 
+_msgpack_encode = msgspec.msgpack.Encoder().encode
+
+
+@functools.cache
 def script_source(name: str) -> str:
     """The text of ``streamcalc/scripts/<name>.lua``."""
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+@dataclass(slots=True)
+class DeadLetter:
+    """A dead letter the commit adds: the original entry's fields and why it failed."""
+
+    src: str
+    error: str
+    node: str = ""
+    fields: Sequence[bytes] = ()
+
+
+@dataclass(slots=True)
+class CommitRequest:
+    """The arguments of commit.lua (its header documents the layout).
+
+    The flat lists are filled by the engine; ``ids`` are in stream order.
+    """
+
+    group: str
+    consumer: str
+    graph_version: str
+    token: str
+    ids: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    """state field, encoded slots, ..."""
+    fired: list[str] = field(default_factory=list)
+    """node, value, ts, src, key, ..."""
+    latest: list[str] = field(default_factory=list)
+    """state field, ts, value, ..."""
+    fresh: list[str] = field(default_factory=list)
+    """node, ts, ..."""
+    key_ts: list[str] = field(default_factory=list)
+    """key, ts, ..."""
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def args(self) -> list[ScriptArg]:
+        """ARGV of commit.lua."""
+        ids = [self.ids[0], self.ids[-1], *self.ids] if self.ids else []
+        payload = _msgpack_encode(
+            (ids, self.writes, self.fired, self.latest, self.fresh, self.key_ts)
+        )
+        args: list[ScriptArg] = [self.group, self.consumer, self.graph_version, self.token]
+        args += [payload, len(self.dead)]
+        for letter in self.dead:
+            fields = list(letter.fields)
+            kept = fields[: 2 * DEAD_FIELDS_LIMIT]
+            error = letter.error
+            if len(kept) < len(fields):
+                error += (
+                    f" (dead letter keeps the first {DEAD_FIELDS_LIMIT} of "
+                    f"{len(fields) // 2} fields)"
+                )
+            args += [letter.src, error, letter.node, len(kept) // 2, *kept]
+        return args
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReply:
+    """What commit.lua answered: ``ok``, or the check that failed."""
+
+    outcome: str
+    """``ok``, ``graph`` (the graph changed), ``fenced`` (the lease is not ours), ``gone``."""
+    graph_version: str = ""
+    holder: str = ""
+    gone: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> CommitReply:
+        """Parse the raw reply."""
+        outcome = _text(reply[0])
+        if outcome == "graph":
+            return cls(outcome, graph_version=_text(reply[1]))
+        if outcome == "fenced":
+            return cls(outcome, holder=_text(reply[1]))
+        if outcome == "gone":
+            return cls(outcome, gone=frozenset(_text(r) for r in reply[1:]))
+        return cls(outcome)
+
+
+RawEntry = tuple[bytes, list[bytes] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReply:
+    """What fetch.lua answered."""
+
+    fenced: bool
+    holder: str = ""
+    entries: list[RawEntry] = field(default_factory=list)
+    """read: the entries, in stream order (fields None: deleted before processing)."""
+    newest: str = ""
+    """read, when nothing new: the stream's newest ID, to wait for entries after it."""
+    cursor: str = "0-0"
+    """claim: where the next claim continues (``0-0``: done)."""
+    claimed: int = 0
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> ReadReply:
+        """Parse the raw reply of a read or a claim."""
+        if _text(reply[0]) == "fenced":
+            return cls(True, holder=_text(reply[1]))
+        if isinstance(reply[1], list):
+            entries = [(entry[0], entry[1] or None) for entry in reply[1]]
+            return cls(False, entries=entries, newest=_text(reply[2]))
+        return cls(False, cursor=_text(reply[1]), claimed=int(reply[2]))
+
+
+def _text(raw: bytes | str | int) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 class Scripts:
-    """The registered scripts of one client and namespace."""
+    """The registered scripts of one client and partition."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.keys = keys
         self._commit: Script = client.register_script(script_source("commit"))
         self._load_graph: Script = client.register_script(script_source("load_graph"))
         self._leave: Script = client.register_script(script_source("leave"))
+        self._lease: Script = client.register_script(script_source("lease"))
+        self._route: Script = client.register_script(script_source("route"))
+        self._fetch: Script = client.register_script(script_source("fetch"))
+        k = keys
+        self._commit_keys = [
+            k.input, k.output, k.dead, k.slots, k.latest, k.meta, "", k.fresh, k.key_index,
+        ]  # fmt: skip
 
-    def _commit_keys(self) -> list[str]:
-        k = self.keys
-        return [k.input, k.output, k.dead, k.slots, k.versions, k.latest, k.meta]
+    def commit_keys(self, group: str) -> list[str]:
+        """KEYS of commit.lua for ``group``."""
+        keys = list(self._commit_keys)
+        keys[6] = self.keys.lease(group)
+        return keys
 
-    def commit(self, args: list[ScriptArg]) -> list[Any]:
-        """Run commit.lua (see its header for ARGV and the reply)."""
-        reply: list[Any] = self._commit(keys=self._commit_keys(), args=args)
-        return reply
+    def commit(self, request: CommitRequest) -> CommitReply:
+        """Run commit.lua."""
+        reply = self._commit(keys=self.commit_keys(request.group), args=request.args())
+        return CommitReply.parse(reply)
 
-    def commit_command(self, args: list[ScriptArg]) -> tuple[Any, ...]:
+    def commit_command(self, request: CommitRequest) -> tuple[Any, ...]:
         """The EVALSHA command of commit.lua, for a pipeline the caller sends and reads itself.
 
         A NOSCRIPT reply is the caller's to handle (:meth:`commit` loads the script).
         """
-        keys = self._commit_keys()
-        return ("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+        keys = self.commit_keys(request.group)
+        return ("EVALSHA", self._commit.sha, len(keys), *keys, *request.args())
 
     def load_graph(self, graph_hash: str, loaded_ms: int, definitions: dict[str, bytes]) -> int:
         """Run load_graph.lua; returns the new graph version."""
@@ -54,8 +195,60 @@ class Scripts:
         args: list[ScriptArg] = [graph_hash, loaded_ms, len(definitions)]
         for node, definition in definitions.items():
             args += [node, definition]
-        return int(self._load_graph(keys=[k.graph, k.meta, k.slots, k.versions], args=args))
+        return int(self._load_graph(keys=[k.graph, k.meta], args=args))
 
     def leave(self, group: str, consumer: str) -> bool:
         """Run leave.lua: remove ``consumer`` unless it owns pending entries; True if removed."""
         return bool(self._leave(keys=[self.keys.input], args=[group, consumer]))
+
+    def take_lease(self, group: str, consumer: str, lease_ms: int) -> str | None:
+        """Take the partition's lease if nobody holds it; returns the new token."""
+        token = self._lease(keys=self._lease_keys(group), args=["take", group, consumer, lease_ms])
+        return _text(token) if token else None
+
+    def renew_lease(self, group: str, token: str, lease_ms: int) -> bool:
+        """Extend the lease held by ``token``; False when it is no longer held by it."""
+        return bool(
+            self._lease(keys=self._lease_keys(group), args=["renew", group, token, lease_ms])
+        )
+
+    def release_lease(self, group: str, token: str) -> bool:
+        """Give the lease back if ``token`` holds it."""
+        return bool(self._lease(keys=self._lease_keys(group), args=["release", group, token, 0]))
+
+    def read_command(
+        self, group: str, consumer: str, token: str, count: int, start: str = ">"
+    ) -> tuple[Any, ...]:
+        """The EVALSHA command of fetch.lua's read, for a pipeline (see :meth:`read`)."""
+        keys = [self.keys.input, self.keys.lease(group)]
+        args = ("read", group, consumer, token, count, start)
+        return ("EVALSHA", self._fetch.sha, 2, *keys, *args)
+
+    def read(
+        self, group: str, consumer: str, token: str, count: int, start: str = ">"
+    ) -> ReadReply:
+        """Read up to ``count`` new (``>``) or own pending (``0``) entries, if we hold the lease."""
+        keys = [self.keys.input, self.keys.lease(group)]
+        args: list[ScriptArg] = ["read", group, consumer, token, count, start]
+        return ReadReply.parse(self._fetch(keys=keys, args=args))
+
+    def claim(self, group: str, consumer: str, token: str, count: int, cursor: str) -> ReadReply:
+        """Claim up to ``count`` pending entries of any consumer from ``cursor`` on (XAUTOCLAIM)."""
+        keys = [self.keys.input, self.keys.lease(group)]
+        args: list[ScriptArg] = ["claim", group, consumer, token, count, cursor]
+        return ReadReply.parse(self._fetch(keys=keys, args=args))
+
+    def _lease_keys(self, group: str) -> list[str]:
+        return [self.keys.lease(group), self.keys.meta]
+
+    def route(self, entries: Sequence[tuple[str, Sequence[bytes]]]) -> int:
+        """Run route.lua: move (routing id, flat fields) entries into this partition's input."""
+        args: list[ScriptArg] = [len(entries)]
+        for entry_id, fields in entries:
+            args += [entry_id, len(fields) // 2, *fields]
+        return int(self._route(keys=[self.keys.input, self.keys.meta], args=args))
+
+
+def members_script(client: redis.Redis) -> Script:
+    """members.lua, registered on ``client`` (its one key is the namespace's member set)."""
+    return client.register_script(script_source("members"))

@@ -1,58 +1,66 @@
 --[[
-commit.lua: commit one batch of waves atomically (optimistic concurrency).
+commit.lua: commit one batch of waves of one partition atomically, fenced by its lease.
 
-A worker evaluates a batch of input entries in Python against its cached slot
-state, then calls this script once. Either everything of the batch becomes
-visible at once (new slot state, derived values in `out`, latest values, dead
-letters, XACK of every entry) or nothing does and the script says why, so the
-worker can refresh and recompute. Nothing is written before every check passes.
+A worker that owns a partition evaluates a batch of its input entries in Python
+against its cached slot state, then calls this script once. Either everything
+of the batch becomes visible at once (new slot state, derived values in `out`,
+latest values, dead letters, XACK of every entry) or nothing does and the
+script says why. Nothing is written before every check passes.
 
-KEYS[1]  sc:{NS}:in      input stream (entries are XACKed here)
-KEYS[2]  sc:{NS}:out     output stream (one entry per fired value)
-KEYS[3]  sc:{NS}:dead    dead-letter stream
-KEYS[4]  sc:{NS}:slots   hash: derived node -> JSON slot list
-KEYS[5]  sc:{NS}:ver     hash: derived node -> version of its slot state
-KEYS[6]  sc:{NS}:latest  hash: node -> "<ts> <json value>"
-KEYS[7]  sc:{NS}:meta    hash: graph_version, ...
+KEYS[1]  in      input stream of the partition (entries are XACKed here)
+KEYS[2]  out     output stream (one entry per fired value)
+KEYS[3]  dead    dead-letter stream
+KEYS[4]  slots   hash: state field -> "<generation> <json slot list>"
+KEYS[5]  latest  hash: state field -> "<ts> <json value>"
+KEYS[6]  meta    hash: graph_version, ...
+KEYS[7]  lease   string: "<consumer> <epoch>" of the partition's owner
+KEYS[8]  fresh   hash: node -> newest ts of its values over all keys
+KEYS[9]  keys    sorted set: key -> newest ts of its values
+
+A state field is the node name for the empty key and "<key>|<node>" otherwise.
 
 ARGV[1]  group
 ARGV[2]  consumer
 ARGV[3]  graph version the batch was computed with
-ARGV[4]  the batch, MessagePack: an array of five flat arrays of strings
+ARGV[4]  the lease token this worker holds
+ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
            [1] entry id ...                     entries this batch finishes, lowest
                                                 and highest ID first, then all of them
-           [2] node, expected version ...       every slot state the batch read
-           [3] node, slot json ...              slot states it changed (version + 1)
-           [4] node, value json, ts, src ...    fired values, in wave order
-           [5] node, ts, value json ...         newest value per node in the batch
+           [2] field, slots ...                 slot states the batch changed
+           [3] node, value, ts, src, key ...    fired values in wave order (key "" = none)
+           [4] field, ts, value ...             newest value per state field in the batch
+           [5] node, ts ...                     newest ts per node in the batch
+           [6] key, ts ...                      newest ts per non-empty key in the batch
          (one decode in C instead of an ARGV walk in Lua: the hot path)
-ARGV[5]  number of dead letters, then for each, flat in ARGV (fields may be binary,
+ARGV[6]  number of dead letters, then for each, flat in ARGV (fields may be binary,
          which MessagePack in Redis's Lua cannot carry):
            src id, error, node or "", n_fields, field, value, ...
 
+Timestamps are compared as digit strings (shorter is smaller), never as Lua
+doubles, so every integer ts up to 2^63 compares exactly.
+
 Checks, in order; none writes anything:
-  1. the stored graph version equals ours      -> {"graph", stored version}
-  2. every entry is still pending for this consumer (XPENDING over the batch's
-     ID range); one that another consumer finished or claimed is "gone"
-  3. every checked slot state has the expected version
-Failure of 2 or 3 returns {"retry", n_gone, id..., n_moved, (node, version, slots)...}.
+  1. the stored graph version equals ours        -> {"graph", stored version}
+  2. the lease is ours (fencing: a worker that lost the partition writes nothing)
+                                                 -> {"fenced", current holder or ""}
+  3. every entry is still pending for this consumer (XPENDING over the batch's
+     ID range)                                   -> {"gone", id...}
 Success returns {"ok"}.
 ]]
 
-local in_key, out_key, dead_key = KEYS[1], KEYS[2], KEYS[3]
-local slots_key, ver_key, latest_key, meta_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local group, consumer, graph_version = ARGV[1], ARGV[2], ARGV[3]
+local in_key, out_key, dead_key, slots_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local latest_key, meta_key, lease_key, fresh_key, keys_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local group, consumer, graph_version, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local CHUNK = 500  -- stay far below Lua's unpack() limit
 
-local function call_chunked(cmd, key, prefix, list, suffix)
-  -- cmd key prefix... item... suffix..., CHUNK items a call; returns the concatenated replies
+local function call_chunked(cmd, key, prefix, list)
+  -- cmd key prefix... item..., CHUNK items a call; returns the concatenated replies
   local out = {}
   for i = 1, #list, CHUNK do
     local args = {}
     for j = 1, #prefix do args[#args + 1] = prefix[j] end
     for j = i, math.min(i + CHUNK - 1, #list) do args[#args + 1] = list[j] end
-    if suffix then args[#args + 1] = suffix end
     local reply = redis.call(cmd, key, unpack(args))
     if type(reply) == "table" then
       for _, r in ipairs(reply) do out[#out + 1] = r end
@@ -61,101 +69,96 @@ local function call_chunked(cmd, key, prefix, list, suffix)
   return out
 end
 
+local function newer_or_equal(ts, than)
+  -- digit strings without leading zeros: the longer is larger, equal lengths compare as text
+  if #ts ~= #than then return #ts > #than end
+  return ts >= than
+end
+
+local function keep_newest(hash_key, flat, stride, render)
+  -- flat: field, ts, ... (stride items each); HSET field render(i) where ts >= the stored ts
+  local fields = {}
+  for i = 1, #flat, stride do fields[#fields + 1] = flat[i] end
+  if #fields == 0 then return end
+  local current = call_chunked("HMGET", hash_key, {}, fields)
+  local updates = {}
+  for k, f in ipairs(fields) do
+    local i = (k - 1) * stride + 1
+    local ts, cur = flat[i + 1], current[k]
+    local newer = true
+    if cur then
+      local space = string.find(cur, " ", 1, true)
+      newer = newer_or_equal(ts, space and string.sub(cur, 1, space - 1) or cur)
+    end
+    if newer then
+      updates[#updates + 1] = f
+      updates[#updates + 1] = render(i)
+    end
+  end
+  if #updates > 0 then call_chunked("HSET", hash_key, {}, updates) end
+end
+
 -- 1. graph version
 local stored = redis.call("HGET", meta_key, "graph_version")
 if stored ~= graph_version then
   return {"graph", stored or "0"}
 end
 
-local batch = cmsgpack.unpack(ARGV[4])
-local checks, writes, fired, latest = batch[2], batch[3], batch[4], batch[5]
+-- 2. the lease
+local holder = redis.call("GET", lease_key)
+if holder ~= token then
+  return {"fenced", holder or ""}
+end
+
+local batch = cmsgpack.unpack(ARGV[5])
+local writes, fired, latest, fresh, keyts = batch[2], batch[3], batch[4], batch[5], batch[6]
 local ids = {}
 for i = 3, #batch[1] do ids[#ids + 1] = batch[1][i] end
 
--- 2. entries still pending for us; those that are not were finished or claimed by
---    another consumer, which will commit them itself
-local gone = {}
+-- 3. entries still pending for us
 if #ids > 0 then
   local lo, hi = batch[1][1], batch[1][2]
   local mine = {}
   for _, p in ipairs(redis.call("XPENDING", in_key, group, lo, hi, #ids * 2 + 64, consumer)) do
     mine[p[1]] = true
   end
+  local gone = {"gone"}
   for _, id in ipairs(ids) do
     if not mine[id] then gone[#gone + 1] = id end
   end
-end
-
--- 3. versions of every slot state the batch read
-local check_nodes, expected = {}, {}
-for i = 1, #checks, 2 do
-  check_nodes[#check_nodes + 1] = checks[i]
-  expected[checks[i]] = checks[i + 1]
-end
-local moved = {}
-if #check_nodes > 0 then
-  local current = call_chunked("HMGET", ver_key, {}, check_nodes)
-  for i, node in ipairs(check_nodes) do
-    local have = current[i] or "0"
-    if have ~= expected[node] then
-      moved[#moved + 1] = node
-      moved[#moved + 1] = have
-      moved[#moved + 1] = redis.call("HGET", slots_key, node) or ""
-    end
-  end
-end
-
-if #gone > 0 or #moved > 0 then
-  local reply = {"retry", #gone}
-  for _, id in ipairs(gone) do reply[#reply + 1] = id end
-  reply[#reply + 1] = #moved / 3
-  for _, v in ipairs(moved) do reply[#reply + 1] = v end
-  return reply
+  if #gone > 1 then return gone end
 end
 
 -- every check passed: write
-if #writes > 0 then
-  local versions = {}
-  for i = 1, #writes, 2 do
-    versions[#versions + 1] = writes[i]
-    versions[#versions + 1] = tostring(tonumber(expected[writes[i]] or "0") + 1)
+if #writes > 0 then call_chunked("HSET", slots_key, {}, writes) end
+
+for i = 1, #fired, 5 do
+  if fired[i + 4] == "" then
+    redis.call("XADD", out_key, "*", fired[i], fired[i + 1], "@ts", fired[i + 2], "@src", fired[i + 3])
+  else
+    redis.call("XADD", out_key, "*", fired[i], fired[i + 1], "@ts", fired[i + 2], "@src", fired[i + 3],
+      "@key", fired[i + 4])
   end
-  call_chunked("HSET", slots_key, {}, writes)
-  call_chunked("HSET", ver_key, {}, versions)
 end
 
-for i = 1, #fired, 4 do
-  redis.call("XADD", out_key, "*", fired[i], fired[i + 1], "@ts", fired[i + 2], "@src", fired[i + 3])
-end
-
-if #latest > 0 then
-  local nodes = {}
-  for i = 1, #latest, 3 do nodes[#nodes + 1] = latest[i] end
-  local current = call_chunked("HMGET", latest_key, {}, nodes)
-  local updates = {}
-  for k, node in ipairs(nodes) do
-    local ts, value = latest[3 * k - 1], latest[3 * k]
-    local cur = current[k]
-    local newer = true
-    if cur then
-      local cur_ts = tonumber(string.sub(cur, 1, string.find(cur, " ", 1, true) - 1))
-      newer = tonumber(ts) >= cur_ts
-    end
-    if newer then
-      updates[#updates + 1] = node
-      updates[#updates + 1] = ts .. " " .. value
-    end
+keep_newest(latest_key, latest, 3, function(i) return latest[i + 1] .. " " .. latest[i + 2] end)
+keep_newest(fresh_key, fresh, 2, function(i) return fresh[i + 1] end)
+for i = 1, #keyts, 2 * CHUNK do
+  local args = {}
+  for j = i, math.min(i + 2 * CHUNK - 1, #keyts), 2 do
+    args[#args + 1] = keyts[j + 1]
+    args[#args + 1] = keyts[j]
   end
-  if #updates > 0 then call_chunked("HSET", latest_key, {}, updates) end
+  redis.call("ZADD", keys_key, "GT", unpack(args))
 end
 
-local pos = 6
+local pos = 7
 local function take()
   local v = ARGV[pos]
   pos = pos + 1
   return v
 end
-for _ = 1, tonumber(ARGV[5]) do
+for _ = 1, tonumber(ARGV[6]) do
   local src, err, node, n_fields = take(), take(), take(), tonumber(take())
   local args = {}
   for _ = 1, n_fields do

@@ -1,0 +1,177 @@
+"""One partition in the hands of one worker: its lease, its engine, and reading it in order.
+
+A worker holds a :class:`Tenure` for every partition it owns. Taking the
+partition means taking its lease, loading its graph with an empty state cache,
+claiming every entry still pending for anyone (the previous owner can no longer
+commit them: its lease is gone) and processing those in stream order before
+anything new (S10). Every read and claim goes through ``fetch.lua``, fenced by
+the lease like every commit, so a worker that lost the lease gets nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import redis
+
+from streamcalc import metrics
+from streamcalc.engine import Batch, Engine, RawEntry
+from streamcalc.errors import RedisStateError
+from streamcalc.keys import Keys
+from streamcalc.settings import Settings
+
+
+class Tenure:
+    """A partition owned by this worker: the engine that processes it under the lease."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        consumer: str,
+        log: Any,
+        partitions: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self.consumer = consumer
+        self.log = log.bind(partition=keys.label)
+        self.engine = Engine(client, keys, settings, consumer, self.log, partitions=partitions)
+        self.newest = "0-0"
+        """The newest ID of the partition's input seen when it had nothing new: wait after it."""
+        self.recovering = True
+
+    @property
+    def token(self) -> str:
+        """The lease token, empty when not held."""
+        return self.engine.token
+
+    def take(self) -> bool:
+        """Take the lease if it is free; then load the graph and claim what is pending."""
+        s = self.settings
+        token = self.engine.scripts.take_lease(s.group, self.consumer, s.lease_ms)
+        if token is None:
+            return False
+        self.engine.token = token
+        self._ensure_group()
+        self.engine.reload_graph()
+        if self.engine.graph is None:  # the worker saw a graph before it took any partition
+            raise RedisStateError(
+                f"Redis at {s.safe_url} has no graph for partition {self.keys.label} "
+                "(restarted without persistence, or keys deleted): load the graph again"
+            )
+        claimed = self.engine.claim_all()
+        if claimed:
+            metrics.CLAIMED.inc(claimed)
+        self.recovering = True
+        self.log.info("partition taken", token=token, claimed=claimed)
+        return True
+
+    def renew(self) -> bool:
+        """Extend the lease; False when it was lost (expired and taken, or deleted)."""
+        s = self.settings
+        return self.engine.scripts.renew_lease(s.group, self.token, s.lease_ms)
+
+    def release(self) -> None:
+        """Give the lease back (after the last commit) and leave the partition's group."""
+        s = self.settings
+        self.engine.close()
+        if self.token:
+            self.engine.scripts.release_lease(s.group, self.token)
+            self.log.info("partition handed over")
+        self.engine.token = ""
+        try:
+            self.engine.scripts.leave(s.group, self.consumer)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+
+    def lost(self) -> None:
+        """Forget the partition after the lease was found gone (nothing to give back)."""
+        self.engine.close()
+        self.engine.token = ""
+
+    def _ensure_group(self) -> None:
+        """Create the consumer group at ID 0 (and the stream) unless it exists (S9)."""
+        try:
+            self.client.xgroup_create(self.keys.input, self.settings.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def group_lost(self) -> None:
+        """The group or stream vanished: recreate it, then re-read what is ours."""
+        self._ensure_group()
+        self.recovering = True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
+        """Process what is there for up to about ``budget_s``; returns the entries processed."""
+        processed = 0
+        if self.recovering:
+            processed += self.drain_own_pending(stopping)
+            self.recovering = False
+        reply = self.engine.read(self.settings.batch)
+        if not reply.entries:
+            self.newest = reply.newest or "0-0"
+            return processed
+        return processed + self.pump(reply.entries, budget_s, stopping)
+
+    def drain_own_pending(self, stopping: Callable[[], bool]) -> int:
+        """Process the entries this consumer owns (read before a crash, or claimed) in order."""
+        processed = 0
+        while not stopping():
+            batch = self.engine.read(self.settings.batch, "0").entries
+            if not batch:
+                break
+            self.engine.process(batch, self._delivery_counts(batch))
+            processed += len(batch)
+        return processed
+
+    def pump(self, first: list[RawEntry], budget_s: float, stopping: Callable[[], bool]) -> int:
+        """Process batches back to back while entries keep coming, for about ``budget_s``.
+
+        Each commit is sent together with a read of the next entries, and while
+        Redis runs it, the batch read before is evaluated on top of it: Redis
+        and Python work at the same time.
+        """
+        engine, size = self.engine, self.settings.batch
+        current: Batch | None = engine.prepare(Batch(first, {}))
+        ahead = engine.read(size).entries
+        processed = len(first)
+        deadline = time.monotonic() + budget_s
+        while current is not None:
+            engine.send(current, read_ahead=size)
+            upcoming = engine.prepare(Batch(ahead, {}), after=current) if ahead else None
+            committed, fetched = engine.receive(current, read_ahead=size)
+            if not committed:
+                engine.commit(engine.prepare(current))
+                upcoming = engine.prepare(Batch(ahead, {})) if ahead else None
+            processed += len(ahead)
+            if upcoming is None and fetched:  # nothing was waiting, but the read brought some
+                upcoming, fetched = engine.prepare(Batch(fetched, {})), []
+                processed += len(upcoming.raw)
+            current, ahead = upcoming, fetched
+            if current is not None and (stopping() or time.monotonic() > deadline):
+                engine.commit(current)  # finish what was read before leaving the loop
+                if ahead:
+                    engine.process(ahead)
+                break
+        return processed
+
+    def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
+        ids = [entry_id for entry_id, _ in batch]
+        pending = self.client.xpending_range(
+            self.keys.input,
+            self.settings.group,
+            min=ids[0],  # Redis hands out entries in ID order
+            max=ids[-1],
+            count=len(ids) * 4 + 16,
+            consumername=self.consumer,
+        )
+        return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}

@@ -1,0 +1,133 @@
+"""Moving entries from ``sc:{NS}:in`` of a partitioned namespace to their key's partition.
+
+Producers that know the key XADD to their partition's stream; for those that
+do not, one worker at a time (the owner of partition 0, under a lease of the
+routing stream) reads ``sc:{NS}:in`` through the group in stream order and
+moves each entry to ``partition_of(@key)`` with ``route.lua``, then acknowledges
+it. A move is idempotent (each partition remembers the newest routing ID it
+took in), so a router killed between moving and acknowledging, and the one
+that takes over and moves the same entries again, lose nothing and move
+nothing twice. An entry without ``@ts`` gets its routing ID's time as ``@ts``,
+so its event time does not change on the way. An entry whose ``@key`` is bad
+becomes a dead letter of ``sc:{NS}:dead``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from streamcalc import metrics
+from streamcalc.engine import RawEntry
+from streamcalc.errors import EntryError, LeaseLost, RedisStateError
+from streamcalc.keys import Namespace, partition_of
+from streamcalc.messages import decode_key, id_ms
+from streamcalc.partition import Tenure
+from streamcalc.scripts import CommitRequest, DeadLetter, Scripts
+from streamcalc.settings import Settings
+from streamcalc.store import graph_version
+
+_KEY = b"@key"
+_TS = b"@ts"
+
+
+def route_target(fields: list[bytes], partitions: int) -> int:
+    """The partition an entry's ``@key`` belongs to; EntryError for a bad or repeated one."""
+    keys = [fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == _KEY]
+    if len(keys) > 1:
+        raise EntryError("field '@key' appears twice")
+    return partition_of(decode_key(keys[0]), partitions) if keys else 0
+
+
+class Router(Tenure):
+    """The routing stream in the hands of the worker that owns partition 0."""
+
+    def __init__(
+        self, client: redis.Redis, settings: Settings, consumer: str, log: Any, partitions: int
+    ) -> None:
+        root = Namespace(settings.ns).root
+        super().__init__(client, root, settings, consumer, log, 1)
+        self.log = log.bind(partition="router")
+        self.partitions = partitions
+        self.targets = [Scripts(client, k) for k in Namespace(settings.ns).partitions(partitions)]
+
+    def take(self) -> bool:
+        """Take the routing stream's lease, then claim what the previous router left pending."""
+        s = self.settings
+        token = self.engine.scripts.take_lease(s.group, self.consumer, s.lease_ms)
+        if token is None:
+            return False
+        self.engine.token = token
+        self._ensure_group()
+        self.engine.graph_version = graph_version(self.client, self.keys)
+        self.engine.claim_all()
+        self.recovering = True
+        self.log.info("routing taken", token=token)
+        return True
+
+    def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
+        """Move what waits in the routing stream; returns the entries moved."""
+        moved = 0
+        start = "0" if self.recovering else ">"
+        while not stopping():
+            reply = self.engine.read(self.settings.batch, start)
+            if not reply.entries:
+                if start == "0":
+                    self.recovering, start = False, ">"
+                    continue
+                self.newest = reply.newest or "0-0"
+                break
+            self.move(reply.entries)
+            moved += len(reply.entries)
+        return moved
+
+    def move(self, entries: list[RawEntry]) -> None:
+        """Move ``entries`` (in stream order) to their partitions, then acknowledge them."""
+        by_target: dict[int, list[tuple[str, list[bytes]]]] = {}
+        dead: list[tuple[str, list[bytes], str]] = []
+        for entry_id, fields in entries:
+            text_id = entry_id.decode()
+            if fields is None:
+                continue  # deleted before it was routed: nothing to move
+            try:
+                target = route_target(fields, self.partitions)
+            except EntryError as exc:
+                dead.append((text_id, fields, str(exc)))
+                continue
+            if _TS not in fields[0::2]:
+                fields = [*fields, _TS, str(id_ms(text_id)).encode()]
+            by_target.setdefault(target, []).append((text_id, fields))
+        for target, moving in sorted(by_target.items()):
+            self.targets[target].route(moving)
+        self._finish([entry_id.decode() for entry_id, _ in entries], dead)
+
+    def _finish(self, ids: list[str], dead: list[tuple[str, list[bytes], str]]) -> None:
+        """Dead-letter the unroutable entries and acknowledge all, if still the router.
+
+        Through commit.lua, like any batch: fenced by the routing lease, with the
+        one dead-letter layout.
+        """
+        s = self.settings
+        letters = [DeadLetter(entry_id, error, "", fields) for entry_id, fields, error in dead]
+        for _ in range(3):
+            request = CommitRequest(s.group, self.consumer, self.engine.graph_version, self.token)
+            request.ids, request.dead = ids, letters
+            reply = self.engine.scripts.commit(request)
+            if reply.outcome == "fenced":
+                raise LeaseLost("router", reply.holder)
+            if reply.outcome == "graph":
+                self.engine.graph_version = reply.graph_version
+                continue
+            if reply.outcome == "gone":  # another router finished these after moving them itself
+                ids = [i for i in ids if i not in reply.gone]
+                letters = [letter for letter in letters if letter.src not in reply.gone]
+                dead = [d for d in dead if d[0] not in reply.gone]
+                continue
+            for entry_id, _, error in dead:
+                self.log.warning("dead letter", src=entry_id, error=error)
+            if dead:
+                metrics.ENTRIES.labels("dead").inc(len(dead))
+            return
+        raise RedisStateError("the routing stream's graph version keeps changing")
