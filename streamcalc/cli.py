@@ -46,11 +46,24 @@ Namespace = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
+#: How a duration option is written; a bare number is refused (is it ms or s?), but 0 is 0.
+DURATION_HELP = "a number and a unit: 500ms, 30s, 10m, 1h, 2d, 1w"
+
 
 def _settings(redis_url: str, ns: str, **extra: Any) -> Settings:
     if not valid_namespace(ns):
         raise UsageError(f"bad namespace {ns!r}: use letters, digits, '_', '-' and '.'")
     return Settings(redis_url=redis_url, ns=ns, **extra)
+
+
+def _duration(text: str, option: str) -> int:
+    """Milliseconds of a duration option; a bad one is a UsageError (exit 2) naming ``option``."""
+    from streamcalc.durations import duration_ms
+
+    try:
+        return duration_ms(text)
+    except ValueError as exc:
+        raise UsageError(f"bad {option} {text!r}: {exc}") from None
 
 
 def _client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
@@ -266,7 +279,8 @@ def worker(
         str | None,
         typer.Option(
             envvar="STREAMCALC_RETAIN",
-            help="Trim acknowledged history: an age (10m, 2d) or a length (100000).",
+            help="Trim acknowledged history: an age with its unit (10m, 2d) or a length "
+            "(a bare number of entries: 100000).",
         ),
     ] = None,
 ) -> None:
@@ -303,14 +317,12 @@ def worker(
 
 
 def _retention(text: str | None) -> dict[str, int]:
-    """``--retain``: a bare integer is a length, anything with a unit an age."""
+    """``--retain``: a bare whole number is a length, anything else an age with its unit."""
     if text is None:
         return {}
-    if text.isdigit():
+    if text.strip().isdigit():
         return {"retain_len": int(text)}
-    from streamcalc.ops import parse_duration
-
-    return {"retain_ms": parse_duration(text, "--retain")}
+    return {"retain_ms": _duration(text, "--retain")}
 
 
 def _run_worker(settings: Settings) -> None:

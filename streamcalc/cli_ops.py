@@ -18,7 +18,17 @@ import redis
 import typer
 
 from streamcalc import ops
-from streamcalc.cli import JsonFlag, Namespace, RedisUrl, _age, _client, _settings, app
+from streamcalc.cli import (
+    DURATION_HELP,
+    JsonFlag,
+    Namespace,
+    RedisUrl,
+    _age,
+    _client,
+    _duration,
+    _settings,
+    app,
+)
 from streamcalc.errors import UsageError
 from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys
@@ -28,8 +38,6 @@ from streamcalc.values import Value
 
 dead_app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead")
-
-DURATION_HELP = "e.g. 500ms, 30s, 10m, 1h, 2d, 1w, or a number of milliseconds"
 
 
 def _connect(redis_url: str, ns: str) -> tuple[redis.Redis, Keys]:
@@ -182,7 +190,7 @@ def history(
     """
     if not valid_node_name(node):
         raise UsageError(f"bad node name {node!r}")
-    since_span = ops.parse_duration(since, "--since") if since is not None else None
+    since_span = _duration(since, "--since") if since is not None else None
     client, keys = _connect(redis_url, ns)
     since_ms = None if since_span is None else ops.server_time_ms(client) - since_span
     rows = ops.history(client, keys, node, since_ms=since_ms, limit=limit)
@@ -279,7 +287,7 @@ def dead_purge(
     """Delete dead letters: the given IDs, those --older-than a duration, or --all."""
     if sum((bool(ids), everything, older_than is not None)) != 1:
         raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
-    age = ops.parse_duration(older_than, "--older-than") if older_than is not None else None
+    age = _duration(older_than, "--older-than") if older_than is not None else None
     checked = [ops.check_id(i) for i in ids] if ids else None
     client, keys = _connect(redis_url, ns)
     purged = ops.dead_purge(client, keys, checked, older_than_ms=age)
@@ -311,7 +319,7 @@ def trim(
     """
     if max_age is None and max_len is None:
         raise UsageError("give --max-age, --max-len or both")
-    age = ops.parse_duration(max_age, "--max-age") if max_age is not None else None
+    age = _duration(max_age, "--max-age") if max_age is not None else None
     client, keys = _connect(redis_url, ns)
     result = ops.trim(client, keys, max_age_ms=age, max_len=max_len, dry_run=dry_run)
     if as_json:

@@ -39,29 +39,12 @@ HISTORY_PAGE = 1_000
 DEAD_CHUNK = 100
 
 _ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d|w)?")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 _trim_source = script_source("trim")
 _dead_retry_source = script_source("dead_retry")
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-
-
-def parse_duration(text: str, option: str = "duration") -> int:
-    """Milliseconds of ``text``: ``500ms``, ``30s``, ``10m``, ``1h``, ``2d``, ``1w`` or bare ms.
-
-    Raises UsageError (exit 2) naming ``option`` for anything else.
-    """
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise UsageError(
-            f"bad {option} {text!r}: use a duration like 500ms, 30s, 10m, 1h, 2d "
-            "or a number of milliseconds"
-        )
-    number, unit = match.groups()
-    return round(float(number) * _UNIT_MS[unit or "ms"])
 
 
 def check_id(text: str) -> str:
