@@ -34,6 +34,7 @@ from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys
 from streamcalc.messages import OutputValue
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+from streamcalc.store import server_time_ms
 from streamcalc.values import Value
 
 dead_app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_help=True)
@@ -192,7 +193,7 @@ def history(
         raise UsageError(f"bad node name {node!r}")
     since_span = _duration(since, "--since") if since is not None else None
     client, keys = _connect(redis_url, ns)
-    since_ms = None if since_span is None else ops.server_time_ms(client) - since_span
+    since_ms = None if since_span is None else server_time_ms(client) - since_span
     rows = ops.history(client, keys, node, since_ms=since_ms, limit=limit)
     rows.reverse()
     if as_json:

@@ -17,8 +17,8 @@ import redis
 from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys
-from streamcalc.ops import LAG_COUNT_CAP, count_after
 from streamcalc.settings import DEFAULT_GROUP
+from streamcalc.store import LAG_COUNT_CAP, count_after
 from streamcalc.values import encode_value, normalize
 
 Fields = dict[str, str | bytes]
