@@ -447,7 +447,7 @@ def _one_line(text: str) -> str:
 
 
 # The operator commands live in their own module and register themselves on ``app``.
-from streamcalc import cli_ops  # noqa: E402, F401
+from streamcalc.cli import ops  # noqa: E402, F401
 
 if __name__ == "__main__":
     sys.exit(main())
