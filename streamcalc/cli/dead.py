@@ -17,11 +17,9 @@ app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_hel
 
 @app.command("list")
 def dead_list(
-    count: Annotated[
-        int, option("--count", env=False, min=1, help="At most this many letters.")
-    ] = 100,
+    count: Annotated[int, option("--count", min=1, help="At most this many letters.")] = 100,
     from_id: Annotated[
-        str, option("--from", env=False, help="Start at this dead-letter ID ('-' = the oldest).")
+        str, option("--from", help="Start at this dead-letter ID ('-' = the oldest).")
     ] = "-",
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
@@ -52,7 +50,7 @@ def dead_list(
     )
 
 
-AllFlag = Annotated[bool, option("--all", env=False, help="Every dead letter.")]
+AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
 Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs.", show_default=False)]
 
 

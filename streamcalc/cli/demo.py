@@ -22,7 +22,7 @@ def demo(
         ),
     ] = None,
     ns: Annotated[
-        str, option("--ns", scope="demo", env=False, help="Namespace the demo uses (it is reset).")
+        str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
 ) -> None:
     """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""

@@ -44,7 +44,7 @@ def graph_load(
 
 @app.command("show")
 def graph_show(
-    fmt: Annotated[str, option("--format", env=False, help="text, json, dot or mermaid.")] = "text",
+    fmt: Annotated[str, option("--format", help="text, json, dot or mermaid.")] = "text",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:

@@ -24,9 +24,7 @@ def history(
     since_ms: Annotated[
         int | None, duration_option("--since", "Only entries written this long ago or later")
     ] = None,
-    limit: Annotated[
-        int, option("--limit", env=False, min=1, help="At most this many values.")
-    ] = 100,
+    limit: Annotated[int, option("--limit", min=1, help="At most this many values.")] = 100,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
@@ -54,12 +52,10 @@ def history(
 def tail(
     from_id: Annotated[
         str,
-        option(
-            "--from", env=False, help="'$' = from now on, '0' = all in the stream, or an entry ID."
-        ),
+        option("--from", help="'$' = from now on, '0' = all in the stream, or an entry ID."),
     ] = "$",
     count: Annotated[
-        int | None, option("--count", env=False, min=1, help="Stop after this many values.")
+        int | None, option("--count", min=1, help="Stop after this many values.")
     ] = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,

@@ -31,17 +31,9 @@ def env_var(flag: str, scope: str = "") -> str:
     return ENV_PREFIX + (f"{scope.upper()}_" if scope else "") + name
 
 
-def option(
-    flag: str,
-    *decls: str,
-    help: str | None = None,
-    scope: str = "",
-    env: bool = True,
-    **kw: Any,
-) -> Any:
+def option(flag: str, *decls: str, help: str | None = None, scope: str = "", **kw: Any) -> Any:
     """The typer option ``flag`` (and short ``decls``), also read from :func:`env_var`."""
-    envvar = env_var(flag, scope) if env else None
-    return typer.Option(flag, *decls, envvar=envvar, help=help, **kw)
+    return typer.Option(flag, *decls, envvar=env_var(flag, scope), help=help, **kw)
 
 
 def duration(text: str, flag: str) -> int:
@@ -60,7 +52,6 @@ def duration_option(flag: str, help: str) -> Any:
     """
     return option(
         flag,
-        env=False,
         help=f"{help} ({DURATION_HELP}).",
         parser=partial(duration, flag=flag),
         metavar="DURATION",
@@ -69,4 +60,4 @@ def duration_option(flag: str, help: str) -> Any:
 
 RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]
 Namespace = Annotated[str, option("--ns", help="Namespace: keys live under sc:{NS}:.")]
-JsonFlag = Annotated[bool, option("--json", env=False, help="Print JSON instead of text.")]
+JsonFlag = Annotated[bool, option("--json", help="Print JSON instead of text.")]

@@ -23,11 +23,9 @@ def send(
     readings: Annotated[
         list[str] | None, typer.Argument(help="NODE=VALUE pairs; VALUE is JSON (4, -1.5, [1,2]).")
     ] = None,
-    ts: Annotated[
-        int | None, option("--ts", env=False, help="Event time, ms since the epoch.")
-    ] = None,
+    ts: Annotated[int | None, option("--ts", help="Event time, ms since the epoch.")] = None,
     file: Annotated[
-        str | None, option("--file", "-f", env=False, help="JSON lines to append ('-' = stdin).")
+        str | None, option("--file", "-f", help="JSON lines to append ('-' = stdin).")
     ] = None,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,

@@ -16,9 +16,9 @@ def trim(
         int | None, duration_option("--max-age", "Drop entries older than this")
     ] = None,
     max_len: Annotated[
-        int | None, option("--max-len", env=False, min=0, help="Keep at most this many per stream.")
+        int | None, option("--max-len", min=0, help="Keep at most this many per stream.")
     ] = None,
-    dry_run: Annotated[bool, option("--dry-run", env=False, help="Only count.")] = False,
+    dry_run: Annotated[bool, option("--dry-run", help="Only count.")] = False,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
