@@ -86,26 +86,19 @@ NODE_VALUE = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-#: The full names of every metric family, as Prometheus exposes them (counters get ``_total``).
+
+def _exposed_name(collector: Counter | Gauge | Histogram) -> str:
+    """A collector's family name as Prometheus exposes it (a counter's gets ``_total``)."""
+    [family] = collector.describe()
+    return f"{family.name}_total" if family.type == "counter" else family.name
+
+
+#: The full names of every metric family, as Prometheus exposes them: read off the
+#: collectors above (every one is defined in this module), so none can be left out.
 METRIC_NAMES: frozenset[str] = frozenset(
-    {
-        "streamcalc_entries_total",
-        "streamcalc_readings_total",
-        "streamcalc_derived_total",
-        "streamcalc_function_errors_total",
-        "streamcalc_late_readings_total",
-        "streamcalc_expired_args_total",
-        "streamcalc_claimed_total",
-        "streamcalc_commit_conflicts_total",
-        "streamcalc_batch_seconds",
-        "streamcalc_event_latency_seconds",
-        "streamcalc_stream_lag",
-        "streamcalc_pending",
-        "streamcalc_node_staleness_seconds",
-        "streamcalc_node_value",
-        "streamcalc_partitions_owned",
-        "streamcalc_rebalances_total",
-    }
+    _exposed_name(value)
+    for value in list(globals().values())
+    if isinstance(value, Counter | Gauge | Histogram)
 )
 
 

@@ -17,9 +17,8 @@ import redis
 from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.graph import valid_node_name
 from streamcalc.keys import Keys, Namespace, valid_key
-from streamcalc.ops import LAG_COUNT_CAP, count_after
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.store import partition_count
+from streamcalc.store import LAG_COUNT_CAP, count_after, partition_count
 from streamcalc.values import encode_value, normalize
 
 Fields = dict[str, str | bytes]

@@ -194,3 +194,21 @@ def latest_values(
             ts, _, value = text.partition(b" ")
             result[node] = (int(ts), decode_value(value))
     return result
+
+
+#: Without a lag from Redis (before 7.0, or after XDEL), it is counted, up to this many.
+LAG_COUNT_CAP = 10_000
+
+
+def count_after(
+    client: redis.Redis, key: str, entry_id: str, cap: int = LAG_COUNT_CAP
+) -> tuple[int, bool]:
+    """(entries after ``entry_id``, whether the count stopped at ``cap``): a group's lag."""
+    found = len(read_range(client, key, "(" + entry_id, count=cap))
+    return found, found >= cap
+
+
+def server_time_ms(client: redis.Redis) -> int:
+    """The Redis server's clock in ms: the clock that stream IDs are made of."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000

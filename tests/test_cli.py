@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -268,3 +270,25 @@ def test_send_file_shows_progress_on_a_terminal(
     assert proc.returncode == 0 and b"sent 3000 entries" in out
     assert b"sending" in shown and b"100%" in shown
     assert r.xlen(Keys(ns).input) == 3000
+
+
+def test_every_option_has_its_env_var() -> None:
+    """SPEC §5: --lease-ms reads STREAMCALC_LEASE_MS; the demo's own are STREAMCALC_DEMO_*."""
+    import typer.main
+
+    from streamcalc.cli import app
+
+    def options(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                yield path, param
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, f"{path} {name}".strip())
+
+    root = typer.main.get_command(app)
+    found = [(path, opt) for path, opt in options(root, "") if path]  # not --install-completion
+    assert len(found) > 40
+    for path, opt in found:
+        long_name = max(opt.opts, key=len).lstrip("-").replace("-", "_").upper()
+        scope = "DEMO_" if path == "demo" else ""
+        assert opt.envvar == f"STREAMCALC_{scope}{long_name}", (path, opt.opts)

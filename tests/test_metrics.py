@@ -16,9 +16,11 @@ from contextlib import contextmanager
 import pytest
 import redis
 from helpers import load, wait_for
+from prometheus_client import REGISTRY, generate_latest
 
 from streamcalc.embedded import EmbeddedRedis, free_port
 from streamcalc.keys import Keys
+from streamcalc.metrics import METRIC_NAMES
 
 GRAPH = '[nodes.A]\nfn = "add"\nargs = ["C", "D"]\n[nodes.B]\nfn = "div"\nargs = ["A", "F"]\n'
 
@@ -201,3 +203,11 @@ def test_healthz_fails_when_the_worker_is_stuck(
         r.xadd(Keys(ns).input, {"X": "1"})
         wait_for(lambda: healthz(port) == 503, timeout=20)
         proc.kill()  # SIGTERM cannot finish a batch that never ends
+
+
+def test_metric_names_are_every_family_a_scrape_shows() -> None:
+    """METRIC_NAMES is read off the collectors: the same names as a scrape (_created aside)."""
+    text = generate_latest(REGISTRY).decode()
+    scraped = set(re.findall(r"^# HELP (streamcalc_\w+)", text, re.MULTILINE))
+    assert {name for name in scraped if not name.endswith("_created")} == METRIC_NAMES
+    assert {"streamcalc_entries_total", "streamcalc_batch_seconds"} <= METRIC_NAMES

@@ -17,10 +17,11 @@ from helpers import Background, dead_letters, drain, load, outputs, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamcalc import ops
+from streamcalc import ops, store
 from streamcalc.cli import main
 from streamcalc.embedded import free_port
 from streamcalc.keys import Keys
+from streamcalc.ops import timeline
 
 PLUS_ONE = '[nodes.S]\nexpr = "X + 1"\n'
 TEN_BY = '[nodes.S]\nexpr = "10 / X"\n'
@@ -124,8 +125,8 @@ def test_lag_is_counted_when_redis_gives_none(
     r.xgroup_create(keys.input, "streamcalc", id="0", mkstream=True)
     ids = [xadd(r, keys.input, X=str(i)) for i in range(7)]
     r.xreadgroup("streamcalc", "c", {keys.input: ">"}, count=2)
-    assert ops.count_after(r, keys.input, ids[1]) == (5, False)
-    assert ops.count_after(r, keys.input, ids[1], cap=3) == (3, True)
+    assert store.count_after(r, keys.input, ids[1]) == (5, False)
+    assert store.count_after(r, keys.input, ids[1], cap=3) == (3, True)
 
     real = r.xinfo_groups
 
@@ -135,8 +136,8 @@ def test_lag_is_counted_when_redis_gives_none(
     monkeypatch.setattr(r, "xinfo_groups", without_lag)
     [group] = ops.status(r, keys).streams["in"].groups
     assert (group.lag, group.lag_capped) == (5, False)
-    monkeypatch.setattr(ops, "LAG_COUNT_CAP", 4)
-    monkeypatch.setattr(ops.count_after, "__defaults__", (4,))
+    monkeypatch.setattr(store, "LAG_COUNT_CAP", 4)
+    monkeypatch.setattr(store.count_after, "__defaults__", (4,))
     [group] = ops.status(r, keys).streams["in"].groups
     assert (group.lag, group.lag_capped) == (4, True)
 
@@ -148,7 +149,7 @@ def test_history_since_and_limit(
     capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str, keys: Keys
 ) -> None:
     load(r, ns, PLUS_ONE)
-    now = ops.server_time_ms(r)
+    now = store.server_time_ms(r)
     x1 = xadd(r, keys.input, f"{now - 3 * HOUR}-0", X="1")
     x2 = xadd(r, keys.input, f"{now - 2 * HOUR}-0", X="2", **{"@ts": str(now - 2 * HOUR + 5)})
     x3 = xadd(r, keys.input, f"{now - 30 * MINUTE}-0", X="3")
@@ -189,7 +190,7 @@ def test_history_pages_through_long_streams(r: redis.Redis, keys: Keys) -> None:
         xadd(r, keys.input, f"{1000 + i}-0", X=str(i), Y="0")
     rows = ops.history(r, keys, "X", limit=None)
     assert [v.value for v in rows] == list(range(24, -1, -1))
-    gen = ops._backwards(r, keys.input, 1010, page=4)
+    gen = timeline._backwards(r, keys.input, 1010, page=4)
     assert [id_key(entry_id.decode())[0] for entry_id, _ in gen] == list(range(1024, 1009, -1))
 
 
@@ -309,7 +310,7 @@ def test_dead_retry_leaves_a_letter_without_fields(r: redis.Redis, keys: Keys) -
 def test_dead_purge_by_id_age_and_all(
     capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str, keys: Keys
 ) -> None:
-    now = ops.server_time_ms(r)
+    now = store.server_time_ms(r)
     letters = [
         xadd(r, keys.dead, f"{now - age}-0", X="1", **{"@error": "e", "@src": "1-1"})
         for age in (3 * HOUR, 2 * HOUR, 30 * MINUTE, MINUTE)
@@ -434,7 +435,7 @@ def test_trim_never_drops_a_pending_or_undelivered_entry(
     r: redis.Redis, ns: str, steps: list[tuple[Any, ...]], stream: str
 ) -> None:
     keys = Keys(f"{ns}.{uuid.uuid4().hex[:8]}")
-    now_ms = ops.server_time_ms(r)
+    now_ms = store.server_time_ms(r)
     key = keys.input if stream == "in" else keys.output
     model = TrimModel(r, key, now_ms - 100_000)
     for step in steps:

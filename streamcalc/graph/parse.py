@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from streamcalc.durations import duration_ms
 from streamcalc.graph.compiled import Graph
 from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, NodeDef, graph_error
-from streamcalc.graph.validate import MAX_TTL_MS, check_name, compile_expression
+from streamcalc.graph.validate import check_name, compile_expression
 
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-_DURATION = re.compile(r"(-?\d+(?:\.\d*)?|-?\.\d+)\s*([A-Za-z]*)")
+#: The units a ttl is written in (SPEC §3); a bare number is seconds.
+TTL_UNITS = ("ms", "s", "m", "h")
 
 
 class _NodeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -35,34 +34,11 @@ _TOP_KEYS = frozenset({"defaults", "nodes"})
 
 
 def parse_duration_ms(value: object) -> int:
-    """Milliseconds of a duration: seconds as a number, or "250ms", "60s", "5m", "1h".
+    """Milliseconds of a ttl: seconds as a number, or text "250ms", "60s", "5m", "1h" (or "0").
 
-    Raises ValueError saying why for a bool, a negative or non-finite number,
-    an unknown unit, or a positive duration shorter than 1ms.
+    Raises ValueError saying why (see :func:`streamcalc.durations.duration_ms`).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"expected seconds or a string like '60s', got {type(value).__name__}")
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip())
-        if match is None:
-            raise ValueError("not a duration like 250ms, 60s, 5m or 1h")
-        number, unit = match.groups()
-        if unit not in _UNITS_MS:
-            raise ValueError(f"unknown unit {unit!r} (use ms, s, m or h)" if unit else "no unit")
-        amount, scale = float(number), _UNITS_MS[unit]
-    else:
-        amount, scale = value, 1000
-    if not math.isfinite(amount):
-        raise ValueError("not finite")
-    if amount < 0:
-        raise ValueError("negative")
-    # Ints stay exact; a float is rounded to the millisecond.
-    ms = amount * scale if isinstance(amount, int) else round(amount * scale)
-    if ms == 0 and amount > 0:
-        raise ValueError("shorter than 1ms (0 means never expires)")
-    if ms > MAX_TTL_MS:
-        raise ValueError("too long")
-    return int(ms)
+    return duration_ms(value, number_unit="s", units=TTL_UNITS)
 
 
 def parse_graph_file(path: str | os.PathLike[str]) -> Graph:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from streamcalc.durations import MAX_MS
 from streamcalc.graph.expr import CompiledExpression, ExpressionError, builtin_kernel
 from streamcalc.graph.expr import compile_expression as _compile
 from streamcalc.graph.functions import BUILTINS, Kernel, UnknownFunction, resolve_plugin
@@ -21,7 +22,7 @@ from streamcalc.graph.model import (
 )
 
 # Slot timestamps are compared in Lua, whose numbers are doubles: stay exact.
-MAX_TTL_MS = 2**53 - 1
+MAX_TTL_MS = MAX_MS
 
 _NAME_RULE = (
     f"letters, digits and _, not starting with a digit, optionally dotted (a.b.c), "

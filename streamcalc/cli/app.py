@@ -1,0 +1,35 @@
+"""The ``streamcalc`` typer app: every command from its own module, in the order help lists."""
+
+from __future__ import annotations
+
+import typer
+
+from streamcalc.cli.dead import app as dead_app
+from streamcalc.cli.demo import demo
+from streamcalc.cli.graph import app as graph_app
+from streamcalc.cli.graph import partition
+from streamcalc.cli.history import history, tail
+from streamcalc.cli.send import send
+from streamcalc.cli.status import status
+from streamcalc.cli.trim import trim
+from streamcalc.cli.values import values
+from streamcalc.cli.worker import worker
+
+app = typer.Typer(
+    name="streamcalc",
+    help="A reactive computation engine on Redis Streams.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+app.command("send")(send)
+app.command("partition")(partition)
+app.command("worker")(worker)
+app.command("values")(values)
+app.command("demo")(demo)
+app.command("status")(status)
+app.command("tail")(tail)
+app.command("history")(history)
+app.command("trim")(trim)
+app.add_typer(graph_app, name="graph")
+app.add_typer(dead_app, name="dead")

@@ -1,0 +1,92 @@
+"""``streamcalc dead list|retry|purge``: inspect, re-queue or drop dead letters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streamcalc import ops
+from streamcalc.cli.helpers import connect, show
+from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
+from streamcalc.errors import UsageError
+from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+
+app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_help=True)
+
+
+@app.command("list")
+def dead_list(
+    count: Annotated[int, option("--count", min=1, help="At most this many letters.")] = 100,
+    from_id: Annotated[
+        str, option("--from", help="Start at this dead-letter ID ('-' = the oldest).")
+    ] = "-",
+    as_json: JsonFlag = False,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """List dead letters, oldest first.
+
+    --json prints a list of objects: id, error, src, node (null for a bad
+    entry), fields (the original entry's fields, as a retry re-queues them).
+    """
+    client, keys = connect(redis_url, ns)
+    letters = ops.dead_list(client, keys, count, from_id)
+    show(
+        letters,
+        as_json,
+        ["id", "src", "node", "error", "fields"],
+        [
+            [
+                letter.id,
+                letter.src,
+                letter.node or "-",
+                letter.error,
+                " ".join(f"{k}={v}" for k, v in letter.fields.items()),
+            ]
+            for letter in letters
+        ],
+        empty="no dead letters",
+    )
+
+
+AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
+Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs.", show_default=False)]
+
+
+@app.command("retry")
+def dead_retry(
+    ids: Ids = None,
+    everything: AllFlag = False,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Re-queue dead letters as new input entries (and delete them from the dead letters)."""
+    if bool(ids) == everything:
+        raise UsageError("give dead-letter IDs or --all, not both or neither")
+    selected = None if everything else [ops.check_id(i) for i in ids or []]
+    client, keys = connect(redis_url, ns)
+    retried = ops.dead_retry(client, keys, selected)
+    message = f"retried {retried} dead letter{'' if retried == 1 else 's'}"
+    if selected is not None and retried < len(selected):
+        message += f" ({len(selected) - retried} not found or without fields)"
+    typer.echo(message)
+
+
+@app.command("purge")
+def dead_purge(
+    ids: Ids = None,
+    everything: AllFlag = False,
+    older_than_ms: Annotated[
+        int | None, duration_option("--older-than", "Letters written longer ago than this")
+    ] = None,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Delete dead letters: the given IDs, those --older-than a duration, or --all."""
+    if sum((bool(ids), everything, older_than_ms is not None)) != 1:
+        raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
+    checked = [ops.check_id(i) for i in ids] if ids else None
+    client, keys = connect(redis_url, ns)
+    purged = ops.dead_purge(client, keys, checked, older_than_ms=older_than_ms)
+    typer.echo(f"purged {purged} dead letter{'' if purged == 1 else 's'}")

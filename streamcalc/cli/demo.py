@@ -1,0 +1,33 @@
+"""``streamcalc demo``: the seed's example end to end, on an embedded Redis when none is given."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streamcalc.cli.helpers import check_namespace
+from streamcalc.cli.options import option
+
+
+def demo(
+    # Its own env vars: a STREAMCALC_REDIS_URL or STREAMCALC_NS meant for a real
+    # deployment must never make the demo reset a namespace there.
+    redis_url: Annotated[
+        str | None,
+        option(
+            "--redis-url",
+            scope="demo",
+            help="Use this Redis instead of a private embedded one.",
+        ),
+    ] = None,
+    ns: Annotated[
+        str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
+    ] = "demo",
+) -> None:
+    """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""
+    from streamcalc.demo import run_demo
+    from streamcalc.logs import configure_logging
+
+    configure_logging("auto", "warning")
+    run_demo(redis_url, check_namespace(ns), echo=typer.echo)

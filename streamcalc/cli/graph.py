@@ -1,0 +1,90 @@
+"""``streamcalc graph check|load|show``: the dependency graph, offline or in Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamcalc.cli.helpers import build_settings, redis_client
+from streamcalc.cli.options import Namespace, RedisUrl, option
+from streamcalc.errors import StreamcalcError, UsageError
+from streamcalc.keys import Keys
+from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+
+app = typer.Typer(help="Check, load and show the dependency graph.", no_args_is_help=True)
+
+GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
+
+
+@app.command("check")
+def graph_check(file: GraphFile) -> None:
+    """Validate a graph file offline."""
+    from streamcalc.graph import parse_graph_file
+
+    graph = parse_graph_file(file)
+    typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
+
+
+@app.command("load")
+def graph_load(
+    file: GraphFile,
+    partitions: Annotated[
+        int | None,
+        option(
+            "--partitions",
+            min=1,
+            max=1024,
+            help="Partitions of the namespace (only for a new or empty one).",
+        ),
+    ] = None,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Validate a graph file and replace the stored graph atomically, in every partition."""
+    from streamcalc.graph import parse_graph_file
+    from streamcalc.store import partition_count, store_graph
+
+    graph = parse_graph_file(file)  # before Redis is touched
+    client = redis_client(build_settings(redis_url, ns))
+    version = store_graph(client, ns, graph, partitions=partitions)
+    count = partition_count(client, ns)
+    where = f" ({count} partitions)" if count > 1 else ""
+    typer.echo(f"loaded {file} into namespace {ns!r}{where}: graph version {version}")
+
+
+def partition(
+    key: Annotated[str, typer.Argument(help="An entry's @key.")],
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Print the partition of a key and the input stream its entries go to."""
+    from streamcalc.keys import Namespace as Layout
+    from streamcalc.keys import partition_of, valid_key
+    from streamcalc.store import partition_count
+
+    if not valid_key(key):
+        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    count = partition_count(redis_client(build_settings(redis_url, ns)), ns)
+    p = partition_of(key, count)
+    typer.echo(f"{p} {Layout(ns).partition(p, count).input}")
+
+
+@app.command("show")
+def graph_show(
+    fmt: Annotated[str, option("--format", help="text, json, dot or mermaid.")] = "text",
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+) -> None:
+    """Print the stored graph."""
+    from streamcalc.graph import render
+    from streamcalc.store import fetch_graph
+
+    if fmt not in ("text", "json", "dot", "mermaid"):
+        raise UsageError(f"unknown format {fmt!r}: use text, json, dot or mermaid")
+    settings = build_settings(redis_url, ns)
+    _, graph = fetch_graph(redis_client(settings), Keys(ns))
+    if graph is None:
+        raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
+    typer.echo(render(graph, fmt).rstrip("\n"))

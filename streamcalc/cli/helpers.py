@@ -1,0 +1,92 @@
+"""What the commands share besides their options: settings, the Redis client, text and JSON output.
+
+The options themselves, and their env vars, are in :mod:`streamcalc.cli.options`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import typer
+
+from streamcalc.errors import UsageError
+from streamcalc.keys import Keys, valid_namespace
+from streamcalc.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+
+def check_namespace(ns: str) -> str:
+    """``ns`` if it is a valid namespace, else a UsageError (exit 2)."""
+    if not valid_namespace(ns):
+        raise UsageError(f"bad namespace {ns!r}: use letters, digits, '_', '-' and '.'")
+    return ns
+
+
+def build_settings(redis_url: str, ns: str, **extra: Any) -> Settings:
+    """The settings of a command, from its options; a bad namespace is a UsageError."""
+    return Settings(redis_url=redis_url, ns=check_namespace(ns), **extra)
+
+
+def redis_client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
+    """A client that answered PING (waiting up to ``wait_s``), else RedisUnavailable (exit 1)."""
+    from streamcalc.store import connect, ping
+
+    client = connect(settings.redis_url)
+    ping(client, settings.redis_url, wait_s=wait_s)
+    return client
+
+
+def connect(redis_url: str, ns: str) -> tuple[redis.Redis, Keys]:
+    """A client and the namespace's keys: what most commands start with."""
+    return redis_client(build_settings(redis_url, ns)), Keys(ns)
+
+
+def age(ms: int) -> str:
+    """A short age for people: ``4.2s``, ``3.5m``, ``2.0h``."""
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def to_json(obj: object) -> str:
+    """``obj`` as one line of JSON: a struct, a list of them, or a value (``4``, ``[1.0,2.0]``)."""
+    return msgspec.json.encode(obj).decode()
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
+    """Print ``rows`` under ``header`` in aligned columns; columns in ``right`` align right."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        typer.echo("  ".join(cells).rstrip())
+
+
+def show(
+    result: object,
+    as_json: bool,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Sequence[int] = (),
+    empty: str | None = None,
+) -> None:
+    """Print a command's ``result``: as JSON with ``--json``, else ``rows`` as a table.
+
+    With no rows and an ``empty`` message, that message instead of a bare header.
+    """
+    if as_json:
+        typer.echo(to_json(result))
+    elif not rows and empty is not None:
+        typer.echo(empty)
+    else:
+        table(header, rows, right)

@@ -1,0 +1,122 @@
+"""``streamcalc worker``: run a consumer (or ``--processes N``) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from streamcalc.cli.helpers import build_settings
+from streamcalc.cli.options import Namespace, RedisUrl, duration, option
+from streamcalc.errors import UsageError
+from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings
+
+
+def worker(
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
+    ns: Namespace = DEFAULT_NS,
+    group: Annotated[str, option("--group", help="Consumer group.")] = DEFAULT_GROUP,
+    consumer: Annotated[str, option("--consumer", help="Consumer name (default host-pid).")] = "",
+    processes: Annotated[int, option("--processes", min=1, help="Consumer processes.")] = 1,
+    batch: Annotated[int, option("--batch", min=1, max=10_000, help="Entries a batch.")] = 500,
+    block_ms: Annotated[int, option("--block-ms", min=1, help="XREADGROUP BLOCK, ms.")] = 1000,
+    claim_idle: Annotated[
+        int, option("--claim-idle", min=0, help="Claim entries idle this long, ms.")
+    ] = 30_000,
+    max_deliveries: Annotated[int, option("--max-deliveries", min=1, help="Then dead-letter.")] = 5,
+    lease_ms: Annotated[
+        int,
+        option(
+            "--lease-ms",
+            min=50,
+            help="Partition lease, ms: a dead worker's partitions are taken over after it.",
+        ),
+    ] = 10_000,
+    cache_keys: Annotated[
+        int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
+    ] = 100_000,
+    metrics_port: Annotated[
+        int | None, option("--metrics-port", help="Serve /metrics, /healthz.")
+    ] = None,
+    log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
+    log_level: Annotated[str, option("--log-level")] = "info",
+    wait: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
+    export_values: Annotated[
+        bool,
+        option(
+            "--export-values/--no-export-values", help="Export each node's latest value as a gauge."
+        ),
+    ] = False,
+    stuck_after: Annotated[
+        float, option("--stuck-after", help="/healthz fails after this many seconds stuck.")
+    ] = 60.0,
+    retain: Annotated[
+        str | None,
+        option(
+            "--retain",
+            help="Trim acknowledged history: an age with its unit (10m, 2d) or a length "
+            "(a bare number of entries: 100000).",
+        ),
+    ] = None,
+) -> None:
+    """Run a consumer of the group until SIGTERM/SIGINT."""
+    from streamcalc.logs import configure_logging
+
+    if log_format not in ("json", "console", "auto"):
+        raise UsageError(f"unknown log format {log_format!r}: use json, console or auto")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageError(f"unknown log level {log_level!r}")
+    settings = build_settings(
+        redis_url,
+        ns,
+        group=group,
+        consumer=consumer,
+        batch=batch,
+        block_ms=block_ms,
+        claim_idle_ms=claim_idle,
+        max_deliveries=max_deliveries,
+        lease_ms=lease_ms,
+        cache_keys=cache_keys,
+        metrics_port=metrics_port,
+        log_format=log_format,
+        wait_s=wait,
+        export_values=export_values,
+        stuck_after_s=stuck_after,
+        heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
+        **_retention(retain),
+    )
+    configure_logging(log_format, log_level)
+    if processes > 1:
+        from streamcalc.supervisor import supervise
+
+        raise typer.Exit(supervise(settings, processes, log_level))
+    _run_worker(settings)
+
+
+def _retention(text: str | None) -> dict[str, int]:
+    """``--retain``: a bare whole number is a length, anything else an age with its unit."""
+    if text is None:
+        return {}
+    if text.strip().isdigit():
+        return {"retain_len": int(text)}
+    return {"retain_ms": duration(text, "--retain")}
+
+
+def _run_worker(settings: Settings) -> None:
+    from streamcalc.worker import Worker
+
+    w = Worker(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        w.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port is not None:
+        from streamcalc.metrics import serve
+
+        serve(settings.metrics_port, w.health)
+    w.run()
