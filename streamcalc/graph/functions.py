@@ -2,8 +2,9 @@
 
 Everything here works on Values that are already finite (slots hold normalized
 values). Python's own exceptions (ZeroDivisionError, OverflowError) are left to
-propagate; ``Graph.evaluate`` turns every failure into a one-line FunctionError.
-Scalar operands take a fast path that costs one ``isinstance`` per operand.
+propagate; the Graph's node function turns every failure into a one-line
+FunctionError. Scalar operands take a fast path that costs one ``isinstance``
+per operand.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from streamcalc.errors import FunctionError
 from streamcalc.graph.model import one_line
 from streamcalc.values import Number, Value, Vector
 
-Kernel: TypeAlias = Callable[[Sequence[Value]], object]
-"""A compiled node function: argument values in slot order -> raw result (normalized later)."""
+Formula: TypeAlias = Callable[[Sequence[Value]], object]
+"""A derived node's compiled ``fn`` or ``expr``: argument values in slot order -> raw result.
 
-Closure: TypeAlias = Callable[[Sequence[Value]], Value]
-"""A compiled piece of an expression, evaluated against the node's argument values."""
+The Graph wraps each formula into the node's function, which checks the
+argument count, turns failures into FunctionErrors and normalizes the result.
+"""
+
+Term: TypeAlias = Callable[[Sequence[Value]], Value]
+"""A compiled part of an expression or a built-in's body, applied to the node's argument values."""
 
 Scalar1: TypeAlias = Callable[[Number], Number]
 Scalar2: TypeAlias = Callable[[Number, Number], Number]
@@ -85,8 +90,8 @@ def lift2(scalar: Scalar2) -> Callable[[Value, Value], Value]:
     return op
 
 
-def unary_closure(scalar: Scalar1, operand: Closure) -> Closure:
-    """Closure computing ``scalar(operand)`` element-wise (one Python frame on scalars)."""
+def unary_term(scalar: Scalar1, operand: Term) -> Term:
+    """Term computing ``scalar(operand)`` element-wise (one Python frame on scalars)."""
 
     def run(args: Sequence[Value]) -> Value:
         a = operand(args)
@@ -97,8 +102,8 @@ def unary_closure(scalar: Scalar1, operand: Closure) -> Closure:
     return run
 
 
-def binary_closure(scalar: Scalar2, left: Closure, right: Closure) -> Closure:
-    """Closure computing ``scalar(left, right)`` element-wise (one Python frame on scalars)."""
+def binary_term(scalar: Scalar2, left: Term, right: Term) -> Term:
+    """Term computing ``scalar(left, right)`` element-wise (one Python frame on scalars)."""
 
     def run(args: Sequence[Value]) -> Value:
         a = left(args)
@@ -110,7 +115,7 @@ def binary_closure(scalar: Scalar2, left: Closure, right: Closure) -> Closure:
     return run
 
 
-def fold(scalar: Scalar2) -> Closure:
+def fold(scalar: Scalar2) -> Term:
     """N-ary function combining its arguments left to right with element-wise ``scalar``."""
     lifted = lift2(scalar)
 
@@ -224,9 +229,9 @@ def _round_digits(digits: Value) -> int:
     return digits
 
 
-_FIRST: Closure = operator.itemgetter(0)
-_SECOND: Closure = operator.itemgetter(1)
-_ROUND0 = unary_closure(_round0, _FIRST)
+_FIRST: Term = operator.itemgetter(0)
+_SECOND: Term = operator.itemgetter(1)
+_ROUND0 = unary_term(_round0, _FIRST)
 
 
 def _round(args: Sequence[Value]) -> Value:
@@ -238,7 +243,7 @@ def _round(args: Sequence[Value]) -> Value:
         check_finite(x)
         return round(x, digits)
 
-    return unary_closure(scalar, _FIRST)(args)
+    return unary_term(scalar, _FIRST)(args)
 
 
 def _clamp(args: Sequence[Value]) -> Value:
@@ -269,7 +274,7 @@ class Builtin:
     name: str
     min_args: int
     max_args: int | None
-    apply: Closure
+    apply: Term
     scalar1: Scalar1 | None = None
     scalar2: Scalar2 | None = None
 
@@ -292,11 +297,11 @@ def _nary(name: str, scalar2: Scalar2) -> Builtin:
 
 
 def _unary(name: str, scalar1: Scalar1) -> Builtin:
-    return Builtin(name, 1, 1, unary_closure(scalar1, _FIRST), scalar1=scalar1)
+    return Builtin(name, 1, 1, unary_term(scalar1, _FIRST), scalar1=scalar1)
 
 
 def _binary(name: str, scalar2: Scalar2) -> Builtin:
-    return Builtin(name, 2, 2, binary_closure(scalar2, _FIRST, _SECOND), scalar2=scalar2)
+    return Builtin(name, 2, 2, binary_term(scalar2, _FIRST, _SECOND), scalar2=scalar2)
 
 
 BUILTINS: Mapping[str, Builtin] = {
@@ -340,8 +345,8 @@ def suggest_builtin(name: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def resolve_plugin(ref: str) -> Kernel:
-    """Import ``pkg.mod:func`` and wrap it as a kernel called with a list of argument values.
+def resolve_plugin(ref: str) -> Formula:
+    """Import ``pkg.mod:func`` and wrap it as a formula called with a list of argument values.
 
     Raises UnknownFunction when the module cannot be imported, lacks the
     attribute, or the attribute is not callable.
@@ -361,7 +366,7 @@ def resolve_plugin(ref: str) -> Kernel:
         target = getattr(target, attr)
     if not callable(target):
         raise UnknownFunction(f"unknown function {ref}: {attr_path} is not callable")
-    return _plugin_kernel(ref, target)
+    return _plugin_formula(ref, target)
 
 
 #: Longest a plugin function may run, in seconds (``STREAMCALC_FUNCTION_TIMEOUT``; 0 = no limit).
@@ -377,7 +382,7 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _PluginTimeout
 
 
-def _plugin_kernel(ref: str, func: Callable[[list[Value]], object]) -> Kernel:
+def _plugin_formula(ref: str, plugin: Callable[[list[Value]], object]) -> Formula:
     def run(args: Sequence[Value]) -> object:
         # The timer needs the main thread (signals); workers run there. Elsewhere, no limit.
         timed = PLUGIN_TIMEOUT_S > 0 and threading.current_thread() is threading.main_thread()
@@ -385,7 +390,7 @@ def _plugin_kernel(ref: str, func: Callable[[list[Value]], object]) -> Kernel:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, PLUGIN_TIMEOUT_S)
         try:
-            return func(list(args))
+            return plugin(list(args))
         except FunctionError:
             raise
         except _PluginTimeout:
