@@ -269,6 +269,10 @@ def worker(
             help="Trim acknowledged history: an age (10m, 2d) or a length (100000).",
         ),
     ] = None,
+    function_timeout: Annotated[
+        float,
+        typer.Option(envvar="STREAMCALC_FUNCTION_TIMEOUT", min=0, help="Plugin time limit, s."),
+    ] = 1.0,
 ) -> None:
     """Run a consumer of the group until SIGTERM/SIGINT."""
     from streamcalc.logs import configure_logging
@@ -291,6 +295,7 @@ def worker(
         wait_s=wait,
         export_values=export_values,
         stuck_after_s=stuck_after,
+        function_timeout_s=function_timeout,
         heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
         **_retention(retain),
     )

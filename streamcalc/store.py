@@ -11,7 +11,7 @@ from streamcalc.errors import RedisUnavailable
 from streamcalc.graph import Graph
 from streamcalc.keys import Keys
 from streamcalc.scripts import Scripts
-from streamcalc.settings import mask_url
+from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S, mask_url
 from streamcalc.values import Value, decode_value
 
 
@@ -54,15 +54,22 @@ def store_graph(client: redis.Redis, keys: Keys, graph: Graph) -> int:
     return scripts.load_graph(graph.version_hash, int(time.time() * 1000), graph.definitions())
 
 
-def fetch_graph(client: redis.Redis, keys: Keys) -> tuple[str, Graph | None]:
-    """The stored graph version and graph (None when no graph was ever loaded), read atomically."""
+def fetch_graph(
+    client: redis.Redis, keys: Keys, function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+) -> tuple[str, Graph | None]:
+    """The stored graph version and graph (None when no graph was ever loaded), read atomically.
+
+    ``function_timeout_s`` bounds the graph's plugin functions (a worker's setting).
+    """
     pipe = client.pipeline(transaction=True)
     pipe.hget(keys.meta, "graph_version")
     pipe.hgetall(keys.graph)
     version, definitions = pipe.execute()
     if not definitions:
         return (version or b"0").decode(), None
-    return version.decode(), Graph.from_definitions(definitions)
+    return version.decode(), Graph.from_definitions(
+        definitions, function_timeout_s=function_timeout_s
+    )
 
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import msgspec
 
@@ -13,12 +13,13 @@ from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
 from streamcalc.graph.model import NodeDef, graph_error
 from streamcalc.graph.validate import check_acyclic, check_node, rank_nodes
+from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 from streamcalc.values import Value, normalize
 
 # Redis hands back bytes keys, callers may hold str keys: accept either (or a mix).
 _Key = TypeVar("_Key", bound=str | bytes)
 
-NodeFunction = Callable[[Sequence[Value]], Value]
+NodeFunction: TypeAlias = Callable[[Sequence[Value]], Value]
 """A derived node's function: its slot values in argument order -> its finite value, or a
 FunctionError (see :meth:`Graph.evaluate`)."""
 
@@ -31,7 +32,9 @@ class Graph:
 
     ``Graph(nodes, source)`` validates the definitions (raising GraphError whose
     message names ``source`` and the node) and compiles each derived node's
-    function; ``parse_graph_text`` and ``from_definitions`` both end here.
+    function; ``parse_graph_text`` and ``from_definitions`` both end here. A
+    plugin function is cut off after ``function_timeout_s`` seconds (0: never):
+    a worker passes its ``Settings.function_timeout_s``.
     """
 
     __slots__ = (
@@ -59,7 +62,13 @@ class Graph:
     version_hash: str
     """sha1 hex of the definitions: equal graphs have equal hashes."""
 
-    def __init__(self, nodes: Iterable[NodeDef], source: str = "<graph>") -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeDef],
+        source: str = "<graph>",
+        *,
+        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+    ) -> None:
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
             if node.name in by_name:
@@ -69,7 +78,7 @@ class Graph:
             raise graph_error(source, "no nodes defined")
         formulas: dict[str, Formula] = {}
         for name in sorted(by_name):
-            formulas[name] = check_node(source, by_name[name])
+            formulas[name] = check_node(source, by_name[name], function_timeout_s)
         check_acyclic(source, by_name)
         rank = rank_nodes(by_name)
 
@@ -130,8 +139,15 @@ class Graph:
         return dict(self._definitions)
 
     @classmethod
-    def from_definitions(cls, defs: Mapping[_Key, bytes], source: str = "redis") -> Graph:
-        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it."""
+    def from_definitions(
+        cls,
+        defs: Mapping[_Key, bytes],
+        source: str = "redis",
+        *,
+        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+    ) -> Graph:
+        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it
+        and compiling its node functions (``function_timeout_s`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
         for key, text in defs.items():
             try:
@@ -145,7 +161,7 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source)
+        return cls(nodes, source, function_timeout_s=function_timeout_s)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):

@@ -1,21 +1,17 @@
-"""Node functions: element-wise arithmetic on numbers and vectors, the built-ins, and plugins.
+"""The arithmetic of node functions: element-wise operations on numbers and vectors, the built-ins.
 
 Everything here works on Values that are already finite (slots hold normalized
 values). Python's own exceptions (ZeroDivisionError, OverflowError) are left to
 propagate; the Graph's node function turns every failure into a one-line
 FunctionError. Scalar operands take a fast path that costs one ``isinstance``
-per operand.
+per operand. Plugins are resolved in ``plugins``.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import operator
-import os
-import signal
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -324,11 +320,7 @@ BUILTINS: Mapping[str, Builtin] = {
 
 
 # ---------------------------------------------------------------------------
-# plugins
-
-
-class UnknownFunction(Exception):
-    """A function reference that names no usable function; the message says why."""
+# messages
 
 
 def describe(exc: BaseException) -> str:
@@ -343,63 +335,3 @@ def suggest_builtin(name: str) -> str:
     """`` (did you mean X?)`` for a near miss of a built-in name, else the empty string."""
     close = difflib.get_close_matches(name, list(BUILTINS), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
-
-
-def resolve_plugin(ref: str) -> Formula:
-    """Import ``pkg.mod:func`` and wrap it as a formula called with a list of argument values.
-
-    Raises UnknownFunction when the module cannot be imported, lacks the
-    attribute, or the attribute is not callable.
-    """
-    module_name, _, attr_path = ref.partition(":")
-    if not module_name or not attr_path:
-        raise UnknownFunction(f"unknown function {ref}: a plugin is written pkg.module:function")
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs user code: any failure means "unusable"
-        raise UnknownFunction(
-            f"unknown function {ref}: cannot import module {module_name} ({describe(exc)})"
-        ) from None
-    for attr in attr_path.split("."):
-        if not hasattr(target, attr):
-            raise UnknownFunction(f"unknown function {ref}: {module_name} has no attribute {attr}")
-        target = getattr(target, attr)
-    if not callable(target):
-        raise UnknownFunction(f"unknown function {ref}: {attr_path} is not callable")
-    return _plugin_formula(ref, target)
-
-
-#: Longest a plugin function may run, in seconds (``STREAMCALC_FUNCTION_TIMEOUT``; 0 = no limit).
-PLUGIN_TIMEOUT_S = float(os.environ.get("STREAMCALC_FUNCTION_TIMEOUT", "1") or 0)
-
-
-class _PluginTimeout(BaseException):
-    """Raised into a hanging plugin by SIGALRM; a BaseException, so ``except Exception`` in
-    the plugin cannot swallow it."""
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise _PluginTimeout
-
-
-def _plugin_formula(ref: str, plugin: Callable[[list[Value]], object]) -> Formula:
-    def run(args: Sequence[Value]) -> object:
-        # The timer needs the main thread (signals); workers run there. Elsewhere, no limit.
-        timed = PLUGIN_TIMEOUT_S > 0 and threading.current_thread() is threading.main_thread()
-        if timed:
-            previous = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, PLUGIN_TIMEOUT_S)
-        try:
-            return plugin(list(args))
-        except FunctionError:
-            raise
-        except _PluginTimeout:
-            raise FunctionError(f"{ref} timed out after {PLUGIN_TIMEOUT_S:g}s") from None
-        except Exception as exc:  # user code: whatever it raises is that node's failure
-            raise FunctionError(f"{ref} raised {describe(exc)}") from exc
-        finally:
-            if timed:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
-
-    return run
