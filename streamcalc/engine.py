@@ -92,7 +92,7 @@ class Engine:
 
     def reload_graph(self) -> None:
         """Fetch the stored graph; drop all cached slot state (it may belong to the old graph)."""
-        version, graph = fetch_graph(self.client, self.keys)
+        version, graph = fetch_graph(self.client, self.keys, self.settings.function_timeout_s)
         if self.graph is not None and graph is None:
             raise RedisStateError(
                 f"the graph vanished from Redis at {self.settings.safe_url} "

@@ -9,6 +9,8 @@ import msgspec
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_NS = "default"
 DEFAULT_GROUP = "streamcalc"
+#: Longest a plugin function may run, in seconds (0 = no limit).
+DEFAULT_FUNCTION_TIMEOUT_S = 1.0
 
 _PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
 
@@ -41,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long a partition's lease lasts unless its owner renews it (S12)."""
     cache_keys: int = 100_000
     """Most keys whose slot state a worker keeps in memory, per partition it owns (S11)."""
+    function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
 
     @property
     def stuck_after(self) -> float:

@@ -11,7 +11,7 @@ from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.keys import Keys, Namespace, state_field
 from streamcalc.scripts import Scripts
-from streamcalc.settings import mask_url
+from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S, mask_url
 from streamcalc.values import Value, decode_value
 
 
@@ -134,11 +134,14 @@ def graph_version(client: redis.Redis, keys: Keys) -> str:
     return (cast(bytes | None, client.hget(keys.meta, "graph_version")) or b"0").decode()
 
 
-def fetch_graph(client: redis.Redis, keys: Keys) -> tuple[str, Graph | None]:
+def fetch_graph(
+    client: redis.Redis, keys: Keys, function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+) -> tuple[str, Graph | None]:
     """The stored graph version and graph (None when no graph was ever loaded), read atomically.
 
     The version is read before and after the graph (no MULTI: Redis refuses a
     transaction while it is out of memory, and reads need none).
+    ``function_timeout_s`` bounds the graph's plugin functions (a worker's setting).
     """
     while True:
         pipe = client.pipeline(transaction=False)
@@ -150,7 +153,9 @@ def fetch_graph(client: redis.Redis, keys: Keys) -> tuple[str, Graph | None]:
             break
     if not definitions:
         return (version or b"0").decode(), None
-    return version.decode(), Graph.from_definitions(definitions)
+    return version.decode(), Graph.from_definitions(
+        definitions, function_timeout_s=function_timeout_s
+    )
 
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]

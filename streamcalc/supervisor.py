@@ -51,6 +51,7 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     if s.export_values:
         command.append("--export-values")
     command += ["--stuck-after", str(s.stuck_after_s)]
+    command += ["--function-timeout", str(s.function_timeout_s)]
     if s.retain_ms is not None:
         command += ["--retain", f"{s.retain_ms}ms"]
     elif s.retain_len is not None:

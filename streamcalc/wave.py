@@ -50,7 +50,7 @@ class WavePlan:
             for node, fed in graph.parents.items()
         }
         self.derived: dict[str, tuple[int, bool, Callable[[list[Value]], Value]]] = {
-            name: (node.ttl_ms, node.mode == "consume", graph.evaluator(name))
+            name: (node.ttl_ms, node.mode == "consume", graph.function(name))
             for name, node in graph.nodes.items()
         }
         self.generations: dict[str, bytes] = {

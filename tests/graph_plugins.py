@@ -54,3 +54,11 @@ def stubborn(args: list[float]) -> float:
             time.sleep(10)
         except Exception:
             continue
+
+
+def nap(args: list[float]) -> float:
+    """A plugin that takes a second, longer than a short timeout allows."""
+    import time
+
+    time.sleep(1)
+    return args[0]

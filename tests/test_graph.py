@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,20 @@ def test_plugin_errors_are_function_errors() -> None:
     assert "bad result" in function_error(lambda: text.evaluate("R", [1]))
     efficiency = fn_graph("graph_plugins:efficiency", "a", "b")
     assert "ZeroDivisionError" in function_error(lambda: efficiency.evaluate("R", [0, 1]))
+
+
+def test_plugin_timeout_is_set_where_the_graph_is_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STREAMCALC_FUNCTION_TIMEOUT", raising=False)
+    stored = fn_graph("graph_plugins:nap", "a").definitions()
+    graph = Graph.from_definitions(stored, function_timeout_s=0.2)
+    started = time.monotonic()
+    message = function_error(lambda: graph.evaluate("R", [1]))
+    assert time.monotonic() - started < 0.9
+    assert message == "graph_plugins:nap timed out after 0.2s"
+    patient = Graph.from_definitions(stored, function_timeout_s=0)  # 0: no limit
+    assert patient.evaluate("R", [7]) == 7
 
 
 @pytest.mark.parametrize(

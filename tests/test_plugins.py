@@ -8,10 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
-from helpers import dead_letters, load, outputs, wait_for
+from helpers import dead_letters, drain, load, outputs, wait_for
 
 from streamcalc.keys import Keys
+from streamcalc.settings import Settings
+from streamcalc.supervisor import child_command
 
 GRAPH = """
 [nodes.H]
@@ -57,3 +60,24 @@ def test_hanging_plugins_are_cut_off(r: redis.Redis, ns: str, env: dict[str, str
         ("E", 1.5, first),
         ("E", 0.75, second),
     ]
+
+
+def test_the_timeout_comes_from_the_settings(
+    r: redis.Redis, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STREAMCALC_FUNCTION_TIMEOUT", raising=False)
+    keys = Keys(ns)
+    load(r, ns, '[nodes.N]\nfn = "graph_plugins:nap"\nargs = ["X"]\n')
+    src = r.xadd(keys.input, {"X": "1"}).decode()
+    started = time.monotonic()
+    drain(redis_url, ns, function_timeout_s=0.2)
+    assert time.monotonic() - started < 5
+    [letter] = dead_letters(r, keys)
+    assert (letter["@src"], letter["@node"]) == (src, "N")
+    assert letter["@error"] == "graph_plugins:nap timed out after 0.2s"
+
+
+def test_worker_children_get_the_timeout() -> None:
+    settings = Settings(function_timeout_s=0.25)
+    command = child_command(settings, "c-0", "info")
+    assert command[command.index("--function-timeout") + 1] == "0.25"

@@ -35,6 +35,9 @@ def worker(
             help="Partition lease, ms: a dead worker's partitions are taken over after it.",
         ),
     ] = 10_000,
+    function_timeout: Annotated[
+        float, option("--function-timeout", min=0, help="Plugin time limit, s (0: none).")
+    ] = 1.0,
     cache_keys: Annotated[
         int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
     ] = 100_000,
@@ -80,6 +83,7 @@ def worker(
         max_deliveries=max_deliveries,
         lease_ms=lease_ms,
         cache_keys=cache_keys,
+        function_timeout_s=function_timeout,
         metrics_port=metrics_port,
         log_format=log_format,
         wait_s=wait,

@@ -1,9 +1,15 @@
 """The graph: its TOML file, validation, safe expressions, node functions and renderings.
 
 Modules, one concern each: ``model`` (names, NodeDef), ``functions`` (element-wise
-arithmetic, built-ins, plugins), ``expr`` (expression compiler), ``validate``
-(per-node checks, cycles, ranks), ``compiled`` (the Graph), ``parse`` (TOML),
-``render`` (text/json/dot/mermaid).
+arithmetic, built-ins), ``plugins`` (``module:callable`` functions and their
+timeout), ``expr`` (expression compiler), ``validate`` (per-node checks,
+cycles, ranks), ``compiled`` (the Graph and its node functions), ``parse``
+(TOML), ``render`` (text/json/dot/mermaid).
+
+A derived node's ``fn`` or ``expr`` compiles to a *formula* (built from
+expression *terms*); the Graph wraps it into the node's *function*, which
+checks the argument count, turns every failure into a FunctionError and
+normalizes the result; a wave fires ``graph.function(name)``.
 """
 
 from streamcalc.graph.compiled import Graph

@@ -1,22 +1,27 @@
-"""The compiled graph: validated definitions, their shape, and one kernel per derived node."""
+"""The compiled graph: validated definitions, their shape, and each derived node's function."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import msgspec
 
 from streamcalc.errors import FunctionError
-from streamcalc.graph.functions import Kernel, describe
+from streamcalc.graph.functions import Formula, describe
 from streamcalc.graph.model import NodeDef, graph_error
 from streamcalc.graph.validate import check_acyclic, check_node, rank_nodes
+from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 from streamcalc.values import Value, normalize
 
 # Redis hands back bytes keys, callers may hold str keys: accept either (or a mix).
 _Key = TypeVar("_Key", bound=str | bytes)
+
+NodeFunction: TypeAlias = Callable[[Sequence[Value]], Value]
+"""A derived node's function: its slot values in argument order -> its finite value, or a
+FunctionError (see :meth:`Graph.evaluate`)."""
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(NodeDef)
@@ -26,14 +31,16 @@ class Graph:
     """An immutable, validated graph, ready to evaluate.
 
     ``Graph(nodes, source)`` validates the definitions (raising GraphError whose
-    message names ``source`` and the node); ``parse_graph_text`` and
-    ``from_definitions`` both end here.
+    message names ``source`` and the node) and compiles each derived node's
+    function; ``parse_graph_text`` and ``from_definitions`` both end here. A
+    plugin function is cut off after ``function_timeout_s`` seconds (0: never):
+    a worker passes its ``Settings.function_timeout_s``.
     """
 
     __slots__ = (
         "_definitions",
         "_downstream",
-        "_evaluators",
+        "_functions",
         "inputs",
         "nodes",
         "order",
@@ -55,7 +62,13 @@ class Graph:
     version_hash: str
     """sha1 hex of the definitions: equal graphs have equal hashes."""
 
-    def __init__(self, nodes: Iterable[NodeDef], source: str = "<graph>") -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeDef],
+        source: str = "<graph>",
+        *,
+        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+    ) -> None:
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
             if node.name in by_name:
@@ -63,10 +76,9 @@ class Graph:
             by_name[node.name] = node
         if not by_name:
             raise graph_error(source, "no nodes defined")
-        kernels: dict[str, tuple[Kernel, int]] = {}
+        formulas: dict[str, Formula] = {}
         for name in sorted(by_name):
-            node = by_name[name]
-            kernels[name] = (check_node(source, node), len(node.args))
+            formulas[name] = check_node(source, by_name[name], function_timeout_s)
         check_acyclic(source, by_name)
         rank = rank_nodes(by_name)
 
@@ -80,7 +92,10 @@ class Graph:
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
-        self._evaluators = {name: _bind(name, *kernels[name]) for name in kernels}
+        self._functions = {
+            name: _node_function(name, formula, len(by_name[name].args))
+            for name, formula in formulas.items()
+        }
         self._definitions = {name: _encoder.encode(node) for name, node in self.nodes.items()}
         self._downstream: dict[str, frozenset[str]] = {}
         digest = hashlib.sha1(usedforsecurity=False)
@@ -95,14 +110,14 @@ class Graph:
         different lengths, a result that is not a finite number or vector --
         raises FunctionError with a one-line message.
         """
-        evaluator = self._evaluators.get(name)
-        if evaluator is None:
+        function = self._functions.get(name)
+        if function is None:
             raise FunctionError(f"{name} is not a derived node")
-        return evaluator(args)
+        return function(args)
 
-    def evaluator(self, name: str) -> Callable[[Sequence[Value]], Value]:
-        """:meth:`evaluate` of one node, bound once: the wave calls it on its hot path."""
-        return self._evaluators[name]
+    def function(self, name: str) -> NodeFunction:
+        """Derived node ``name``'s function, :meth:`evaluate` bound once: the wave fires it."""
+        return self._functions[name]
 
     def downstream(self, node: str) -> frozenset[str]:
         """Every derived node whose value depends, directly or not, on ``node``."""
@@ -124,8 +139,15 @@ class Graph:
         return dict(self._definitions)
 
     @classmethod
-    def from_definitions(cls, defs: Mapping[_Key, bytes], source: str = "redis") -> Graph:
-        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it."""
+    def from_definitions(
+        cls,
+        defs: Mapping[_Key, bytes],
+        source: str = "redis",
+        *,
+        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+    ) -> Graph:
+        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it
+        and compiling its node functions (``function_timeout_s`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
         for key, text in defs.items():
             try:
@@ -139,7 +161,7 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source)
+        return cls(nodes, source, function_timeout_s=function_timeout_s)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
@@ -156,14 +178,14 @@ class Graph:
         )
 
 
-def _bind(name: str, kernel: Kernel, count: int) -> Callable[[Sequence[Value]], Value]:
-    """The checked evaluation of one node's kernel (see :meth:`Graph.evaluate`)."""
+def _node_function(name: str, formula: Formula, count: int) -> NodeFunction:
+    """Node ``name``'s function: its formula, checked (see :meth:`Graph.evaluate`)."""
 
-    def evaluate(args: Sequence[Value]) -> Value:
+    def function(args: Sequence[Value]) -> Value:
         if len(args) != count:
             raise FunctionError(f"{name} takes {count} arguments, got {len(args)}")
         try:
-            result = kernel(args)
+            result = formula(args)
         except FunctionError:
             raise
         except ZeroDivisionError:
@@ -180,4 +202,4 @@ def _bind(name: str, kernel: Kernel, count: int) -> Callable[[Sequence[Value]], 
         except ValueError as exc:
             raise FunctionError(f"bad result: {exc}") from None
 
-    return evaluate
+    return function

@@ -1,7 +1,7 @@
-"""Safe arithmetic expressions: a whitelist walk over Python's AST, compiled into closures.
+"""Safe arithmetic expressions: a whitelist walk over Python's AST, compiled into terms.
 
 User text is only ever handed to ``ast.parse``; nothing is evaluated. Each
-allowed AST form becomes a small closure over the node's argument values, so
+allowed AST form becomes a term: a small closure over the node's argument values, so
 evaluating ``A * F`` costs one Python frame on scalars.
 """
 
@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from streamcalc.graph.functions import (
     BUILTINS,
     Builtin,
-    Closure,
     Scalar2,
-    binary_closure,
+    Term,
+    binary_term,
     floordiv,
     mod,
     power,
     suggest_builtin,
     truediv,
-    unary_closure,
+    unary_term,
 )
 from streamcalc.graph.model import valid_node_name
 from streamcalc.values import Number, Value
@@ -83,10 +83,10 @@ class ExpressionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CompiledExpression:
-    """An expression's argument nodes (in order of first appearance) and its closure."""
+    """An expression's argument nodes (in order of first appearance) and its formula."""
 
     args: tuple[str, ...]
-    kernel: Closure
+    formula: Term
 
 
 def compile_expression(text: str) -> CompiledExpression:
@@ -109,28 +109,28 @@ def compile_expression(text: str) -> CompiledExpression:
         # Huge literals and pathological nesting are refused by the parser itself.
         raise ExpressionError(f"cannot parse: {type(exc).__name__}") from None
     compiler = _Compiler()
-    kernel = compiler.compile(tree.body, 0)
+    formula = compiler.compile(tree.body, 0)
     if not compiler.args:
         raise ExpressionError("expression uses no nodes")
-    return CompiledExpression(tuple(compiler.args), kernel)
+    return CompiledExpression(tuple(compiler.args), formula)
 
 
-def builtin_kernel(builtin: Builtin, count: int) -> Closure:
-    """The kernel of an ``fn`` node calling ``builtin`` on its ``count`` arguments in order."""
+def builtin_formula(builtin: Builtin, count: int) -> Term:
+    """The formula of an ``fn`` node calling ``builtin`` on its ``count`` arguments in order."""
     direct = _specialized(builtin, [operator.itemgetter(i) for i in range(count)])
     # With no specialization the node's argument sequence already is the call's list.
     return direct if direct is not None else builtin.apply
 
 
-def _specialized(builtin: Builtin, children: Sequence[Closure]) -> Closure | None:
+def _specialized(builtin: Builtin, children: Sequence[Term]) -> Term | None:
     if len(children) == 1 and builtin.scalar1 is not None:
-        return unary_closure(builtin.scalar1, children[0])
+        return unary_term(builtin.scalar1, children[0])
     if len(children) == 2 and builtin.scalar2 is not None:
-        return binary_closure(builtin.scalar2, children[0], children[1])
+        return binary_term(builtin.scalar2, children[0], children[1])
     return None
 
 
-def _constant(value: Number) -> Closure:
+def _constant(value: Number) -> Term:
     def run(args: Sequence[Value]) -> Value:
         return value
 
@@ -168,13 +168,13 @@ def _dotted_name(node: ast.expr) -> str | None:
 
 
 class _Compiler:
-    """One expression's walk: collects argument names while building closures."""
+    """One expression's walk: collects argument names while building terms."""
 
     def __init__(self) -> None:
         self.args: list[str] = []
         self._slots: dict[str, int] = {}
 
-    def compile(self, node: ast.expr, depth: int) -> Closure:
+    def compile(self, node: ast.expr, depth: int) -> Term:
         if depth > MAX_DEPTH:
             raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep")
         constant = _fold_constant(node, depth)
@@ -188,15 +188,15 @@ class _Compiler:
                 raise _refusal(node)
             left = self.compile(node.left, depth + 1)
             right = self.compile(node.right, depth + 1)
-            return binary_closure(scalar2, left, right)
+            return binary_term(scalar2, left, right)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             scalar1 = operator.neg if isinstance(node.op, ast.USub) else operator.pos
-            return unary_closure(scalar1, self.compile(node.operand, depth + 1))
+            return unary_term(scalar1, self.compile(node.operand, depth + 1))
         if isinstance(node, ast.Call):
             return self._call(node, depth)
         raise _refusal(node)
 
-    def _name(self, node: ast.Name | ast.Attribute) -> Closure:
+    def _name(self, node: ast.Name | ast.Attribute) -> Term:
         name = _dotted_name(node)
         if name is None:
             raise _refusal(node)
@@ -206,10 +206,10 @@ class _Compiler:
         if slot is None:
             slot = self._slots[name] = len(self.args)
             self.args.append(name)
-        getter: Closure = operator.itemgetter(slot)
+        getter: Term = operator.itemgetter(slot)
         return getter
 
-    def _call(self, node: ast.Call, depth: int) -> Closure:
+    def _call(self, node: ast.Call, depth: int) -> Term:
         if not isinstance(node.func, ast.Name):
             dotted = _dotted_name(node.func)
             what = f"call of {dotted}" if dotted else "call of an expression"

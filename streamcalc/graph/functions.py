@@ -1,20 +1,17 @@
-"""Node functions: element-wise arithmetic on numbers and vectors, the built-ins, and plugins.
+"""The arithmetic of node functions: element-wise operations on numbers and vectors, the built-ins.
 
 Everything here works on Values that are already finite (slots hold normalized
 values). Python's own exceptions (ZeroDivisionError, OverflowError) are left to
-propagate; ``Graph.evaluate`` turns every failure into a one-line FunctionError.
-Scalar operands take a fast path that costs one ``isinstance`` per operand.
+propagate; the Graph's node function turns every failure into a one-line
+FunctionError. Scalar operands take a fast path that costs one ``isinstance``
+per operand. Plugins are resolved in ``plugins``.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import operator
-import os
-import signal
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -24,11 +21,15 @@ from streamcalc.errors import FunctionError
 from streamcalc.graph.model import one_line
 from streamcalc.values import Number, Value, Vector
 
-Kernel: TypeAlias = Callable[[Sequence[Value]], object]
-"""A compiled node function: argument values in slot order -> raw result (normalized later)."""
+Formula: TypeAlias = Callable[[Sequence[Value]], object]
+"""A derived node's compiled ``fn`` or ``expr``: argument values in slot order -> raw result.
 
-Closure: TypeAlias = Callable[[Sequence[Value]], Value]
-"""A compiled piece of an expression, evaluated against the node's argument values."""
+The Graph wraps each formula into the node's function, which checks the
+argument count, turns failures into FunctionErrors and normalizes the result.
+"""
+
+Term: TypeAlias = Callable[[Sequence[Value]], Value]
+"""A compiled part of an expression or a built-in's body, applied to the node's argument values."""
 
 Scalar1: TypeAlias = Callable[[Number], Number]
 Scalar2: TypeAlias = Callable[[Number, Number], Number]
@@ -85,8 +86,8 @@ def lift2(scalar: Scalar2) -> Callable[[Value, Value], Value]:
     return op
 
 
-def unary_closure(scalar: Scalar1, operand: Closure) -> Closure:
-    """Closure computing ``scalar(operand)`` element-wise (one Python frame on scalars)."""
+def unary_term(scalar: Scalar1, operand: Term) -> Term:
+    """Term computing ``scalar(operand)`` element-wise (one Python frame on scalars)."""
 
     def run(args: Sequence[Value]) -> Value:
         a = operand(args)
@@ -97,8 +98,8 @@ def unary_closure(scalar: Scalar1, operand: Closure) -> Closure:
     return run
 
 
-def binary_closure(scalar: Scalar2, left: Closure, right: Closure) -> Closure:
-    """Closure computing ``scalar(left, right)`` element-wise (one Python frame on scalars)."""
+def binary_term(scalar: Scalar2, left: Term, right: Term) -> Term:
+    """Term computing ``scalar(left, right)`` element-wise (one Python frame on scalars)."""
 
     def run(args: Sequence[Value]) -> Value:
         a = left(args)
@@ -110,7 +111,7 @@ def binary_closure(scalar: Scalar2, left: Closure, right: Closure) -> Closure:
     return run
 
 
-def fold(scalar: Scalar2) -> Closure:
+def fold(scalar: Scalar2) -> Term:
     """N-ary function combining its arguments left to right with element-wise ``scalar``."""
     lifted = lift2(scalar)
 
@@ -224,9 +225,9 @@ def _round_digits(digits: Value) -> int:
     return digits
 
 
-_FIRST: Closure = operator.itemgetter(0)
-_SECOND: Closure = operator.itemgetter(1)
-_ROUND0 = unary_closure(_round0, _FIRST)
+_FIRST: Term = operator.itemgetter(0)
+_SECOND: Term = operator.itemgetter(1)
+_ROUND0 = unary_term(_round0, _FIRST)
 
 
 def _round(args: Sequence[Value]) -> Value:
@@ -238,7 +239,7 @@ def _round(args: Sequence[Value]) -> Value:
         check_finite(x)
         return round(x, digits)
 
-    return unary_closure(scalar, _FIRST)(args)
+    return unary_term(scalar, _FIRST)(args)
 
 
 def _clamp(args: Sequence[Value]) -> Value:
@@ -269,7 +270,7 @@ class Builtin:
     name: str
     min_args: int
     max_args: int | None
-    apply: Closure
+    apply: Term
     scalar1: Scalar1 | None = None
     scalar2: Scalar2 | None = None
 
@@ -292,11 +293,11 @@ def _nary(name: str, scalar2: Scalar2) -> Builtin:
 
 
 def _unary(name: str, scalar1: Scalar1) -> Builtin:
-    return Builtin(name, 1, 1, unary_closure(scalar1, _FIRST), scalar1=scalar1)
+    return Builtin(name, 1, 1, unary_term(scalar1, _FIRST), scalar1=scalar1)
 
 
 def _binary(name: str, scalar2: Scalar2) -> Builtin:
-    return Builtin(name, 2, 2, binary_closure(scalar2, _FIRST, _SECOND), scalar2=scalar2)
+    return Builtin(name, 2, 2, binary_term(scalar2, _FIRST, _SECOND), scalar2=scalar2)
 
 
 BUILTINS: Mapping[str, Builtin] = {
@@ -319,11 +320,7 @@ BUILTINS: Mapping[str, Builtin] = {
 
 
 # ---------------------------------------------------------------------------
-# plugins
-
-
-class UnknownFunction(Exception):
-    """A function reference that names no usable function; the message says why."""
+# messages
 
 
 def describe(exc: BaseException) -> str:
@@ -338,63 +335,3 @@ def suggest_builtin(name: str) -> str:
     """`` (did you mean X?)`` for a near miss of a built-in name, else the empty string."""
     close = difflib.get_close_matches(name, list(BUILTINS), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
-
-
-def resolve_plugin(ref: str) -> Kernel:
-    """Import ``pkg.mod:func`` and wrap it as a kernel called with a list of argument values.
-
-    Raises UnknownFunction when the module cannot be imported, lacks the
-    attribute, or the attribute is not callable.
-    """
-    module_name, _, attr_path = ref.partition(":")
-    if not module_name or not attr_path:
-        raise UnknownFunction(f"unknown function {ref}: a plugin is written pkg.module:function")
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs user code: any failure means "unusable"
-        raise UnknownFunction(
-            f"unknown function {ref}: cannot import module {module_name} ({describe(exc)})"
-        ) from None
-    for attr in attr_path.split("."):
-        if not hasattr(target, attr):
-            raise UnknownFunction(f"unknown function {ref}: {module_name} has no attribute {attr}")
-        target = getattr(target, attr)
-    if not callable(target):
-        raise UnknownFunction(f"unknown function {ref}: {attr_path} is not callable")
-    return _plugin_kernel(ref, target)
-
-
-#: Longest a plugin function may run, in seconds (``STREAMCALC_FUNCTION_TIMEOUT``; 0 = no limit).
-PLUGIN_TIMEOUT_S = float(os.environ.get("STREAMCALC_FUNCTION_TIMEOUT", "1") or 0)
-
-
-class _PluginTimeout(BaseException):
-    """Raised into a hanging plugin by SIGALRM; a BaseException, so ``except Exception`` in
-    the plugin cannot swallow it."""
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise _PluginTimeout
-
-
-def _plugin_kernel(ref: str, func: Callable[[list[Value]], object]) -> Kernel:
-    def run(args: Sequence[Value]) -> object:
-        # The timer needs the main thread (signals); workers run there. Elsewhere, no limit.
-        timed = PLUGIN_TIMEOUT_S > 0 and threading.current_thread() is threading.main_thread()
-        if timed:
-            previous = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, PLUGIN_TIMEOUT_S)
-        try:
-            return func(list(args))
-        except FunctionError:
-            raise
-        except _PluginTimeout:
-            raise FunctionError(f"{ref} timed out after {PLUGIN_TIMEOUT_S:g}s") from None
-        except Exception as exc:  # user code: whatever it raises is that node's failure
-            raise FunctionError(f"{ref} raised {describe(exc)}") from exc
-        finally:
-            if timed:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
-
-    return run

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from streamcalc.durations import MAX_MS
-from streamcalc.graph.expr import CompiledExpression, ExpressionError, builtin_kernel
+from streamcalc.graph.expr import CompiledExpression, ExpressionError, builtin_formula
 from streamcalc.graph.expr import compile_expression as _compile
-from streamcalc.graph.functions import BUILTINS, Kernel, UnknownFunction, resolve_plugin
+from streamcalc.graph.functions import BUILTINS, Formula
 from streamcalc.graph.functions import suggest_builtin as _suggest
 from streamcalc.graph.model import (
     MAX_NAME_LENGTH,
@@ -20,6 +20,8 @@ from streamcalc.graph.model import (
     graph_error,
     valid_node_name,
 )
+from streamcalc.graph.plugins import UnknownFunction, resolve_plugin
+from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 
 # Slot timestamps are compared in Lua, whose numbers are doubles: stay exact.
 MAX_TTL_MS = MAX_MS
@@ -47,8 +49,13 @@ def compile_expression(source: str, node: str, text: str) -> CompiledExpression:
         raise graph_error(source, f"bad expression {shown!r}: {exc}", node) from None
 
 
-def check_node(source: str, node: NodeDef) -> Kernel:
-    """Check one definition completely and return its compiled kernel."""
+def check_node(
+    source: str, node: NodeDef, function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+) -> Formula:
+    """Check one definition completely and compile its formula.
+
+    A plugin's formula is cut off after ``function_timeout_s`` seconds (0: never).
+    """
     name = node.name
     check_name(source, name)
     if not 0 <= node.ttl_ms <= MAX_TTL_MS:
@@ -61,16 +68,16 @@ def check_node(source: str, node: NodeDef) -> Kernel:
         if not valid_node_name(arg):
             raise graph_error(source, f"bad argument name {_quoted(arg)} ({_NAME_RULE})", name)
     if node.fn is not None:
-        return _fn_kernel(source, node, node.fn)
+        return _fn_formula(source, node, node.fn, function_timeout_s)
     if node.expr is not None:
         compiled = compile_expression(source, name, node.expr)
         if compiled.args != node.args:
             raise graph_error(source, "args do not match the expression's node names", name)
-        return compiled.kernel
+        return compiled.formula
     raise graph_error(source, "neither fn nor expr given (a node has exactly one)", name)
 
 
-def _fn_kernel(source: str, node: NodeDef, fn: str) -> Kernel:
+def _fn_formula(source: str, node: NodeDef, fn: str, timeout_s: float) -> Formula:
     if not node.args:
         raise graph_error(source, f"fn {fn} with empty args", node.name)
     builtin = BUILTINS.get(fn)
@@ -78,11 +85,11 @@ def _fn_kernel(source: str, node: NodeDef, fn: str) -> Kernel:
         problem = builtin.arity_problem(len(node.args))
         if problem is not None:
             raise graph_error(source, f"wrong argument count: {problem}", node.name)
-        return builtin_kernel(builtin, len(node.args))
+        return builtin_formula(builtin, len(node.args))
     if ":" not in fn:
         raise graph_error(source, f"unknown function {fn}{_suggest(fn)}", node.name)
     try:
-        return resolve_plugin(fn)
+        return resolve_plugin(fn, timeout_s)
     except UnknownFunction as exc:
         raise graph_error(source, str(exc), node.name) from None
 
