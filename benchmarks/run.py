@@ -34,8 +34,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``stre
 import msgspec
 import redis
 
-from benchmarks import streamcalc_bench as sb
-from benchmarks import workloads
+from benchmarks import ceiling, closed_loop, latency, processes, streams, verify, workloads
 from benchmarks.common import Result, exit_on_sigterm
 
 WORKLOADS = ("seed", "wide", "deep")
@@ -220,13 +219,13 @@ def run_streamcalc(
         wl = workloads.build(name, n)
         template = f"bench:template:{name}"
         client.delete(template)
-        ids = sb.prefill(client, template, wl)
-        expected = sb.stream_order_count(wl, n)
+        ids = streams.prefill(client, template, wl)
+        expected = verify.stream_order_count(wl.entries[:n], wl.model)
         try:
             if name != "seed":  # the seed's ceiling is benchmarks.ceiling (run by main)
                 log(f"{name}: Streams ceiling (XREADGROUP + XACK, no computation)")
                 ceilings[name] = _guard(
-                    lambda: sb.run_stream_ceiling(url, wl, template, n, batch=batch),  # noqa: B023
+                    lambda: ceiling.run_stream_ceiling(url, wl, template, n, batch=batch),  # noqa: B023
                     name,
                     "ceiling",
                 )
@@ -236,7 +235,7 @@ def run_streamcalc(
                     log(f"{name}: {workers} worker(s), run {rep + 1}/{plan.repeats}")
                     try:
                         runs.append(
-                            sb.run_closed(
+                            closed_loop.run_closed(
                                 url,
                                 wl,
                                 template,
@@ -252,7 +251,7 @@ def run_streamcalc(
                         failed = True
                         runs.append(error_row(name, "streamcalc", workers, exc))
                     finally:
-                        sb.kill_all_workers()
+                        processes.kill_all_workers()
                 rows.append(median_run(runs))
             one = next((r for r in rows if r.workload == name and r.workers == 1), None)
             if one is not None and one.entries_per_s > 0 and plan.latency_s > 0:
@@ -278,13 +277,15 @@ def _latency(
         for rep in range(plan.repeats):
             log(f"{wl.name}: open-loop latency, 1 worker, {rate:.0f} entries/s, run {rep + 1}")
             try:
-                runs.append(sb.run_latency(url, wl, rate=rate, seconds=plan.latency_s, batch=batch))
+                runs.append(
+                    latency.run_latency(url, wl, rate=rate, seconds=plan.latency_s, batch=batch)
+                )
             except Exception as exc:
                 log(f"{wl.name}: latency run failed: {exc}")
                 one.extra["latency_error"] = f"{type(exc).__name__}: {exc}"
                 failed = True
             finally:
-                sb.kill_all_workers()
+                processes.kill_all_workers()
         if not runs:
             continue
         p50 = round(statistics.median(r["p50_ms"] for r in runs), 3)
@@ -309,11 +310,11 @@ def _ceiling_latency(
     log(f"{wl.name}: ceiling latency at the same {rate:.0f} entries/s")
     try:
         if wl.name == "seed":
-            from benchmarks.ceiling import run_ceiling_latency
-
-            p50, p99 = run_ceiling_latency(url, rate=rate, seconds=plan.latency_s, batch=batch)
+            p50, p99 = ceiling.run_ceiling_latency(
+                url, rate=rate, seconds=plan.latency_s, batch=batch
+            )
         else:
-            lat = sb.run_stream_ceiling_latency(
+            lat = ceiling.run_stream_ceiling_latency(
                 url, wl, rate=rate, seconds=plan.latency_s, batch=batch
             )
             p50, p99 = lat["p50_ms"], lat["p99_ms"]
@@ -336,14 +337,14 @@ def run_sweep(url: str, plan: Plan, batch: int, client: redis.Redis) -> tuple[li
         template = f"bench:template:{wl.name}"
         log(f"graph-size sweep: {wl.name}, 1 worker")
         try:
-            ids = sb.prefill(client, template, wl)
-            rows.append(sb.run_closed(url, wl, template, ids, 1, batch=batch))
+            ids = streams.prefill(client, template, wl)
+            rows.append(closed_loop.run_closed(url, wl, template, ids, 1, batch=batch))
         except Exception as exc:
             log(f"{wl.name} failed: {exc}")
             failed = True
             rows.append(error_row(wl.name, "streamcalc", 1, exc))
         finally:
-            sb.kill_all_workers()
+            processes.kill_all_workers()
             client.delete(template)
     return rows, failed
 
@@ -382,9 +383,7 @@ def _bad_check(check: dict[str, Any]) -> int:
 def run_seed_ceiling(url: str, plan: Plan, batch: int) -> Result:
     """Baseline (b) for *seed*: benchmarks.ceiling, closed loop (latency comes later, at
     streamcalc's offered rate)."""
-    from benchmarks.ceiling import run_ceiling
-
-    return run_ceiling(url, entries=plan.entries["seed"], batch=batch, with_ts=True)
+    return ceiling.run_ceiling(url, entries=plan.entries["seed"], batch=batch, with_ts=True)
 
 
 def run_celery_baseline(url: str, plan: Plan) -> Result:
@@ -649,7 +648,9 @@ def cost_table(results: Sequence[Result]) -> str:
             continue
         e = r.extra
         cs = e.get("commandstats_per_entry", {})
-        trips = sum(cs.get(c, {}).get("calls_per_entry", 0.0) for c in sb.TOP_LEVEL_COMMANDS)
+        trips = sum(
+            cs.get(c, {}).get("calls_per_entry", 0.0) for c in closed_loop.TOP_LEVEL_COMMANDS
+        )
         rows.append(
             [
                 r.workload,
@@ -741,7 +742,7 @@ def report(doc: dict[str, Any]) -> str:
         "RSS: sum over the worker processes. Redis MiB: growth of used_memory during the run"
         " (streamcalc: input + output streams + state), absolute for the others.",
         "lost: derived values the model expects but out lacks; bad: wrong, duplicated or"
-        " unexpected values (every value of every run is checked against benchmarks/workloads).",
+        " unexpected values (every value of every run is checked against tests/model.py).",
         "late %: derived values (vs one worker in stream order) not produced because, with N"
         " workers, a later block committed first and the earlier block's readings were late"
         " (allowed by SPEC S10; the model replays the actual commit order and agrees).",
@@ -808,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
         url = server.url
-        client = sb.client_for(url)
+        client = streams.client_for(url)
         machine = machine_info(client)
         log(f"redis-server {machine['redis_server']} on {url}; {plan.name} run")
         log("seed: ceiling (b), benchmarks.ceiling")
@@ -831,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += [r for r in rows if r.workload == name]
         client.close()
     finally:
-        sb.kill_all_workers()
+        processes.kill_all_workers()
         server.stop()
     ratio_rows = ratios(results, baseline, ceilings)
     doc: dict[str, Any] = {
