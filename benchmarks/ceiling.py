@@ -1,11 +1,14 @@
-"""The ceiling: the seed workload's entries through XADD, XREADGROUP and XACK, no computation.
+"""The ceiling: a workload's entries through XADD, XREADGROUP and XACK, no computation.
 
 Throughput (closed loop): pre-fill a stream with pipelined XADD, create a consumer group
 at ``0``, then time one Python client doing ``XREADGROUP COUNT batch`` + one ``XACK`` of the
-whole batch until the stream is drained.
+whole batch until the stream is drained (:func:`run_ceiling` for the seed's entries, with
+replies parsed; :func:`run_stream_ceiling` for any workload's prefilled entries).
 
-Latency (open loop): a producer thread XADDs at a fixed rate, stamping each entry with
-``time.time_ns()``; a consumer with ``BLOCK`` measures receive time minus that stamp.
+Latency (open loop, :func:`stream_latency`): the paced sender (:mod:`benchmarks.pacing`, a
+process) XADDs at a fixed rate, stamping each entry ID with ``time.time_ns()``; a consumer
+with ``BLOCK`` notes when it receives each one. The streamcalc latency runs use the same sender
+and :func:`stream_latency` with the other workloads' entries.
 
 Run alone: ``python -m benchmarks.ceiling --entries 200000``.
 """
@@ -13,9 +16,9 @@ Run alone: ``python -m benchmarks.ceiling --entries 200000``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -28,12 +31,15 @@ from benchmarks.common import (
     rss_mb,
     seed_workload,
 )
+from benchmarks.pacing import WARMUP_S, PacedSender, latencies_ms, no_gc
+from benchmarks.processes import redis_cpu
+from benchmarks.streams import client_for
+from benchmarks.workloads import Workload
 
 STREAM = "ceiling:in"
 GROUP = "ceiling"
 CONSUMER = "c1"
 FILL_PIPELINE = 1000
-MAX_TICK = 2000  # most entries the latency producer sends in one write
 
 
 def _client(redis_url: str) -> redis.Redis:
@@ -52,6 +58,21 @@ def _prefill(client: redis.Redis, stream: str, entries: int, *, with_ts: bool) -
     return time.perf_counter() - start
 
 
+def drain_group(client: redis.Redis, stream: str, batch: int) -> int:
+    """``XREADGROUP COUNT batch`` + one XACK of each batch until nothing new is left; returns
+    the entries read. Replies are parsed as ``client`` parses them."""
+    consumed = 0
+    while True:
+        reply: Any = client.execute_command(
+            "XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", batch, "STREAMS", stream, ">"
+        )
+        if not reply or not reply[0][1]:
+            return consumed
+        messages = reply[0][1]
+        client.xack(stream, GROUP, *[m[0] for m in messages])
+        consumed += len(messages)
+
+
 def run_ceiling(redis_url: str, *, entries: int, batch: int = 500, with_ts: bool = False) -> Result:
     """Closed-loop XREADGROUP + XACK throughput of one Python client over ``entries`` entries.
 
@@ -62,17 +83,8 @@ def run_ceiling(redis_url: str, *, entries: int, batch: int = 500, with_ts: bool
         client.delete(STREAM)
         fill_s = _prefill(client, STREAM, entries, with_ts=with_ts)
         client.xgroup_create(STREAM, GROUP, id="0")
-        consumed = 0
         start = time.perf_counter()
-        while True:
-            reply: Any = client.xreadgroup(GROUP, CONSUMER, {STREAM: ">"}, count=batch)
-            if not reply:
-                break
-            messages = reply[0][1]
-            if not messages:
-                break
-            client.xack(STREAM, GROUP, *[msg_id for msg_id, _fields in messages])
-            consumed += len(messages)
+        consumed = drain_group(client, STREAM, batch)
         seconds = time.perf_counter() - start
         pending = client.xpending(STREAM, GROUP)["pending"]
         fields = 5 if with_ts else 4
@@ -100,91 +112,126 @@ def run_ceiling(redis_url: str, *, entries: int, batch: int = 500, with_ts: bool
         client.close()
 
 
-def _produce(redis_url: str, stream: str, rate: float, total: int, report: Any) -> None:
-    """Producer process: XADD ``total`` entries at ``rate``/s, open loop, pipelined.
-
-    Every tick it sends all entries that are due (one packed write, then the replies), so it
-    keeps the schedule as long as it can; each entry's ``t`` is ``time.time_ns()`` when packed.
-    Puts (entries sent, seconds taken) on ``report``.
-    """
-    client = _client(redis_url)
-    conn: Any = client.connection_pool.get_connection()
+def run_stream_ceiling(
+    redis_url: str, workload: Workload, template: str, n: int, *, batch: int = 500
+) -> Result:
+    """Closed loop for any workload: its ``n`` entries, prefilled in ``template``, through
+    XREADGROUP COUNT batch + XACK with no computation."""
+    client = client_for(redis_url)
+    key = f"bench:ceiling:{uuid.uuid4().hex[:8]}"
     try:
-        rows = [
-            ("XADD", stream, "*", *(x for kv in e.fields(with_ts=False).items() for x in kv))
-            for e in seed_workload(min(total, 10_000))
-        ]
-        sent = 0
+        client.execute_command("COPY", template, key)
+        client.xgroup_create(key, GROUP, id="0")
+        redis_cpu0 = redis_cpu(client)
         start = time.perf_counter()
-        while sent < total:
-            elapsed = time.perf_counter() - start
-            due = min(total, int(elapsed * rate) + 1, sent + MAX_TICK)
-            if due <= sent:
-                time.sleep(max(0.0, min(0.0005, (sent + 1) / rate - elapsed)))
-                continue
-            cmds = [(*rows[i % len(rows)], "t", str(time.time_ns())) for i in range(sent, due)]
-            conn.send_packed_command(conn.pack_commands(cmds))
-            for _ in cmds:
-                conn.read_response()
-            sent = due
-        report.put((sent, time.perf_counter() - start))
+        consumed = drain_group(client, key, batch)
+        seconds = time.perf_counter() - start
+        used = redis_cpu(client) - redis_cpu0
+        memory = redis_memory_mb(client)
     finally:
-        client.connection_pool.release(conn)
+        client.delete(key)
         client.close()
+    rate = consumed / seconds
+    return Result(
+        workload=workload.name,
+        system="ceiling",
+        workers=1,
+        entries=consumed,
+        seconds=round(seconds, 4),
+        entries_per_s=round(rate, 1),
+        readings_per_s=round(rate * workload.readings_per_entry, 1),
+        derived_per_s=0.0,
+        redis_memory_mb=memory,
+        lost=0,
+        extra={
+            "batch": batch,
+            "redis_cpu_us_per_entry": round(used / max(1, consumed) * 1e6, 2),
+            "redis_cpu_util": round(used / seconds, 3),
+            "wall_us_per_entry": round(seconds / max(1, consumed) * 1e6, 2),
+        },
+    )
+
+
+def stream_latency(
+    redis_url: str,
+    rows: list[list[str]],
+    *,
+    rate: float,
+    batch: int = 500,
+    warmup_s: float = 0.0,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Open-loop latency from XADD to XREADGROUP receipt of ``rows`` (XADD fields) sent at
+    ``rate`` entries/s by the paced sender (:mod:`benchmarks.pacing`, a process of its own, so
+    it does not share the reader's GIL); this process reads with ``XREADGROUP BLOCK`` + XACK.
+
+    Entries sent in the first ``warmup_s`` are left out of the percentiles.
+    """
+    client = client_for(redis_url)
+    key = f"bench:ceiling-lat:{uuid.uuid4().hex[:8]}"
+    arrivals: dict[bytes, int] = {}
+    try:
+        client.xgroup_create(key, GROUP, id="$", mkstream=True)
+        with PacedSender(redis_url, key, rows, rate) as sender, no_gc():
+            sender.start()
+            deadline = time.monotonic() + timeout_s
+            while not (sender.done and len(arrivals) >= len(rows)):
+                reply: Any = client.execute_command(
+                    "XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", batch, "BLOCK", 100,
+                    "STREAMS", key, ">",
+                )  # fmt: skip
+                now = time.time_ns()
+                if reply and reply[0][1]:
+                    messages = reply[0][1]
+                    for eid, _fields in messages:
+                        arrivals[eid] = now
+                    client.xack(key, GROUP, *[m[0] for m in messages])
+                if time.monotonic() > deadline:
+                    raise RuntimeError("ceiling latency run did not finish in time")
+            stamps, took, lag = sender.report()
+    finally:
+        client.delete(key)
+        client.close()
+    latencies = latencies_ms(stamps, arrivals, warmup_s)
+    p50, p99 = latency_summary(latencies)
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "rate": round(rate, 1),
+        "rate_achieved": round(len(stamps) / max(took, 1e-9), 1),
+        "samples": len(latencies),
+        "producer_lag_p99_max_ms": lag,
+    }
 
 
 def run_ceiling_latency(
     redis_url: str, *, rate: float, seconds: float, batch: int = 500
 ) -> tuple[float | None, float | None]:
-    """Open-loop latency (p50, p99 in ms) from XADD to XREADGROUP receipt at ``rate`` entries/s.
-
-    A producer *process* (so it does not share the consumer's GIL) XADDs on schedule with a
-    ``time.time_ns()`` stamp per entry; this process reads with ``XREADGROUP BLOCK`` + XACK.
-    """
-    p50, p99, _achieved = _ceiling_latency(redis_url, rate=rate, seconds=seconds, batch=batch)
-    return p50, p99
+    """Open-loop latency (p50, p99 in ms) of seed entries (C, D, E, F) from XADD to
+    XREADGROUP receipt at ``rate`` entries/s for ``seconds`` (:func:`stream_latency`)."""
+    lat = _seed_latency(redis_url, rate=rate, seconds=seconds, batch=batch)
+    return lat["p50_ms"], lat["p99_ms"]
 
 
-def _ceiling_latency(
-    redis_url: str, *, rate: float, seconds: float, batch: int = 500
-) -> tuple[float | None, float | None, float]:
-    """Like :func:`run_ceiling_latency`, plus the producer's achieved rate."""
-    stream = STREAM + ":lat"
+def _seed_latency(redis_url: str, *, rate: float, seconds: float, batch: int) -> dict[str, Any]:
     total = max(1, int(rate * seconds))
-    client = _client(redis_url)
-    client.delete(stream)
-    client.xgroup_create(stream, GROUP, id="$", mkstream=True)
-    ctx = multiprocessing.get_context("spawn")
-    report = ctx.Queue()
-    producer = ctx.Process(
-        target=_produce, args=(redis_url, stream, rate, total, report), daemon=True
+    seed = [
+        [x for kv in e.fields(with_ts=False).items() for x in kv]
+        for e in seed_workload(min(total, 10_000))
+    ]
+    rows = [seed[i % len(seed)] for i in range(total)]
+    return stream_latency(redis_url, rows, rate=rate, batch=batch, timeout_s=seconds + 30.0)
+
+
+def run_stream_ceiling_latency(
+    redis_url: str, workload: Workload, *, rate: float, seconds: float, batch: int = 500
+) -> dict[str, Any]:
+    """:func:`stream_latency` of any workload's entries, as streamcalc's latency run sends
+    them (same entries, rate, warm-up and sender)."""
+    rows = workload.xadd_rows(int(rate * (seconds + WARMUP_S)))
+    return stream_latency(
+        redis_url, rows, rate=rate, batch=batch, warmup_s=WARMUP_S, timeout_s=seconds + 60
     )
-    latencies_ms: list[float] = []
-    producer.start()
-    try:
-        deadline = time.monotonic() + seconds + 30.0
-        while len(latencies_ms) < total and time.monotonic() < deadline:
-            reply: Any = client.xreadgroup(GROUP, CONSUMER, {stream: ">"}, count=batch, block=200)
-            now = time.time_ns()
-            if not reply:
-                if not producer.is_alive() and report.empty():
-                    raise RuntimeError(f"ceiling producer died (exit {producer.exitcode})")
-                continue
-            messages = reply[0][1]
-            for _msg_id, fields in messages:
-                latencies_ms.append((now - int(fields[b"t"])) / 1e6)
-            if messages:
-                client.xack(stream, GROUP, *[m for m, _ in messages])
-        sent, took = report.get(timeout=30)
-        producer.join(timeout=10)
-    finally:
-        if producer.is_alive():
-            producer.kill()
-            producer.join()
-        client.delete(stream)
-        client.close()
-    p50, p99 = latency_summary(latencies_ms)
-    return p50, p99, round(sent / took, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,12 +256,10 @@ def main(argv: list[str] | None = None) -> None:
         result = run_ceiling(srv.url, entries=args.entries, batch=args.batch, with_ts=args.with_ts)
         if args.latency_seconds > 0:
             rate = args.latency_rate or result.entries_per_s / 2
-            p50, p99, achieved = _ceiling_latency(
-                srv.url, rate=rate, seconds=args.latency_seconds, batch=args.batch
-            )
-            result.latency_p50_ms, result.latency_p99_ms = p50, p99
+            lat = _seed_latency(srv.url, rate=rate, seconds=args.latency_seconds, batch=args.batch)
+            result.latency_p50_ms, result.latency_p99_ms = lat["p50_ms"], lat["p99_ms"]
             result.extra["latency_rate"] = round(rate, 1)
-            result.extra["latency_rate_achieved"] = achieved
+            result.extra["latency_rate_achieved"] = lat["rate_achieved"]
             result.extra["latency_seconds"] = args.latency_seconds
     print(result.to_json())
 

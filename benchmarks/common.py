@@ -76,20 +76,21 @@ def redis_memory_mb(client: Any) -> float:
     return round(int(info["used_memory"]) / (1024 * 1024), 2)
 
 
-def _vmrss_kb(pid: int) -> int:
+def status_kb(pid: int, key: str) -> int:
+    """A kB figure (``VmRSS``, ``VmHWM``, ...) of ``/proc/PID/status``; 0 when ``pid`` is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except OSError:
         pass
     return 0
 
 
 def rss_mb(pids: Iterable[int]) -> float:
     """Sum of the resident set sizes (``VmRSS``) of ``pids`` in MiB; vanished PIDs count 0."""
-    return round(sum(_vmrss_kb(pid) for pid in set(pids)) / 1024, 2)
+    return round(sum(status_kb(pid, "VmRSS") for pid in set(pids)) / 1024, 2)
 
 
 def descendant_pids(root: int) -> list[int]:

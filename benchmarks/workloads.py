@@ -1,10 +1,10 @@
-"""The benchmark workloads (*seed*, *wide*, *deep*) and an independent model of their output.
+"""The benchmark workloads (*seed*, *wide*, *deep*), each with its graph as the model sees it.
 
 Each workload is a graph file (SPEC §3) plus a list of input entries with strictly rising
-``@ts``. :class:`Model` is a from-the-SPEC re-implementation of S1-S5 (latest values, slots,
-TTL, consume/latest modes, glitch-free waves by rank) that shares no code with the engine: the
-harness replays the entries through it and compares every derived value the engine wrote to
-``sc:{NS}:out`` with the model's.
+``@ts``, and the same graph as plain Python functions for the reference model of the SPEC
+(:mod:`benchmarks.reference`, the test suite's model, which shares no code with the engine):
+the harness replays the entries through it and compares every derived value the engine wrote
+to ``sc:{NS}:out`` with the model's.
 
 - *seed*: A = add(C, D, E), B = mul(A, F) (consume mode); every entry carries C, D, E, F,
   so every entry fires A and B.
@@ -18,13 +18,13 @@ harness replays the entries through it and compares every derived value the engi
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.common import SEED_GRAPH_TOML, seed_workload
+from benchmarks.reference import Model, ModelNode
 
 Number = int | float
 Fn = Callable[[Sequence[Number]], Number]
@@ -39,29 +39,21 @@ DEEP_LEVELS = 8
 
 
 @dataclass(frozen=True, slots=True)
-class ModelNode:
-    """A derived node as the model sees it: ordered args and a plain Python function."""
-
-    name: str
-    args: tuple[str, ...]
-    fn: Fn
-    mode: str  # "consume" or "latest"
-    ttl_ms: int  # 0 = never expires
-
-
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One input entry: its event time and readings (node, value)."""
+    """One input entry: its event time, readings (node, value) and key ("" = unkeyed)."""
 
     ts: int
     readings: tuple[tuple[str, Number], ...]
+    key: str = ""
 
     def xadd_fields(self) -> list[str]:
-        """Flat field list for XADD: node, JSON value, ..., ``@ts``, ts."""
+        """Flat field list for XADD: node, JSON value, ..., ``@ts``, ts (, ``@key``, key)."""
         out: list[str] = []
         for node, value in self.readings:
             out += [node, repr(value)]
         out += ["@ts", str(self.ts)]
+        if self.key:
+            out += ["@key", self.key]
         return out
 
 
@@ -71,7 +63,7 @@ class Workload:
 
     name: str
     graph_toml: str
-    nodes: list[ModelNode]
+    nodes: dict[str, ModelNode]
     entries: list[Entry]
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -83,93 +75,13 @@ class Workload:
             return 0.0
         return sum(len(e.readings) for e in self.entries) / len(self.entries)
 
+    def xadd_rows(self, count: int) -> list[list[str]]:
+        """XADD fields of the first ``count`` entries (at least one, at most all)."""
+        return [e.xadd_fields() for e in self.entries[: max(1, count)]]
+
     def model(self) -> Model:
-        """A fresh model of this workload's graph (empty state)."""
-        return Model(self.nodes)
-
-
-# -- the model --------------------------------------------------------------------------------
-
-
-class Model:
-    """SPEC S1-S5 for a graph of plain Python functions: feed entries in a serial order.
-
-    ``wave(entry)`` returns the fired values ``[(node, value, ts), ...]`` of that entry's wave.
-    """
-
-    def __init__(self, nodes: Iterable[ModelNode]) -> None:
-        self.nodes = {n.name: n for n in nodes}
-        self.feeds: dict[str, list[tuple[str, int]]] = {}
-        for n in self.nodes.values():
-            for pos, arg in enumerate(n.args):
-                self.feeds.setdefault(arg, []).append((n.name, pos))
-        self.rank: dict[str, int] = {}
-        for name in self.nodes:
-            self._rank_of(name)
-        # slot: None (never filled) or [ts, value or None (emptied, ts kept)]
-        self.slots: dict[str, list[list[Any] | None]] = {
-            n.name: [None] * len(n.args) for n in self.nodes.values()
-        }
-        self.late = 0
-
-    def _rank_of(self, name: str) -> int:
-        if name not in self.nodes:
-            return 0
-        if name not in self.rank:
-            self.rank[name] = 1 + max(self._rank_of(a) for a in self.nodes[name].args)
-        return self.rank[name]
-
-    def _offer(
-        self, node: str, value: Number, ts: int, dirty: list[tuple[int, str]], queued: set[str]
-    ) -> None:
-        for parent, pos in self.feeds.get(node, ()):
-            slot = self.slots[parent][pos]
-            if slot is not None and ts < slot[0]:
-                self.late += 1
-                continue
-            self.slots[parent][pos] = [ts, value]
-            if parent not in queued:
-                queued.add(parent)
-                heapq.heappush(dirty, (self.rank[parent], parent))
-
-    def wave(self, entry: Entry) -> list[tuple[str, Number, int]]:
-        """Apply one entry: all readings first, then derived nodes by rank, each at most once."""
-        dirty: list[tuple[int, str]] = []
-        queued: set[str] = set()
-        for node, value in entry.readings:
-            self._offer(node, value, entry.ts, dirty, queued)
-        fired: list[tuple[str, Number, int]] = []
-        while dirty:
-            _, name = heapq.heappop(dirty)
-            node = self.nodes[name]
-            slots = self.slots[name]
-            filled = [s for s in slots if s is not None and s[1] is not None]
-            if len(filled) < len(slots):
-                # still try expiry on what is there (S3 empties old slots even when incomplete)
-                if filled and node.ttl_ms:
-                    t_max = max(s[0] for s in filled)
-                    for s in filled:
-                        if s[0] < t_max - node.ttl_ms:
-                            s[1] = None
-                continue
-            t_max = max(s[0] for s in filled)
-            if node.ttl_ms and any(s[0] < t_max - node.ttl_ms for s in filled):
-                for s in filled:
-                    if s[0] < t_max - node.ttl_ms:
-                        s[1] = None
-                continue
-            value = node.fn([s[1] for s in filled])
-            if node.mode == "consume":
-                for s in filled:
-                    s[1] = None
-            fired.append((name, value, t_max))
-            self._offer(name, value, t_max, dirty, queued)
-        return fired
-
-    def run(self, entries: Iterable[Entry]) -> Iterator[list[tuple[str, Number, int]]]:
-        """``wave`` over ``entries`` in the given (serial) order."""
-        for entry in entries:
-            yield self.wave(entry)
+        """A fresh model of this workload's graph (empty state): one per key."""
+        return Model(dict(self.nodes))
 
 
 # -- seed -------------------------------------------------------------------------------------
@@ -192,10 +104,10 @@ def seed(n: int, *, rng_seed: int = 0, base_ts: int = BASE_TS_MS) -> Workload:
         Entry(e.ts, tuple(e.readings().items()))
         for e in seed_workload(n, seed=rng_seed, start_ts_ms=base_ts)
     ]
-    nodes = [
-        ModelNode("A", ("C", "D", "E"), _add, "consume", 60_000),
-        ModelNode("B", ("A", "F"), _mul, "consume", 60_000),
-    ]
+    nodes = {
+        "A": ModelNode(["C", "D", "E"], 60_000, "consume", _add),
+        "B": ModelNode(["A", "F"], 60_000, "consume", _mul),
+    }
     return Workload(
         "seed",
         SEED_GRAPH_TOML,
@@ -249,13 +161,13 @@ def wide(
     rng = random.Random(rng_seed)
     in_names = [f"x{i:04d}" for i in range(inputs)]
     lines = ['[defaults]\nttl = "60s"\nmode = "latest"\n']
-    nodes: list[ModelNode] = []
+    nodes: dict[str, ModelNode] = {}
     for j in range(derived):
         name = f"w{j:04d}"
         args = tuple(rng.sample(in_names, rng.randint(2, 5)))
         ops = tuple(rng.choice("+-*") for _ in args[1:])
         lines.append(f'[nodes.{name}]\nexpr = "{_fold_expr(args, ops)}"\n')
-        nodes.append(ModelNode(name, args, _fold_fn(ops), "latest", 60_000))
+        nodes[name] = ModelNode(list(args), 60_000, "latest", _fold_fn(ops))
     entries = [
         Entry(base_ts + i, tuple((x, rng.randint(1, 9)) for x in rng.sample(in_names, readings)))
         for i in range(n)
@@ -284,12 +196,12 @@ def deep(
     """A chain ``Lk = L(k-1) * 0.5 + sk`` of ``levels`` levels over ``base``; all inputs each."""
     rng = random.Random(rng_seed)
     lines = ['[defaults]\nttl = "60s"\nmode = "consume"\n']
-    nodes: list[ModelNode] = []
+    nodes: dict[str, ModelNode] = {}
     prev = "base"
     for k in range(1, levels + 1):
         name = f"L{k}"
         lines.append(f'[nodes.{name}]\nexpr = "{prev} * 0.5 + s{k}"\n')
-        nodes.append(ModelNode(name, (prev, f"s{k}"), _half_plus, "consume", 60_000))
+        nodes[name] = ModelNode([prev, f"s{k}"], 60_000, "consume", _half_plus)
         prev = name
     inputs = ["base"] + [f"s{k}" for k in range(1, levels + 1)]
     entries = [Entry(base_ts + i, tuple((x, rng.randint(1, 9)) for x in inputs)) for i in range(n)]

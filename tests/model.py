@@ -2,6 +2,9 @@
 
 It knows nothing of batches, caches, versions or Redis: one entry at a time,
 one full pass over the derived nodes in topological order per wave.
+
+The test suite and the benchmark's checker (``benchmarks/reference.py`` loads this file)
+both compare the engine with it, so it must stay independent of the engine's code.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Model:
     out: list[tuple[str, Any, int, str]] = field(default_factory=list)
     dead: list[tuple[str, str | None]] = field(default_factory=list)
     order: list[str] = field(init=False)
+    #: node -> the (derived node, argument position) slots its values go to, in topo order
+    feeds: dict[str, list[tuple[str, int]]] = field(init=False)
+    #: values that changed no slot because the slot holds a newer ts (S2)
+    late: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.slots = {name: [None] * len(node.args) for name, node in self.nodes.items()}
@@ -55,6 +62,10 @@ class Model:
                 if all(a in placed or a not in self.nodes for a in self.nodes[name].args):
                     self.order.append(name)
                     placed.add(name)
+        self.feeds = {}
+        for name in self.order:
+            for i, arg in enumerate(self.nodes[name].args):
+                self.feeds.setdefault(arg, []).append((name, i))
 
     def apply(self, src: str, ts: int, readings: Sequence[tuple[str, Any]]) -> None:
         """One wave (S5): all readings first, then each touched derived node in topo order."""
@@ -94,14 +105,13 @@ class Model:
     def _deliver(self, node: str, value: Any, ts: int, touched: set[str]) -> None:
         if node not in self.latest or ts >= self.latest[node][0]:
             self.latest[node] = (ts, value)
-        for name in self.order:
-            for i, arg in enumerate(self.nodes[name].args):
-                if arg != node:
-                    continue
-                slot = self.slots[name][i]
-                if slot is None or ts >= slot.ts:
-                    self.slots[name][i] = Slot(ts, value)
-                    touched.add(name)
+        for name, i in self.feeds.get(node, ()):
+            slot = self.slots[name][i]
+            if slot is None or ts >= slot.ts:
+                self.slots[name][i] = Slot(ts, value)
+                touched.add(name)
+            else:
+                self.late += 1
 
 
 def _finite(value: Any) -> bool:
