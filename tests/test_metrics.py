@@ -19,7 +19,7 @@ from helpers import load, wait_for
 from prometheus_client import REGISTRY, generate_latest
 
 from streamcalc.embedded import EmbeddedRedis, free_port
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.metrics import METRIC_NAMES
 
 GRAPH = '[nodes.A]\nfn = "add"\nargs = ["C", "D"]\n[nodes.B]\nfn = "div"\nargs = ["A", "F"]\n'
@@ -133,9 +133,10 @@ def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str
     keys = Keys(ns)
     load(r, ns, GRAPH)
     port = free_port()
-    with worker(env, port, "--processes", "2", "--consumer", "pool", "--batch", "5") as sup:
+    args = ("--processes", "2", "--consumer", "pool", "--batch", "5", "--lease-ms", "1000")
+    with worker(env, port, *args) as sup:
         wait_for(lambda: healthz(port) == 200, timeout=30)
-        wait_for(lambda: _consumers(r, keys) == {"pool-0", "pool-1"}, timeout=30)
+        wait_for(lambda: _members(r, ns) == {"pool-0", "pool-1"}, timeout=30)
         send_batch(r, keys, good=200, bad=0, div0=0)
         wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 200, timeout=30)
         # kill one child: the supervisor restarts it, and the sum keeps counting across it
@@ -146,18 +147,17 @@ def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str
         send_batch(r, keys, good=100, bad=0, div0=0)
         wait_for(lambda: r.xpending(keys.input, "streamcalc")["pending"] == 0, timeout=30)
         wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 300, timeout=30)
-        # two consumers may commit an older entry after a newer one (late, S10): count what was
-        assert sample(scrape(port), "streamcalc_derived_total") == r.xlen(keys.output)
+        # one owner at a time (S10): every entry fires A and B, none late
+        assert sample(scrape(port), "streamcalc_derived_total") == 600 == r.xlen(keys.output)
+        assert sample(scrape(port), "streamcalc_partitions_owned") == 1
         wait_for(lambda: healthz(port) == 200, timeout=30)
     assert sup.returncode == 0
     assert r.xinfo_consumers(keys.input, "streamcalc") == []  # both left cleanly
+    assert _members(r, ns) == set()
 
 
-def _consumers(r: redis.Redis, keys: Keys) -> set[str]:
-    try:
-        return {c["name"].decode() for c in r.xinfo_consumers(keys.input, "streamcalc")}
-    except redis.ResponseError:  # no stream or group yet
-        return set()
+def _members(r: redis.Redis, ns: str) -> set[str]:
+    return {m.decode() for m in r.zrange(Namespace(ns).members("streamcalc"), 0, -1)}
 
 
 def _children(pid: int) -> list[int]:

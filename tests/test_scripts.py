@@ -210,7 +210,11 @@ def test_lease_take_renew_release_and_expiry(r: redis.Redis, scripts: Scripts) -
     second = scripts.take_lease(GROUP, "c1", 60_000)
     assert second is not None and second != first  # a new tenure, a new token
     assert not scripts.release_lease(GROUP, first)
-    assert scripts.release_lease(GROUP, second)
+    restarted = scripts.take_lease(GROUP, "c1", 60_000)  # the same consumer, restarted
+    assert restarted is not None and restarted != second
+    assert not scripts.renew_lease(GROUP, second, 60_000)  # the old process is fenced
+    assert scripts.take_lease(GROUP, "c", 60_000) is None  # a prefix of the name is not the name
+    assert scripts.release_lease(GROUP, restarted)
     assert scripts.take_lease(GROUP, "c2", 60_000) is not None
 
 

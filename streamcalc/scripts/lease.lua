@@ -6,6 +6,10 @@ its owner renews it. Every take draws a new epoch, so a token names one tenure:
 a worker that lost the lease and took it again holds a new token, and commit.lua
 refuses any commit made under an old one (fencing).
 
+A consumer may take a lease still held under its own name: that is the same
+consumer restarted (the supervisor of --processes N reuses its children's
+names), and the old process, should it still run, is fenced by the new epoch.
+
 KEYS[1]  lease   string: "<consumer> <epoch>"
 KEYS[2]  meta    hash of the partition: "lease_epoch:<group>" counts the takes
 
@@ -24,7 +28,8 @@ local lease_key, meta_key = KEYS[1], KEYS[2]
 local op, group = ARGV[1], ARGV[2]
 
 if op == "take" then
-  if redis.call("EXISTS", lease_key) == 1 then return false end
+  local holder = redis.call("GET", lease_key)
+  if holder and string.sub(holder, 1, #ARGV[3] + 1) ~= ARGV[3] .. " " then return false end
   local epoch = redis.call("HINCRBY", meta_key, "lease_epoch:" .. group, 1)
   local token = ARGV[3] .. " " .. epoch
   redis.call("SET", lease_key, token, "PX", ARGV[4])
