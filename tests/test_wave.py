@@ -12,8 +12,9 @@ import pytest
 
 from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
+from streamcalc.state import KeyView, Slots
 from streamcalc.values import Value
-from streamcalc.wave import BatchResult, BatchView, Slots, WavePlan, run_wave
+from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 T0 = 1_700_000_000_000
 
@@ -52,23 +53,26 @@ class Outcome:
 
 
 def waves(graph_toml: str, *entries: tuple[int, dict[str, Value]]) -> Outcome:
-    """Run one wave per ``(ts, readings)`` entry, in order, in one batch from empty state."""
+    """Run one wave per ``(ts, readings)`` entry, in order, in one batch from empty state.
+
+    The entries have the empty key, so they share one key's view of the state (S11).
+    """
     graph = parse_graph_text(graph_toml, "<test>")
     plan = WavePlan(graph)
     empty: dict[str, Slots] = {name: [None] * len(node.args) for name, node in graph.nodes.items()}
-    view = BatchView(empty)
+    view = KeyView(empty)
     result = BatchResult()
     ids = [f"{i + 1}-0" for i in range(len(entries))]
     for entry_id, (ts, readings) in zip(ids, entries, strict=True):
         run_wave(plan, Entry(entry_id, ts, tuple(readings.items())), view, result)
     index = {entry_id: i for i, entry_id in enumerate(ids)}
     return Outcome(
-        fired=[(node, value, ts, index[src]) for node, value, ts, src in result.fired],
-        latest=dict(result.latest),
+        fired=[(node, value, ts, index[src]) for node, value, ts, src, _ in result.fired],
+        latest=dict(view.latest),
         errors=[
             (index[entry.id], node, message) for entry, node, message in result.function_errors
         ],
-        slots={node: list(slots) for node, slots in view.read.items()},
+        slots={node: list(slots) for node, slots in view.working.items()},
         changed=set(view.changed),
         readings=result.readings,
         late=result.late,
