@@ -6,7 +6,12 @@ crashes there with probability p each time. Points, in batch order:
 ``after_read`` (entries delivered, nothing computed), ``mid_wave`` (inside a
 wave, after its first derived node fired), ``after_eval`` (waves computed,
 nothing written), ``before_commit`` (commit arguments built), ``after_commit``
-(committed, before the worker's own bookkeeping).
+(committed, before the worker's own bookkeeping). Points of a change of hands
+(:data:`HANDOVER_POINTS`): ``after_take`` (a partition's lease taken, nothing
+claimed), ``after_claim`` (its pending entries claimed, none processed),
+``before_release`` (about to give a lease back), ``mid_route`` (some entries of
+``sc:{NS}:in`` moved to their partitions, not all) and ``after_route`` (all moved,
+none acknowledged).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import random
 import signal
 
 POINTS = ("after_read", "mid_wave", "after_eval", "before_commit", "after_commit")
+HANDOVER_POINTS = ("after_take", "after_claim", "before_release", "mid_route", "after_route")
 
 _point = os.environ.get("STREAMCALC_FAULT", "")
 #: False in production: hot loops test this before calling :func:`reached`.

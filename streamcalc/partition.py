@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis
 
-from streamcalc import metrics
+from streamcalc import faults, metrics
 from streamcalc.engine import Batch, Engine, RawEntry
 from streamcalc.errors import RedisStateError
 from streamcalc.keys import Keys
@@ -57,6 +57,7 @@ class Tenure:
         if token is None:
             return False
         self.engine.token = token
+        faults.reached("after_take")
         self._ensure_group()
         self.engine.reload_graph()
         if self.engine.graph is None:  # the worker saw a graph before it took any partition
@@ -65,6 +66,7 @@ class Tenure:
                 "(restarted without persistence, or keys deleted): load the graph again"
             )
         claimed = self.engine.claim_all()
+        faults.reached("after_claim")
         if claimed:
             metrics.CLAIMED.inc(claimed)
         self.recovering = True
@@ -81,6 +83,7 @@ class Tenure:
         s = self.settings
         self.engine.close()
         if self.token:
+            faults.reached("before_release")
             self.engine.scripts.release_lease(s.group, self.token)
             self.log.info("partition handed over")
         self.engine.token = ""

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from streamcalc import metrics
+from streamcalc import faults, metrics
 from streamcalc.engine import RawEntry
 from streamcalc.errors import EntryError, LeaseLost, RedisStateError
 from streamcalc.keys import Namespace, partition_of
@@ -60,9 +60,11 @@ class Router(Tenure):
         if token is None:
             return False
         self.engine.token = token
+        faults.reached("after_take")
         self._ensure_group()
         self.engine.graph_version = graph_version(self.client, self.keys)
         self.engine.claim_all()
+        faults.reached("after_claim")
         self.recovering = True
         self.log.info("routing taken", token=token)
         return True
@@ -99,8 +101,11 @@ class Router(Tenure):
             if _TS not in fields[0::2]:
                 fields = [*fields, _TS, str(id_ms(text_id)).encode()]
             by_target.setdefault(target, []).append((text_id, fields))
-        for target, moving in sorted(by_target.items()):
+        for i, (target, moving) in enumerate(sorted(by_target.items())):
+            if i:
+                faults.reached("mid_route")
             self.targets[target].route(moving)
+        faults.reached("after_route")
         self._finish([entry_id.decode() for entry_id, _ in entries], dead)
 
     def _finish(self, ids: list[str], dead: list[tuple[str, list[bytes], str]]) -> None:
