@@ -53,6 +53,17 @@ def split_field(field: str) -> tuple[str, str]:
     return (key, node) if sep else ("", field)
 
 
+class _Key:
+    """A key of a partition: its prefix and a fixed suffix, read as an attribute."""
+
+    def __init__(self, suffix: str, doc: str) -> None:
+        self.suffix = suffix
+        self.__doc__ = doc
+
+    def __get__(self, keys: Keys, owner: type[Keys]) -> str:
+        return keys.prefix + self.suffix
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """The key names of one partition (``partition`` None: the namespace's own ``sc:{NS}:``)."""
@@ -75,50 +86,15 @@ class Keys:
         """The partition's name in metrics, logs and ``status``: its number, or ``-``."""
         return "-" if self.partition is None else str(self.partition)
 
-    @property
-    def input(self) -> str:
-        """Stream of input entries; producers XADD here."""
-        return self.prefix + "in"
-
-    @property
-    def output(self) -> str:
-        """Stream of derived values, one entry per fired value."""
-        return self.prefix + "out"
-
-    @property
-    def dead(self) -> str:
-        """Stream of dead letters."""
-        return self.prefix + "dead"
-
-    @property
-    def graph(self) -> str:
-        """Hash: node name -> canonical JSON definition of a derived node."""
-        return self.prefix + "graph"
-
-    @property
-    def meta(self) -> str:
-        """Hash: graph version, hash and load time; ``partitions`` in the namespace's own."""
-        return self.prefix + "meta"
-
-    @property
-    def slots(self) -> str:
-        """Hash: state field of a derived node -> its argument slots."""
-        return self.prefix + "slots"
-
-    @property
-    def latest(self) -> str:
-        """Hash: state field of a node -> ``"<ts> <json value>"``, its latest value (S1)."""
-        return self.prefix + "latest"
-
-    @property
-    def fresh(self) -> str:
-        """Hash: node -> newest ts of its values over all keys (the staleness gauge's source)."""
-        return self.prefix + "fresh"
-
-    @property
-    def key_index(self) -> str:
-        """Sorted set: key -> newest ts of its values (key search, stalest keys)."""
-        return self.prefix + "keys"
+    input = _Key("in", "Stream of input entries; producers XADD here.")
+    output = _Key("out", "Stream of derived values, one entry per fired value.")
+    dead = _Key("dead", "Stream of dead letters.")
+    graph = _Key("graph", "Hash: node name -> canonical JSON definition of a derived node.")
+    meta = _Key("meta", "Hash: graph version, hash, load time; ``partitions`` in the root's.")
+    slots = _Key("slots", "Hash: state field of a derived node -> its argument slots.")
+    latest = _Key("latest", 'Hash: state field of a node -> ``"<ts> <json>"``, its latest (S1).')
+    fresh = _Key("fresh", "Hash: node -> newest ts of its values over all keys (staleness).")
+    key_index = _Key("keys", "Sorted set: key -> newest ts of its values (search, stalest).")
 
     def lease(self, group: str) -> str:
         """String: ``"<consumer> <epoch>"`` of the worker of ``group`` that owns the partition."""

@@ -26,21 +26,13 @@ from streamcalc.settings import Settings
 class Tenure:
     """A partition owned by this worker: the engine that processes it under the lease."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        settings: Settings,
-        consumer: str,
-        log: Any,
-        partitions: int,
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self.settings = settings
-        self.consumer = consumer
-        self.log = log.bind(partition=keys.label)
-        self.engine = Engine(client, keys, settings, consumer, self.log, partitions=partitions)
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client: redis.Redis = engine.client
+        self.keys: Keys = engine.keys
+        self.settings: Settings = engine.settings
+        self.consumer: str = engine.consumer
+        self.log: Any = engine.log
         self.newest = "0-0"
         """The newest ID of the partition's input seen when it had nothing new: wait after it."""
         self.recovering = True
@@ -59,12 +51,7 @@ class Tenure:
         self.engine.token = token
         faults.reached("after_take")
         self._ensure_group()
-        self.engine.reload_graph()
-        if self.engine.graph is None:  # the worker saw a graph before it took any partition
-            raise RedisStateError(
-                f"Redis at {s.safe_url} has no graph for partition {self.keys.label} "
-                "(restarted without persistence, or keys deleted): load the graph again"
-            )
+        self._load_graph()
         claimed = self.engine.claim_all()
         faults.reached("after_claim")
         if claimed:
@@ -72,6 +59,16 @@ class Tenure:
         self.recovering = True
         self.log.info("partition taken", token=token, claimed=claimed)
         return True
+
+    def _load_graph(self) -> None:
+        """Load the partition's graph, with an empty state cache."""
+        self.engine.reload_graph()
+        if self.engine.graph is None:  # the worker saw a graph before it took any partition
+            raise RedisStateError(
+                f"Redis at {self.settings.safe_url} has no graph for partition "
+                f"{self.keys.label} (restarted without persistence, or keys deleted): "
+                "load the graph again"
+            )
 
     def renew(self) -> bool:
         """Extend the lease; False when it was lost (expired and taken, or deleted)."""

@@ -15,18 +15,14 @@ becomes a dead letter of ``sc:{NS}:dead``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import redis
 
 from streamcalc import faults, metrics
-from streamcalc.engine import RawEntry
+from streamcalc.engine import Engine, RawEntry
 from streamcalc.errors import EntryError, LeaseLost, RedisStateError
 from streamcalc.keys import Namespace, partition_of
 from streamcalc.messages import decode_key, id_ms
 from streamcalc.partition import Tenure
 from streamcalc.scripts import CommitRequest, DeadLetter, Scripts
-from streamcalc.settings import Settings
 from streamcalc.store import graph_version
 
 _KEY = b"@key"
@@ -44,30 +40,15 @@ def route_target(fields: list[bytes], partitions: int) -> int:
 class Router(Tenure):
     """The routing stream in the hands of the worker that owns partition 0."""
 
-    def __init__(
-        self, client: redis.Redis, settings: Settings, consumer: str, log: Any, partitions: int
-    ) -> None:
-        root = Namespace(settings.ns).root
-        super().__init__(client, root, settings, consumer, log, 1)
-        self.log = log.bind(partition="router")
+    def __init__(self, engine: Engine, partitions: int) -> None:
+        super().__init__(engine)
         self.partitions = partitions
-        self.targets = [Scripts(client, k) for k in Namespace(settings.ns).partitions(partitions)]
+        layout = Namespace(self.settings.ns).partitions(partitions)
+        self.targets = [Scripts(self.client, keys) for keys in layout]
 
-    def take(self) -> bool:
-        """Take the routing stream's lease, then claim what the previous router left pending."""
-        s = self.settings
-        token = self.engine.scripts.take_lease(s.group, self.consumer, s.lease_ms)
-        if token is None:
-            return False
-        self.engine.token = token
-        faults.reached("after_take")
-        self._ensure_group()
+    def _load_graph(self) -> None:
+        """The router evaluates nothing: it needs only the graph version its commits check."""
         self.engine.graph_version = graph_version(self.client, self.keys)
-        self.engine.claim_all()
-        faults.reached("after_claim")
-        self.recovering = True
-        self.log.info("routing taken", token=token)
-        return True
 
     def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
         """Move what waits in the routing stream; returns the entries moved."""

@@ -25,8 +25,9 @@ import redis
 import structlog
 
 from streamcalc import metrics
+from streamcalc.engine import Engine
 from streamcalc.errors import LeaseLost
-from streamcalc.keys import Namespace
+from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure
 from streamcalc.router import Router
@@ -210,8 +211,7 @@ class Worker:
                 self.owned.pop(p).lost()
                 changed = True
         for p in sorted(target - set(self.owned)):
-            keys = self.namespace.partition(p, self.partitions)
-            tenure = Tenure(self.client, keys, self.settings, self.consumer, self.log, count)
+            tenure = Tenure(self._engine(self.namespace.partition(p, count), count))
             if tenure.take():
                 self.owned[p] = tenure
                 changed = True
@@ -231,9 +231,13 @@ class Worker:
             self.router.lost()
             self.router = None
         if routes and self.router is None:
-            router = Router(self.client, self.settings, self.consumer, self.log, self.partitions)
+            router = Router(self._engine(self.keys, 1, "router"), self.partitions)
             if router.take():
                 self.router = router
+
+    def _engine(self, keys: Keys, partitions: int, label: str = "") -> Engine:
+        log = self.log.bind(partition=label or keys.label)
+        return Engine(self.client, keys, self.settings, self.consumer, log, partitions=partitions)
 
     # -- processing ----------------------------------------------------------------------------
 

@@ -68,15 +68,16 @@ def _dot_quote(text: str) -> str:
 
 
 def _dot(graph: Graph) -> str:
-    lines = ["digraph streamcalc {", "  rankdir=LR;", "  node [shape=box];"]
-    lines += [f"  {_dot_quote(name)} [shape=ellipse];" for name in sorted(graph.inputs)]
-    for name in graph.order:
-        lines.append(f"  {_dot_quote(name)} [label={_dot_quote(formula(graph.nodes[name]))}];")
-    for name in graph.order:
-        for position, arg in enumerate(graph.nodes[name].args):
-            lines.append(f'  {_dot_quote(arg)} -> {_dot_quote(name)} [label="{position}"];')
-    lines.append("}")
-    return "\n".join(lines)
+    return _diagram(
+        graph,
+        ["digraph streamcalc {", "  rankdir=LR;", "  node [shape=box];"],
+        lambda name: f"  {_dot_quote(name)} [shape=ellipse];",
+        lambda name, label: f"  {_dot_quote(name)} [label={_dot_quote(label)}];",
+        lambda arg, name, position: (
+            f'  {_dot_quote(arg)} -> {_dot_quote(name)} [label="{position}"];'
+        ),
+        ["}"],
+    )
 
 
 def _mermaid_quote(text: str) -> str:
@@ -87,14 +88,31 @@ def _mermaid_quote(text: str) -> str:
 def _mermaid(graph: Graph) -> str:
     # Mermaid ids cannot hold dots (and "end" is a keyword): number the nodes instead.
     ids = {name: f"n{i}" for i, name in enumerate([*sorted(graph.inputs), *graph.order])}
-    lines = ["flowchart LR"]
-    lines += [f"  {ids[name]}([{_mermaid_quote(name)}])" for name in sorted(graph.inputs)]
-    for name in graph.order:
-        lines.append(f"  {ids[name]}[{_mermaid_quote(formula(graph.nodes[name]))}]")
+    return _diagram(
+        graph,
+        ["flowchart LR"],
+        lambda name: f"  {ids[name]}([{_mermaid_quote(name)}])",
+        lambda name, label: f"  {ids[name]}[{_mermaid_quote(label)}]",
+        lambda arg, name, position: f'  {ids[arg]} -->|"{position}"| {ids[name]}',
+        [],
+    )
+
+
+def _diagram(
+    graph: Graph,
+    head: list[str],
+    input_line: Callable[[str], str],
+    node_line: Callable[[str, str], str],
+    edge_line: Callable[[str, str, int], str],
+    tail: list[str],
+) -> str:
+    """Inputs, then derived nodes by rank with their formulas, then one edge per argument."""
+    lines = [*head, *(input_line(name) for name in sorted(graph.inputs))]
+    lines += [node_line(name, formula(graph.nodes[name])) for name in graph.order]
     for name in graph.order:
         for position, arg in enumerate(graph.nodes[name].args):
-            lines.append(f'  {ids[arg]} -->|"{position}"| {ids[name]}')
-    return "\n".join(lines)
+            lines.append(edge_line(arg, name, position))
+    return "\n".join([*lines, *tail])
 
 
 _RENDERERS: dict[str, Callable[[Graph], str]] = {
