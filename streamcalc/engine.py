@@ -355,6 +355,8 @@ class Engine:
         metrics.READINGS.inc(result.readings)
         metrics.DERIVED.inc(len(result.fired))
         metrics.LATE_READINGS.inc(result.late)
+        if result.unknown:
+            metrics.UNKNOWN_READINGS.inc(result.unknown)
         metrics.EXPIRED_ARGS.inc(result.expired)
         if result.function_errors:
             metrics.FUNCTION_ERRORS.inc(len(result.function_errors))

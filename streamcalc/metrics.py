@@ -37,6 +37,10 @@ FUNCTION_ERRORS = Counter("streamcalc_function_errors", "Node functions that fai
 LATE_READINGS = Counter(
     "streamcalc_late_readings", "Values older than the slot they were meant for (S2)."
 )
+UNKNOWN_READINGS = Counter(
+    "streamcalc_unknown_readings",
+    "Readings of names that are not nodes of the graph (not stored, S1).",
+)
 EXPIRED_ARGS = Counter("streamcalc_expired_args", "Argument slots emptied by their TTL (S3).")
 CLAIMED = Counter("streamcalc_claimed", "Entries claimed from idle consumers.")
 CONFLICTS = Counter(

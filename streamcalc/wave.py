@@ -29,6 +29,8 @@ class BatchResult:
     function_errors: list[tuple[Entry, str, str]] = field(default_factory=list)
     """(entry, node, message) for every node whose function failed (S8)."""
     readings: int = 0
+    unknown: int = 0
+    """Readings of names that are not nodes of the graph: not stored, trigger nothing (S1)."""
     late: int = 0
     expired: int = 0
 
@@ -38,10 +40,11 @@ class WavePlan:
 
     ``feeds``: node -> ((derived parent, argument position, parent's rank), ...);
     ``derived``: derived node -> (ttl in ms, consume mode?, its evaluate function);
-    ``generations``: derived node -> generation of its definition (stored with its slots).
+    ``generations``: derived node -> generation of its definition (stored with its slots);
+    ``known``: every node name of the graph.
     """
 
-    __slots__ = ("derived", "feeds", "generations", "graph")
+    __slots__ = ("derived", "feeds", "generations", "graph", "known")
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -53,6 +56,8 @@ class WavePlan:
             name: (node.ttl_ms, node.mode == "consume", graph.function(name))
             for name, node in graph.nodes.items()
         }
+        self.known = frozenset(graph.nodes) | graph.inputs
+        """Every node of the graph: a reading of any other name is unknown."""
         self.generations: dict[str, bytes] = {
             name: generation(text) for name, text in graph.definitions().items()
         }
@@ -66,8 +71,12 @@ def run_wave(plan: WavePlan, entry: Entry, view: KeyView, result: BatchResult) -
     ts = entry.ts
     dirty: list[tuple[int, str]] = []
     queued: set[str] = set()
+    known = plan.known
     for node, value in entry.readings:
-        _apply(plan, view, result, node, value, ts, dirty, queued)
+        if node in known:
+            _apply(plan, view, result, node, value, ts, dirty, queued)
+        else:
+            result.unknown += 1
     result.readings += len(entry.readings)
     while dirty:
         _, node = heappop(dirty)

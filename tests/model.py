@@ -103,6 +103,8 @@ class Model:
         self.dead.append((src, None))
 
     def _deliver(self, node: str, value: Any, ts: int, touched: set[str]) -> None:
+        if node not in self.nodes and node not in self.feeds:
+            return  # not a node of the graph: not stored, triggers nothing (S1)
         if node not in self.latest or ts >= self.latest[node][0]:
             self.latest[node] = (ts, value)
         for name, i in self.feeds.get(node, ()):

@@ -242,14 +242,18 @@ def test_worker_picks_up_a_new_graph(redis_url: str, r: redis.Redis, ns: str, ke
     assert [v for _, v, _, _ in outputs(r, keys)] == [2, 200]
 
 
-def test_input_without_parents_updates_latest_only(
+def test_readings_of_unknown_names_are_counted_not_stored(
     redis_url: str, r: redis.Redis, ns: str, keys: Keys
 ) -> None:
+    from streamcalc import metrics
+
     load(r, ns, SEED)
-    send(r, keys, T0, humidity=40.5)
+    before = metrics.UNKNOWN_READINGS._value.get()
+    send(r, keys, T0, humidity=40.5, C=1)
     drain(redis_url, ns)
     assert outputs(r, keys) == []
-    assert latest_values(r, keys)["humidity"] == (T0, 40.5)
+    assert latest_values(r, keys) == {"C": (T0, 1)}  # S1: not stored, triggers nothing
+    assert metrics.UNKNOWN_READINGS._value.get() - before == 1
 
 
 def test_entry_id_time_is_the_default_ts(

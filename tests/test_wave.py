@@ -152,16 +152,18 @@ def test_a_diamond_fires_its_bottom_once_per_wave_with_both_new_sides() -> None:
 
 def test_latest_value_replaced_only_by_an_equal_or_newer_ts() -> None:
     got = waves(
-        '[nodes.S]\nexpr = "X + 1"\n',
+        '[nodes.S]\nexpr = "X + 1"\n[nodes.T]\nexpr = "Y * 2"\nmode = "latest"\n',
         (T0 + 500, {"X": 10}),
         (T0 + 100, {"X": 99}),  # older: the latest value stays
         (T0 + 100, {"Y": 1}),
         (T0 + 100, {"Y": 2}),  # same ts: the later one wins
+        (T0 + 100, {"humidity": 3}),  # not a node of the graph: not stored (S1)
     )
     assert got.latest["X"] == (T0 + 500, 10)
     assert got.latest["Y"] == (T0 + 100, 2)
     assert got.latest["S"] == (T0 + 500, 11)
-    assert got.readings == 4
+    assert "humidity" not in got.latest
+    assert got.readings == 5
 
 
 def test_a_fired_value_updates_the_latest_value_only_when_newer() -> None:
