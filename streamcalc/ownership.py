@@ -13,7 +13,9 @@ whose lease is gone, so two owners never both emit a wave.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import redis
@@ -54,3 +56,38 @@ class Membership:
         """End this worker's membership at once (a clean stop); returns the members left."""
         live = self._script(keys=[self.key], args=[self.consumer, 0])
         return [m.decode() for m in cast(list[bytes], live)]
+
+
+class LeaseKeeper:
+    """Renews a worker's membership and leases from a thread of its own, every tick.
+
+    So a batch that takes longer than a lease (a slow plugin, a huge graph) does
+    not lose its partition in the middle, and nobody claims its entries from
+    under it. A worker whose loop makes no progress for ``--stuck-after`` is
+    not kept alive: ``alive()`` says no, renewals stop, and its partitions move
+    to the others within a lease.
+    """
+
+    def __init__(self, renew: Callable[[], None], interval: float, alive: Callable[[], bool]):
+        self._renew = renew
+        self._interval = interval
+        self._alive = alive
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        """Start renewing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (the worker then hands its leases over itself)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            if not self._alive():
+                continue
+            with contextlib.suppress(redis.RedisError):  # the worker's loop reports Redis trouble
+                self._renew()

@@ -28,7 +28,7 @@ from streamcalc import metrics
 from streamcalc.engine import Engine
 from streamcalc.errors import LeaseLost
 from streamcalc.keys import Keys, Namespace
-from streamcalc.ownership import Membership, assignment, tick_seconds
+from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure
 from streamcalc.router import Router
 from streamcalc.settings import Settings
@@ -90,6 +90,9 @@ class Worker:
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
         self.redis_ok = False
+        self._held: tuple[Tenure, ...] = ()
+        """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
+        self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -126,8 +129,12 @@ class Worker:
         """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
         self.log.info("worker started")
-        while not self.stopping:
-            self._resilient(self.step)
+        self._keeper.start()
+        try:
+            while not self.stopping:
+                self._resilient(self.step)
+        finally:
+            self._keeper.stop()
         self._resilient(self.leave)
         self.log.info("worker stopped")
 
@@ -182,12 +189,23 @@ class Worker:
         routing: list[Tenure] = [self.router] if self.router is not None else []
         return [*routing, *self.owned.values()]
 
+    def _renew_held(self) -> None:
+        """The lease keeper's tick (its own thread): renew membership and every lease held."""
+        self.membership.renew()
+        for tenure in self._held:
+            if tenure.token:
+                tenure.renew()
+
+    def _making_progress(self) -> bool:
+        return time.monotonic() - self.last_progress <= self.settings.stuck_after
+
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
         for tenure in self._tenures():
             tenure.release()
         self.owned.clear()
         self.router = None
+        self._held = ()
         self.membership.leave()
         metrics.PARTITIONS_OWNED.set(0)
 
@@ -216,6 +234,7 @@ class Worker:
                 self.owned[p] = tenure
                 changed = True
         self._rebalance_router()
+        self._held = tuple(self._tenures())
         if changed:
             metrics.REBALANCES.inc()
             self.log.info("partitions owned", partitions=sorted(self.owned), members=len(members))
@@ -273,6 +292,7 @@ class Worker:
                 self.router = None
             else:
                 self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
+            self._held = tuple(self._tenures())
             self._next_tick = 0.0
             return 0
 
