@@ -25,8 +25,9 @@ import redis
 from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
-from streamcalc.errors import EntryError, LeaseLost, RedisStateError
+from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
+from streamcalc.graph.plugins import PluginPolicy
 from streamcalc.keys import Keys, partition_of, state_field
 from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.scripts import (
@@ -39,7 +40,7 @@ from streamcalc.scripts import (
 )
 from streamcalc.settings import Settings
 from streamcalc.state import BatchView, StateCache, decode_slots, encode_slots
-from streamcalc.store import fetch_graph
+from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import Value, value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
@@ -87,12 +88,26 @@ class Engine:
         self.graph: Graph | None = None
         self.graph_version = "0"
         self._plan: WavePlan | None = None
+        self.unrunnable = ""
+        """Why the stored graph cannot run here ("" when it can)."""
         self.cache = StateCache(settings.cache_keys)
+        self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
 
     def reload_graph(self) -> None:
-        """Fetch the stored graph; drop all cached slot state (it may belong to the old graph)."""
-        version, graph = fetch_graph(self.client, self.keys, self.settings.function_timeout_s)
+        """Fetch the stored graph; drop all cached slot state (it may belong to the old graph).
+
+        A stored graph this worker cannot run leaves the engine without one and
+        ``unrunnable`` saying why (never an older graph in its place).
+        """
+        try:
+            version, graph = fetch_graph(self.client, self.keys, self.plugins)
+        except GraphError as exc:
+            self.graph, self._plan, self.unrunnable = None, None, str(exc)
+            self.graph_version = graph_version(self.client, self.keys)
+            self.cache.clear()
+            return
+        self.unrunnable = ""
         if self.graph is not None and graph is None:
             raise RedisStateError(
                 f"the graph vanished from Redis at {self.settings.safe_url} "
@@ -210,6 +225,8 @@ class Engine:
         (not yet known) had succeeded.
         """
         faults.reached("after_read")
+        if self.unrunnable:
+            raise GraphUnrunnable(self.unrunnable)
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
         raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw

@@ -35,6 +35,11 @@ class RedisStateError(StreamcalcError):
     """Redis answered, but its state is not what streamcalc expects (no graph, lost data)."""
 
 
+class GraphUnrunnable(StreamcalcError):
+    """The stored graph cannot run here (an untrusted or missing plugin, a broken
+    definition): the partition pauses until a runnable graph is loaded."""
+
+
 class LeaseLost(StreamcalcError):
     """This worker no longer holds a partition's lease: it must stop working on it."""
 

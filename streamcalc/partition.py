@@ -18,7 +18,7 @@ import redis
 
 from streamcalc import faults, metrics
 from streamcalc.engine import Batch, Engine, RawEntry
-from streamcalc.errors import RedisStateError
+from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
 from streamcalc.settings import Settings
 
@@ -36,6 +36,7 @@ class Tenure:
         self.newest = "0-0"
         """The newest ID of the partition's input seen when it had nothing new: wait after it."""
         self.recovering = True
+        self._retry_at = 0.0
 
     @property
     def token(self) -> str:
@@ -63,7 +64,9 @@ class Tenure:
     def _load_graph(self) -> None:
         """Load the partition's graph, with an empty state cache."""
         self.engine.reload_graph()
-        if self.engine.graph is None:  # the worker saw a graph before it took any partition
+        if self.engine.unrunnable:
+            self.log.error("graph cannot run here; partition paused", error=self.engine.unrunnable)
+        elif self.engine.graph is None:  # the worker saw a graph before it took any partition
             raise RedisStateError(
                 f"Redis at {self.settings.safe_url} has no graph for partition "
                 f"{self.keys.label} (restarted without persistence, or keys deleted): "
@@ -111,7 +114,34 @@ class Tenure:
     # -- reading -------------------------------------------------------------------------------
 
     def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
-        """Process what is there for up to about ``budget_s``; returns the entries processed."""
+        """Process what is there for up to about ``budget_s``; returns the entries processed.
+
+        While the stored graph cannot run here, nothing is read (nothing is lost
+        either: entries wait in the stream, or pending for this consumer).
+        """
+        if self.engine.unrunnable and not self._resume():
+            return 0
+        try:
+            return self._step(budget_s, stopping)
+        except GraphUnrunnable as exc:  # a graph load arrived mid-pump
+            self.log.error("graph cannot run here; partition paused", error=str(exc))
+            self.recovering = True
+            return 0
+
+    def _resume(self) -> bool:
+        """Try the stored graph again (at most once a second); True when it runs now."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + 1.0
+        self.engine.reload_graph()
+        if self.engine.unrunnable:
+            return False
+        self.log.info("graph runs again; partition resumed")
+        self.recovering = True
+        return True
+
+    def _step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
         processed = 0
         if self.recovering:
             processed += self.drain_own_pending(stopping)

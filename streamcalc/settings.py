@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_keys: int = 100_000
     """Most keys whose slot state a worker keeps in memory, per partition it owns (S11)."""
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+    plugins: tuple[str, ...] = ()
+    """Modules (and their submodules) whose plugin functions this worker imports and runs."""
 
     @property
     def stuck_after(self) -> float:

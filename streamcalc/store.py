@@ -9,9 +9,10 @@ import redis
 
 from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
+from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
 from streamcalc.scripts import Scripts
-from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S, mask_url
+from streamcalc.settings import mask_url
 from streamcalc.values import Value, decode_value
 
 
@@ -135,13 +136,13 @@ def graph_version(client: redis.Redis, keys: Keys) -> str:
 
 
 def fetch_graph(
-    client: redis.Redis, keys: Keys, function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+    client: redis.Redis, keys: Keys, plugins: PluginPolicy = NO_PLUGINS
 ) -> tuple[str, Graph | None]:
     """The stored graph version and graph (None when no graph was ever loaded), read atomically.
 
     The version is read before and after the graph (no MULTI: Redis refuses a
     transaction while it is out of memory, and reads need none).
-    ``function_timeout_s`` bounds the graph's plugin functions (a worker's setting).
+    ``plugins``: which plugin modules may be imported (none by default).
     """
     while True:
         pipe = client.pipeline(transaction=False)
@@ -153,9 +154,7 @@ def fetch_graph(
             break
     if not definitions:
         return (version or b"0").decode(), None
-    return version.decode(), Graph.from_definitions(
-        definitions, function_timeout_s=function_timeout_s
-    )
+    return version.decode(), Graph.from_definitions(definitions, plugins=plugins)
 
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]

@@ -38,10 +38,14 @@ _QUICK_DEATH_S = 5.0
 
 
 def child_command(settings: Settings, consumer: str, log_level: str) -> list[str]:
-    """The command line of one child worker (the Redis URL travels in the environment)."""
+    """The command line of one child worker (the Redis URL travels in the environment).
+
+    ``-P``: the child does not put the current directory first on its module
+    path, so a file there can never shadow a module the worker imports.
+    """
     s = settings
     command = [
-        sys.executable, "-m", "streamcalc", "worker",
+        sys.executable, "-P", "-m", "streamcalc", "worker",
         "--ns", s.ns, "--group", s.group, "--consumer", consumer,
         "--batch", str(s.batch), "--block-ms", str(s.block_ms),
         "--claim-idle", str(s.claim_idle_ms), "--max-deliveries", str(s.max_deliveries),
@@ -52,6 +56,8 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
         command.append("--export-values")
     command += ["--stuck-after", str(s.stuck_after_s)]
     command += ["--function-timeout", str(s.function_timeout_s)]
+    if s.plugins:
+        command += ["--plugins", ",".join(s.plugins)]
     if s.retain_ms is not None:
         command += ["--retain", f"{s.retain_ms}ms"]
     elif s.retain_len is not None:

@@ -26,7 +26,7 @@ import structlog
 
 from streamcalc import metrics
 from streamcalc.engine import Engine
-from streamcalc.errors import LeaseLost
+from streamcalc.errors import GraphError, LeaseLost
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure
@@ -109,6 +109,9 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, "redis unreachable"
+        paused = [t for t in self._held if t.engine.unrunnable]
+        if paused:
+            return False, f"graph cannot run: {paused[0].engine.unrunnable}"
         stuck_after = self.settings.stuck_after
         idle = time.monotonic() - self.last_progress
         if idle > stuck_after:
@@ -120,8 +123,11 @@ class Worker:
         ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
         self.redis_ok = True
         while not self.stopping:
-            if fetch_graph(self.client, self.keys)[1] is not None:
-                break
+            try:
+                if fetch_graph(self.client, self.keys)[1] is not None:
+                    break
+            except GraphError:
+                break  # a graph is stored; each partition pauses until one that runs is loaded
             self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
             self._stopping.wait(1.0)
 

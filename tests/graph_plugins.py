@@ -62,3 +62,8 @@ def nap(args: list[float]) -> float:
 
     time.sleep(1)
     return args[0]
+
+
+def exits(args: list[float]) -> float:
+    """A plugin that tries to end the worker."""
+    raise SystemExit(3)

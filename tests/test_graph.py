@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from streamcalc.graph import (
     render,
     valid_node_name,
 )
+from streamcalc.graph.plugins import PluginPolicy
 from streamcalc.values import Value
 
 SOURCE = "g.toml"
@@ -42,8 +44,12 @@ mode = "latest"
 """
 
 
-def parse(text: str) -> Graph:
-    return parse_graph_text(text, SOURCE)
+#: The tests' own plugin module, trusted and imported.
+TRUST = PluginPolicy(("graph_plugins",), load=True)
+
+
+def parse(text: str, plugins: PluginPolicy = TRUST) -> Graph:
+    return parse_graph_text(text, SOURCE, plugins)
 
 
 def node_toml(name: str, body: str) -> str:
@@ -393,12 +399,12 @@ def test_plugin_timeout_is_set_where_the_graph_is_compiled(
 ) -> None:
     monkeypatch.delenv("STREAMCALC_FUNCTION_TIMEOUT", raising=False)
     stored = fn_graph("graph_plugins:nap", "a").definitions()
-    graph = Graph.from_definitions(stored, function_timeout_s=0.2)
+    graph = Graph.from_definitions(stored, plugins=PluginPolicy(TRUST.trusted, True, 0.2))
     started = time.monotonic()
     message = function_error(lambda: graph.evaluate("R", [1]))
     assert time.monotonic() - started < 0.9
     assert message == "graph_plugins:nap timed out after 0.2s"
-    patient = Graph.from_definitions(stored, function_timeout_s=0)  # 0: no limit
+    patient = Graph.from_definitions(stored, plugins=PluginPolicy(TRUST.trusted, True, 0))
     assert patient.evaluate("R", [7]) == 7
 
 
@@ -412,9 +418,31 @@ def test_plugin_timeout_is_set_where_the_graph_is_compiled(
     ],
 )
 def test_unknown_plugins(fn: str, expected: str) -> None:
-    message = graph_error(node_toml("N", f'fn = "{fn}"\nargs = ["a"]'))
+    trusting = PluginPolicy(("graph_plugins", "no_such_module_xyz"), load=True)
+    with pytest.raises(GraphError) as info:
+        parse(node_toml("N", f'fn = "{fn}"\nargs = ["a"]'), trusting)
+    message = str(info.value)
     assert message.startswith("g.toml: node N: unknown function "), message
     assert expected in message, message
+
+
+def test_plugins_are_imported_only_from_trusted_modules() -> None:
+    text = node_toml("N", 'fn = "graph_plugins_untouched:f"\nargs = ["a"]')
+    graph = parse(text, PluginPolicy())  # the default imports nothing, so this checks out
+    assert "graph_plugins_untouched" not in sys.modules
+    assert "not loaded in this process" in function_error(lambda: graph.evaluate("N", [1]))
+    with pytest.raises(GraphError) as info:
+        parse(text, PluginPolicy(("graph_plugins",), load=True))
+    assert "module graph_plugins_untouched is not trusted" in str(info.value)
+    assert "graph_plugins_untouched" not in sys.modules
+    # a trusted package trusts its submodules, not a module whose name merely starts alike
+    assert PluginPolicy(("pkg",)).trusts("pkg.sub.mod")
+    assert not PluginPolicy(("pkg",)).trusts("pkgevil")
+
+
+def test_a_plugin_raising_system_exit_is_a_function_error() -> None:
+    graph = fn_graph("graph_plugins:exits", "a")
+    assert "raised SystemExit" in function_error(lambda: graph.evaluate("R", [1]))
 
 
 # --------------------------------------------------------------------------- expressions

@@ -14,7 +14,7 @@ def test_a_slow_batch_is_not_taken_over(redis_url: str, r: redis.Redis, ns: str)
     keys = Keys(ns)
     load(r, ns, SLOW)
     ids = [r.xadd(keys.input, {"X": str(i)}).decode() for i in range(3)]
-    slow = {"lease_ms": 300, "function_timeout_s": 5, "batch": 3}
+    slow = {"lease_ms": 300, "function_timeout_s": 5, "batch": 3, "plugins": ("graph_plugins",)}
     with Background(redis_url, ns, consumer="first", **slow):
         wait_for(lambda: r.get(keys.lease("streamcalc")) is not None)
         holder = r.get(keys.lease("streamcalc"))

@@ -196,6 +196,7 @@ def test_healthz_fails_when_the_worker_is_stuck(
         **env,
         "STREAMCALC_FUNCTION_TIMEOUT": "0",  # no cut-off: the plugin hangs the worker
         "STREAMCALC_STUCK_AFTER": "1",
+        "STREAMCALC_PLUGINS": "graph_plugins",
         "PYTHONPATH": os.path.dirname(__file__),
     }
     with worker(env, port, "--block-ms", "100") as proc:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import dead_letters, drain, load, outputs, wait_for
+from helpers import Background, dead_letters, drain, load, outputs, wait_for
 
 from streamcalc.keys import Keys
 from streamcalc.settings import Settings
@@ -36,6 +36,7 @@ def test_hanging_plugins_are_cut_off(r: redis.Redis, ns: str, env: dict[str, str
     env = {
         **env,
         "STREAMCALC_FUNCTION_TIMEOUT": "0.2",
+        "STREAMCALC_PLUGINS": "graph_plugins",
         "PYTHONPATH": str(Path(__file__).parent),
     }
     first = r.xadd(keys.input, {"X": "2", "Y": "3"}).decode()
@@ -70,14 +71,54 @@ def test_the_timeout_comes_from_the_settings(
     load(r, ns, '[nodes.N]\nfn = "graph_plugins:nap"\nargs = ["X"]\n')
     src = r.xadd(keys.input, {"X": "1"}).decode()
     started = time.monotonic()
-    drain(redis_url, ns, function_timeout_s=0.2)
+    drain(redis_url, ns, function_timeout_s=0.2, plugins=("graph_plugins",))
     assert time.monotonic() - started < 5
     [letter] = dead_letters(r, keys)
     assert (letter["@src"], letter["@node"]) == (src, "N")
     assert letter["@error"] == "graph_plugins:nap timed out after 0.2s"
 
 
-def test_worker_children_get_the_timeout() -> None:
-    settings = Settings(function_timeout_s=0.25)
+def test_worker_children_get_the_timeout_and_the_trusted_plugins() -> None:
+    settings = Settings(function_timeout_s=0.25, plugins=("a.b", "c"))
     command = child_command(settings, "c-0", "info")
     assert command[command.index("--function-timeout") + 1] == "0.25"
+    assert command[command.index("--plugins") + 1] == "a.b,c"
+    assert command[1:3] == ["-P", "-m"]  # the current directory cannot shadow a module
+
+
+def test_a_worker_refuses_plugins_it_was_not_told_to_trust(
+    r: redis.Redis, redis_url: str, ns: str
+) -> None:
+    keys = Keys(ns)
+    load(r, ns, '[nodes.E]\nfn = "graph_plugins:efficiency"\nargs = ["X", "Y"]\n')
+    r.xadd(keys.input, {"X": "2", "Y": "3"})
+    drain(redis_url, ns, plugins=("graph_plugins",))
+    assert [v for _, v, _, _ in outputs(r, keys)] == [1.5]
+    waiting = r.xadd(keys.input, {"X": "2", "Y": "4"}).decode()
+    with Background(redis_url, ns) as worker:  # no --plugins: it won't import graph_plugins
+        wait_for(lambda: "is not trusted" in worker.health()[1])
+        assert worker.health()[0] is False
+        time.sleep(0.5)
+        assert len(outputs(r, keys)) == 1 and r.xlen(keys.dead) == 0  # paused, nothing lost
+        load(r, ns, '[nodes.E]\nexpr = "X / Y"\n')  # a graph it can run: it goes on
+        wait_for(lambda: len(outputs(r, keys)) == 2)
+        assert worker.health() == (True, "ok")
+    assert outputs(r, keys)[1][1:] == (0.5, outputs(r, keys)[1][2], waiting)
+
+
+def test_a_broken_stored_definition_pauses_the_worker_until_a_good_graph(
+    r: redis.Redis, redis_url: str, ns: str
+) -> None:
+    keys = Keys(ns)
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    with Background(redis_url, ns) as worker:
+        r.xadd(keys.input, {"X": "1"})
+        wait_for(lambda: len(outputs(r, keys)) == 1)
+        r.hset(keys.graph, "S", b'{"name": "S", "args": ["X"], "ex')  # truncated
+        r.hincrby(keys.meta, "graph_version", 1)
+        r.xadd(keys.input, {"X": "2"})
+        wait_for(lambda: "bad stored definition" in worker.health()[1])
+        assert len(outputs(r, keys)) == 1  # never the older graph in its place
+        load(r, ns, '[nodes.S]\nexpr = "X + 10"\n')
+        wait_for(lambda: len(outputs(r, keys)) == 2)
+    assert outputs(r, keys)[1][1] == 12

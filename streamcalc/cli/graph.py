@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from streamcalc.cli.helpers import build_settings, redis_client
-from streamcalc.cli.options import Namespace, RedisUrl, option
+from streamcalc.cli.options import Namespace, RedisUrl, option, trusted
+from streamcalc.cli.options import Plugins as PluginsOption
 from streamcalc.errors import StreamcalcError, UsageError
+from streamcalc.graph.plugins import PluginPolicy
 from streamcalc.keys import Keys
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
@@ -19,12 +21,18 @@ GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
 
 
 @app.command("check")
-def graph_check(file: GraphFile) -> None:
-    """Validate a graph file offline."""
+def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
+    """Validate a graph file offline (importing plugins only from --plugins modules)."""
     from streamcalc.graph import parse_graph_file
 
-    graph = parse_graph_file(file)
+    graph = parse_graph_file(file, _policy(plugins))
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
+
+
+def _policy(plugins: str) -> PluginPolicy:
+    """Import nothing, unless told which modules to trust: then they must resolve."""
+    modules = trusted(plugins)
+    return PluginPolicy(modules, load=True) if modules else PluginPolicy()
 
 
 @app.command("load")
@@ -39,6 +47,7 @@ def graph_load(
             help="Partitions of the namespace (only for a new or empty one).",
         ),
     ] = None,
+    plugins: PluginsOption = "",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
@@ -46,7 +55,7 @@ def graph_load(
     from streamcalc.graph import parse_graph_file
     from streamcalc.store import partition_count, store_graph
 
-    graph = parse_graph_file(file)  # before Redis is touched
+    graph = parse_graph_file(file, _policy(plugins))  # before Redis is touched
     client = redis_client(build_settings(redis_url, ns))
     version = store_graph(client, ns, graph, partitions=partitions)
     count = partition_count(client, ns)

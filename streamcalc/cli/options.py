@@ -61,3 +61,21 @@ def duration_option(flag: str, help: str) -> Any:
 RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]
 Namespace = Annotated[str, option("--ns", help="Namespace: keys live under sc:{NS}:.")]
 JsonFlag = Annotated[bool, option("--json", help="Print JSON instead of text.")]
+Plugins = Annotated[
+    str,
+    option(
+        "--plugins",
+        help="Trusted plugin modules, comma-separated (each with its submodules); "
+        "no other module is ever imported.",
+    ),
+]
+
+
+def trusted(text: str) -> tuple[str, ...]:
+    """The modules of a ``--plugins`` option; a bad one is a UsageError (exit 2)."""
+    from streamcalc.graph.plugins import trusted_modules
+
+    try:
+        return trusted_modules(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from streamcalc.cli.helpers import build_settings
-from streamcalc.cli.options import Namespace, RedisUrl, duration, option
+from streamcalc.cli.options import Namespace, Plugins, RedisUrl, duration, option, trusted
 from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings
 
@@ -38,6 +38,7 @@ def worker(
     function_timeout: Annotated[
         float, option("--function-timeout", min=0, help="Plugin time limit, s (0: none).")
     ] = 1.0,
+    plugins: Plugins = "",
     cache_keys: Annotated[
         int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
     ] = 100_000,
@@ -84,6 +85,7 @@ def worker(
         lease_ms=lease_ms,
         cache_keys=cache_keys,
         function_timeout_s=function_timeout,
+        plugins=trusted(plugins),
         metrics_port=metrics_port,
         log_format=log_format,
         wait_s=wait,

@@ -12,8 +12,8 @@ import msgspec
 from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
 from streamcalc.graph.model import NodeDef, graph_error
+from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import check_acyclic, check_node, rank_nodes
-from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 from streamcalc.values import Value, normalize
 
 # Redis hands back bytes keys, callers may hold str keys: accept either (or a mix).
@@ -32,9 +32,9 @@ class Graph:
 
     ``Graph(nodes, source)`` validates the definitions (raising GraphError whose
     message names ``source`` and the node) and compiles each derived node's
-    function; ``parse_graph_text`` and ``from_definitions`` both end here. A
-    plugin function is cut off after ``function_timeout_s`` seconds (0: never):
-    a worker passes its ``Settings.function_timeout_s``.
+    function; ``parse_graph_text`` and ``from_definitions`` both end here.
+    ``plugins`` says which plugin modules may be imported (none by default) and
+    their timeout: a worker passes its ``Settings.plugin_policy``.
     """
 
     __slots__ = (
@@ -67,7 +67,7 @@ class Graph:
         nodes: Iterable[NodeDef],
         source: str = "<graph>",
         *,
-        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+        plugins: PluginPolicy = NO_PLUGINS,
     ) -> None:
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
@@ -78,7 +78,7 @@ class Graph:
             raise graph_error(source, "no nodes defined")
         formulas: dict[str, Formula] = {}
         for name in sorted(by_name):
-            formulas[name] = check_node(source, by_name[name], function_timeout_s)
+            formulas[name] = check_node(source, by_name[name], plugins)
         check_acyclic(source, by_name)
         rank = rank_nodes(by_name)
 
@@ -144,10 +144,10 @@ class Graph:
         defs: Mapping[_Key, bytes],
         source: str = "redis",
         *,
-        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+        plugins: PluginPolicy = NO_PLUGINS,
     ) -> Graph:
         """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it
-        and compiling its node functions (``function_timeout_s`` as in :class:`Graph`)."""
+        and compiling its node functions (``plugins`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
         for key, text in defs.items():
             try:
@@ -161,7 +161,7 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source, function_timeout_s=function_timeout_s)
+        return cls(nodes, source, plugins=plugins)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):

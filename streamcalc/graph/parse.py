@@ -12,6 +12,7 @@ import msgspec
 from streamcalc.durations import duration_ms
 from streamcalc.graph.compiled import Graph
 from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, NodeDef, graph_error
+from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import check_name, compile_expression
 
 #: The units a ttl is written in (SPEC §3); a bare number is seconds.
@@ -41,8 +42,11 @@ def parse_duration_ms(value: object) -> int:
     return duration_ms(value, number_unit="s", units=TTL_UNITS)
 
 
-def parse_graph_file(path: str | os.PathLike[str]) -> Graph:
-    """Read, decode and validate a graph file; every problem is a one-line GraphError."""
+def parse_graph_file(path: str | os.PathLike[str], plugins: PluginPolicy = NO_PLUGINS) -> Graph:
+    """Read, decode and validate a graph file; every problem is a one-line GraphError.
+
+    Plugins are imported (and must resolve) only as ``plugins`` allows.
+    """
     source = os.fspath(path)
     try:
         data = Path(path).read_bytes()
@@ -52,10 +56,10 @@ def parse_graph_file(path: str | os.PathLike[str]) -> Graph:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise graph_error(source, f"not UTF-8 text (byte {exc.start})") from None
-    return parse_graph_text(text, source)
+    return parse_graph_text(text, source, plugins)
 
 
-def parse_graph_text(text: str, source: str) -> Graph:
+def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS) -> Graph:
     """Validate graph TOML ``text``; ``source`` names the file in error messages."""
     try:
         document = tomllib.loads(text)
@@ -73,7 +77,7 @@ def parse_graph_text(text: str, source: str) -> Graph:
     if not tables:
         raise graph_error(source, "no nodes defined (add a [nodes.NAME] table)")
     nodes = [_node(source, name, tables[name], ttl_ms, mode) for name in sorted(tables)]
-    return Graph(nodes, source)
+    return Graph(nodes, source, plugins=plugins)
 
 
 def _defaults(source: str, table: object) -> tuple[int, str]:

@@ -1,8 +1,11 @@
 """Plugins: ``fn = "pkg.module:callable"`` resolved to a formula running user code under a timeout.
 
-The timeout is the compiling worker's (``Settings.function_timeout_s``), handed
-down through ``Graph(..., function_timeout_s=...)``; nothing here reads the
-environment.
+Whoever can write to Redis is not thereby trusted to run code on a worker: a
+:class:`PluginPolicy` says which modules a process trusts (``--plugins``, a
+module and its submodules) and whether it imports them at all. The default
+imports nothing: a graph with plugin nodes can be checked and stored, and only
+a process told to trust a plugin's module imports it. Nothing here reads the
+environment: the policy comes from :class:`~streamcalc.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
+
+import msgspec
 
 from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
@@ -24,6 +29,60 @@ Plugin: TypeAlias = Callable[[list[Value]], object]
 
 class UnknownFunction(Exception):
     """A function reference that names no usable function; the message says why."""
+
+
+class PluginPolicy(msgspec.Struct, frozen=True):
+    """Which plugin modules a process trusts, and whether it imports them.
+
+    ``trusted``: module names; each trusts its submodules too. ``load``: import
+    and resolve trusted plugins (a worker, or ``graph check --plugins``); when
+    False nothing is imported and plugin nodes are only checked for their form.
+    ``timeout_s``: a plugin call is cut off after this long (0: never).
+    """
+
+    trusted: tuple[str, ...] = ()
+    load: bool = False
+    timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+
+    def trusts(self, module: str) -> bool:
+        """True when ``module`` is a trusted module or a submodule of one."""
+        return any(module == t or module.startswith(t + ".") for t in self.trusted)
+
+    def formula(self, ref: str) -> Formula:
+        """The formula of plugin ``ref`` under this policy; UnknownFunction if refused."""
+        module, _, attr = ref.partition(":")
+        if not module or not attr:
+            raise UnknownFunction(
+                f"unknown function {ref}: a plugin is written pkg.module:function"
+            )
+        if not self.load:
+            return _not_loaded(ref)
+        if not self.trusts(module):
+            raise UnknownFunction(
+                f"plugin {ref}: module {module} is not trusted here "
+                "(start with --plugins or STREAMCALC_PLUGINS naming it)"
+            )
+        return resolve_plugin(ref, self.timeout_s)
+
+
+def trusted_modules(text: str) -> tuple[str, ...]:
+    """The modules of ``--plugins MOD[,MOD...]``; ValueError for a name that is no module name."""
+    modules = tuple(part.strip() for part in text.split(",") if part.strip())
+    for module in modules:
+        if not all(piece.isidentifier() for piece in module.split(".")):
+            raise ValueError(f"bad module name {module!r} in --plugins")
+    return modules
+
+
+#: Import no plugin: a graph can be checked and stored, not run.
+NO_PLUGINS = PluginPolicy()
+
+
+def _not_loaded(ref: str) -> Formula:
+    def run(args: Sequence[Value]) -> object:
+        raise FunctionError(f"{ref} is not loaded in this process (no --plugins)")
+
+    return run
 
 
 def resolve_plugin(ref: str, timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S) -> Formula:
@@ -75,7 +134,7 @@ def _plugin_formula(ref: str, plugin: Plugin, timeout_s: float) -> Formula:
             raise
         except _PluginTimeout:
             raise FunctionError(f"{ref} timed out after {timeout_s:g}s") from None
-        except Exception as exc:  # user code: whatever it raises is that node's failure
+        except BaseException as exc:  # user code: even SystemExit is that node's failure
             raise FunctionError(f"{ref} raised {describe(exc)}") from exc
         finally:
             if timed:

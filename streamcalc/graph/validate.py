@@ -20,8 +20,7 @@ from streamcalc.graph.model import (
     graph_error,
     valid_node_name,
 )
-from streamcalc.graph.plugins import UnknownFunction, resolve_plugin
-from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
+from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy, UnknownFunction
 
 # Slot timestamps are compared in Lua, whose numbers are doubles: stay exact.
 MAX_TTL_MS = MAX_MS
@@ -49,13 +48,8 @@ def compile_expression(source: str, node: str, text: str) -> CompiledExpression:
         raise graph_error(source, f"bad expression {shown!r}: {exc}", node) from None
 
 
-def check_node(
-    source: str, node: NodeDef, function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
-) -> Formula:
-    """Check one definition completely and compile its formula.
-
-    A plugin's formula is cut off after ``function_timeout_s`` seconds (0: never).
-    """
+def check_node(source: str, node: NodeDef, plugins: PluginPolicy = NO_PLUGINS) -> Formula:
+    """Check one definition completely and compile its formula (plugins as ``plugins`` allows)."""
     name = node.name
     check_name(source, name)
     if not 0 <= node.ttl_ms <= MAX_TTL_MS:
@@ -68,7 +62,7 @@ def check_node(
         if not valid_node_name(arg):
             raise graph_error(source, f"bad argument name {_quoted(arg)} ({_NAME_RULE})", name)
     if node.fn is not None:
-        return _fn_formula(source, node, node.fn, function_timeout_s)
+        return _fn_formula(source, node, node.fn, plugins)
     if node.expr is not None:
         compiled = compile_expression(source, name, node.expr)
         if compiled.args != node.args:
@@ -77,7 +71,7 @@ def check_node(
     raise graph_error(source, "neither fn nor expr given (a node has exactly one)", name)
 
 
-def _fn_formula(source: str, node: NodeDef, fn: str, timeout_s: float) -> Formula:
+def _fn_formula(source: str, node: NodeDef, fn: str, plugins: PluginPolicy) -> Formula:
     if not node.args:
         raise graph_error(source, f"fn {fn} with empty args", node.name)
     builtin = BUILTINS.get(fn)
@@ -89,7 +83,7 @@ def _fn_formula(source: str, node: NodeDef, fn: str, timeout_s: float) -> Formul
     if ":" not in fn:
         raise graph_error(source, f"unknown function {fn}{_suggest(fn)}", node.name)
     try:
-        return resolve_plugin(fn, timeout_s)
+        return plugins.formula(fn)
     except UnknownFunction as exc:
         raise graph_error(source, str(exc), node.name) from None
 
