@@ -249,7 +249,7 @@ class Engine:
         bad: list[tuple[str, str]] = []
         poison: dict[str, int] = {}
         limit = self.settings.max_deliveries
-        partitions = self.partitions
+        partitions, max_future = self.partitions, self.settings.max_future_ms
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
@@ -258,7 +258,7 @@ class Engine:
                 poison[entry_id.decode()] = delivered
                 continue
             try:
-                entry = decode_entry(entry_id, fields)
+                entry = decode_entry(entry_id, fields, max_future)
             except EntryError as exc:
                 bad.append((entry_id.decode(), str(exc)))
                 continue

@@ -23,7 +23,11 @@ MAX_FIELDS = 1024
 MAX_VALUE_BYTES = 64 * 1024
 #: Longest vector.
 MAX_VECTOR_LEN = 4096
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+_DIGITS = re.compile(rb"[0-9]{1,16}")
+#: Largest ``@ts``: every ts stays an exact double (JSON, Lua, Prometheus).
+MAX_TS = 2**53 - 1
+#: Default of ``--max-future``: how far an ``@ts`` may lie ahead of its entry's ID time.
+DEFAULT_MAX_FUTURE_MS = 5 * 60_000
 _INT_LIMIT = 2**63
 _json_decode = msgspec.json.Decoder().decode
 # Valid node names seen so far (bytes -> str), so each is checked once; bounded,
@@ -52,8 +56,14 @@ def id_ms(entry_id: bytes | str) -> int:
     return int(text.partition("-")[0])
 
 
-def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
-    """Decode one raw entry (``fields`` as the flat list Redis returns) or raise EntryError."""
+def decode_entry(
+    entry_id: bytes, fields: Sequence[bytes] | None, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+) -> Entry:
+    """Decode one raw entry (``fields`` as the flat list Redis returns) or raise EntryError.
+
+    An ``@ts`` more than ``max_future_ms`` ahead of the entry ID's time is refused
+    (0: no limit): a unit mistake (microseconds) would otherwise freeze its nodes.
+    """
     if fields is None:
         raise EntryError("entry was deleted from the stream before it was processed")
     if len(fields) > 2 * MAX_FIELDS:
@@ -86,9 +96,15 @@ def decode_entry(entry_id: bytes, fields: Sequence[bytes] | None) -> Entry:
         raise EntryError("entry carries no readings")
     text_id = entry_id.decode()
     ts = reserved.ts
+    arrived = id_ms(text_id)
+    if ts is not None and max_future_ms and ts - arrived > max_future_ms:
+        raise EntryError(
+            f"@ts {ts} lies {(ts - arrived) / 1000:.0f} s ahead of the entry's time "
+            f"(limit {max_future_ms / 1000:g} s; milliseconds since the epoch expected)"
+        )
     return Entry(
         text_id,
-        id_ms(text_id) if ts is None else ts,
+        arrived if ts is None else ts,
         tuple(readings.items()),
         reserved.src,
         reserved.key,
@@ -132,8 +148,10 @@ def decode_key(raw: bytes) -> str:
 
 
 def _decode_ts(raw: bytes) -> int:
-    if _DIGITS.fullmatch(raw) is None:
-        raise EntryError(f"@ts {_show(raw)} is not a non-negative integer of milliseconds")
+    if _DIGITS.fullmatch(raw) is None or int(raw) > MAX_TS:
+        raise EntryError(
+            f"@ts {_show(raw)} is not a non-negative integer of milliseconds (at most 2^53 - 1)"
+        )
     return int(raw)
 
 

@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_keys: int = 100_000
     """Most keys whose slot state a worker keeps in memory, per partition it owns (S11)."""
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+    max_future_ms: int = 5 * 60_000
+    """How far an entry's ``@ts`` may lie ahead of its ID time (0: no limit)."""
     plugins: tuple[str, ...] = ()
     """Modules (and their submodules) whose plugin functions this worker imports and runs."""
 

@@ -56,6 +56,7 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
         command.append("--export-values")
     command += ["--stuck-after", str(s.stuck_after_s)]
     command += ["--function-timeout", str(s.function_timeout_s)]
+    command += ["--max-future", f"{s.max_future_ms}ms"]
     if s.plugins:
         command += ["--plugins", ",".join(s.plugins)]
     if s.retain_ms is not None:

@@ -313,3 +313,18 @@ def test_worker_survives_script_flush(redis_url: str, r: redis.Redis, ns: str, k
         wait_for(lambda: len(outputs(r, keys)) == 60)
     assert [v for _, v, _, _ in outputs(r, keys)] == list(range(1, 61))
     assert dead_letters(r, keys) == []
+
+
+def test_an_at_ts_far_in_the_future_is_a_dead_letter(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\nmode = "latest"\n')
+    now_ms = int(r.time()[0]) * 1000
+    micros = r.xadd(keys.input, {"X": "1", "@ts": str(now_ms * 1000)}).decode()
+    soon = r.xadd(keys.input, {"X": "2", "@ts": str(now_ms + 60_000)}).decode()
+    fine = r.xadd(keys.input, {"X": "3", "@ts": str(now_ms + 1_000)}).decode()
+    drain(redis_url, ns, max_future_ms=30_000)
+    dead = {d["@src"]: d["@error"] for d in dead_letters(r, keys)}
+    assert set(dead) == {micros, soon}
+    assert all("ahead of the entry's time" in error for error in dead.values())
+    assert [(v, src) for _, v, _, src in outputs(r, keys)] == [(4, fine)]  # S is not frozen

@@ -129,7 +129,7 @@ def test_without_ts_the_entry_id_time_is_the_ts() -> None:
     assert decode(("C", "1"), entry_id=b"5-0").ts == 5
 
 
-@pytest.mark.parametrize("text", ["0", "1700000000000", "05", "9" * 18])
+@pytest.mark.parametrize("text", ["0", "1700000000000", "05", str(ID_MS + 300_000)])
 def test_ts_is_a_non_negative_integer_of_milliseconds(text: str) -> None:
     entry = decode(("C", "1"), ("@ts", text))
     assert entry.ts == int(text)
@@ -141,6 +141,24 @@ def test_ts_is_a_non_negative_integer_of_milliseconds(text: str) -> None:
 )
 def test_a_bad_ts_refuses_the_entry(text: str) -> None:
     assert "@ts" in rejected(("C", "1"), ("@ts", text))
+
+
+def test_ts_is_at_most_2_to_the_53_minus_1() -> None:
+    fields = [b"C", b"1", b"@ts", str(2**53 - 1).encode()]
+    assert decode_entry(ENTRY_ID, fields, max_future_ms=0).ts == 2**53 - 1
+    with pytest.raises(EntryError, match="at most 2"):
+        decode_entry(ENTRY_ID, [b"C", b"1", b"@ts", str(2**53).encode()], max_future_ms=0)
+
+
+def test_a_ts_far_ahead_of_the_entry_is_refused() -> None:
+    micros = str(ID_MS * 1000).encode()  # microseconds: the classic producer mistake
+    with pytest.raises(EntryError, match="ahead of the entry's time"):
+        decode_entry(ENTRY_ID, [b"C", b"1", b"@ts", micros])
+    ahead = [b"C", b"1", b"@ts", str(ID_MS + 60_001).encode()]
+    with pytest.raises(EntryError, match="limit 60 s"):
+        decode_entry(ENTRY_ID, ahead, max_future_ms=60_000)
+    assert decode_entry(ENTRY_ID, ahead, max_future_ms=60_001).ts == ID_MS + 60_001
+    assert decode_entry(ENTRY_ID, ahead, max_future_ms=0).ts == ID_MS + 60_001  # 0: no limit
 
 
 def test_ts_may_come_anywhere_among_the_fields() -> None:

@@ -36,8 +36,13 @@ def option(flag: str, *decls: str, help: str | None = None, scope: str = "", **k
     return typer.Option(flag, *decls, envvar=env_var(flag, scope), help=help, **kw)
 
 
-def duration(text: str, flag: str) -> int:
-    """Milliseconds of a duration option's text; a bad one is a UsageError (exit 2) naming it."""
+def duration(text: str | int, flag: str) -> int:
+    """Milliseconds of a duration option's text; a bad one is a UsageError (exit 2) naming it.
+
+    An int is an option's default, already in milliseconds.
+    """
+    if isinstance(text, int):
+        return text
     try:
         return duration_ms(text)
     except ValueError as exc:

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from streamcalc.cli.helpers import build_settings
-from streamcalc.cli.options import Namespace, Plugins, RedisUrl, duration, option, trusted
+from streamcalc.cli.options import (
+    Namespace,
+    Plugins,
+    RedisUrl,
+    duration,
+    duration_option,
+    option,
+    trusted,
+)
 from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings
 
@@ -39,6 +47,12 @@ def worker(
         float, option("--function-timeout", min=0, help="Plugin time limit, s (0: none).")
     ] = 1.0,
     plugins: Plugins = "",
+    max_future: Annotated[
+        int,
+        duration_option(
+            "--max-future", "How far an @ts may lie ahead of its entry's time (0: no limit)"
+        ),
+    ] = 5 * 60_000,
     cache_keys: Annotated[
         int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
     ] = 100_000,
@@ -86,6 +100,7 @@ def worker(
         cache_keys=cache_keys,
         function_timeout_s=function_timeout,
         plugins=trusted(plugins),
+        max_future_ms=max_future,
         metrics_port=metrics_port,
         log_format=log_format,
         wait_s=wait,
