@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import redis
-from helpers import drain, load
+from helpers import drain
 from model import Model, ModelNode
 
 from streamcalc.keys import Namespace
