@@ -149,13 +149,22 @@ def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms
             NODE_VALUE.labels(node).set(value)
 
 
-def serve(port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> HTTPServer:
-    """Serve ``GET /metrics`` and ``GET /healthz`` on ``port`` from a daemon thread.
+def serve(
+    port: int,
+    health: HealthCheck,
+    registry: CollectorRegistry = REGISTRY,
+    host: str = "0.0.0.0",
+) -> HTTPServer:
+    """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port`` from a daemon thread.
 
     ``/healthz`` answers 200 with ``ok`` when ``health()`` says so, else 503 with its reason.
+    A client gets 5 s to send its request (a half-open connection does not hold a
+    thread for long), and up to 128 connections wait to be accepted.
     """
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 5.0
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -174,6 +183,10 @@ def serve(port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY
         def log_message(self, format: str, *args: Any) -> None:
             pass  # scrapes every few seconds would drown the worker's own log
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128
+        daemon_threads = True
+
+    server = Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -12,12 +12,30 @@ DEFAULT_GROUP = "streamcalc"
 #: Longest a plugin function may run, in seconds (0 = no limit).
 DEFAULT_FUNCTION_TIMEOUT_S = 1.0
 
-_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
+_PASSWORD_PARAM = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#\s]*")
 
 
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs and messages)."""
-    return _PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (safe for logs).
+
+    Masks user-info passwords in any letter case of the scheme, including ones
+    that hold an unescaped ``@`` (the user-info ends at the last ``@`` of the
+    authority), and ``password=`` (``pass=``, ``pwd=``) query parameters.
+    """
+    return _URL.sub(lambda m: _mask_one(m.group(0)), text)
+
+
+def _mask_one(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    authority, tail = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+    at = authority.rfind("@")
+    if at >= 0:
+        userinfo, host = authority[:at], authority[at + 1 :]
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    return f"{scheme}://{authority}" + _PASSWORD_PARAM.sub(r"\1***", tail)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    """The interface of ``/metrics`` and ``/healthz`` (``127.0.0.1``: this host only)."""
     log_format: str = "auto"
     wait_s: float = 30.0
     export_values: bool = False

@@ -133,7 +133,12 @@ class Supervisor:
             from streamcalc.metrics import multiprocess_registry, serve
 
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.state_dir / "metrics")
-            serve(self.settings.metrics_port, self.health, multiprocess_registry())
+            serve(
+                self.settings.metrics_port,
+                self.health,
+                multiprocess_registry(),
+                host=self.settings.metrics_host,
+            )
         try:
             for name in self.names:
                 self.spawn(name)

@@ -212,3 +212,24 @@ def test_metric_names_are_every_family_a_scrape_shows() -> None:
     scraped = set(re.findall(r"^# HELP (streamcalc_\w+)", text, re.MULTILINE))
     assert {name for name in scraped if not name.endswith("_created")} == METRIC_NAMES
     assert {"streamcalc_entries_total", "streamcalc_batch_seconds"} <= METRIC_NAMES
+
+
+def test_metrics_bind_the_chosen_interface_and_drop_silent_clients() -> None:
+    import socket
+
+    from streamcalc.metrics import serve
+
+    port = free_port()
+    server = serve(port, lambda: (True, "ok"), host="127.0.0.1")
+    try:
+        assert server.server_address == ("127.0.0.1", port)
+        assert healthz(port) == 200
+        silent = socket.create_connection(("127.0.0.1", port))
+        silent.settimeout(15)
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # the server gave up on the half-open request
+        assert time.monotonic() - started < 10
+        silent.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -59,6 +59,9 @@ def worker(
     metrics_port: Annotated[
         int | None, option("--metrics-port", help="Serve /metrics, /healthz.")
     ] = None,
+    metrics_host: Annotated[
+        str, option("--metrics-host", help="Interface of /metrics (127.0.0.1: this host only).")
+    ] = "0.0.0.0",
     log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
     log_level: Annotated[str, option("--log-level")] = "info",
     wait: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
@@ -102,6 +105,7 @@ def worker(
         plugins=trusted(plugins),
         max_future_ms=max_future,
         metrics_port=metrics_port,
+        metrics_host=metrics_host,
         log_format=log_format,
         wait_s=wait,
         export_values=export_values,
@@ -139,5 +143,5 @@ def _run_worker(settings: Settings) -> None:
     if settings.metrics_port is not None:
         from streamcalc.metrics import serve
 
-        serve(settings.metrics_port, w.health)
+        serve(settings.metrics_port, w.health, host=settings.metrics_host)
     w.run()
