@@ -328,3 +328,20 @@ def test_an_at_ts_far_in_the_future_is_a_dead_letter(
     assert set(dead) == {micros, soon}
     assert all("ahead of the entry's time" in error for error in dead.values())
     assert [(v, src) for _, v, _, src in outputs(r, keys)] == [(4, fine)]  # S is not frozen
+
+
+def test_a_dead_letter_keeps_a_bounded_prefix_of_an_oversized_entry(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    huge = b"[" + b"1," * 60_000 + b"1]"  # 120 KB: over the 64 KiB limit of one value
+    src = r.xadd(keys.input, {"X": huge, "Y": "2"}).decode()
+    small = r.xadd(keys.input, {"X": "true"}).decode()
+    drain(redis_url, ns)
+    (_, letter), (_, plain) = r.xrange(keys.dead)
+    assert letter[b"@src"].decode() == src
+    assert letter[b"X"] == huge[:256] and letter[b"Y"] == b"2"
+    assert letter[b"@truncated"] == b"1"
+    assert "keeps the first 256 bytes of 'X' (120003 bytes)" in letter[b"@error"].decode()
+    assert plain[b"@src"].decode() == small and b"@truncated" not in plain
+    assert plain[b"X"] == b"true"

@@ -21,6 +21,7 @@ import redis
 from redis.commands.core import Script
 
 from streamcalc.keys import Keys
+from streamcalc.messages import MAX_VALUE_BYTES
 
 ScriptArg = str | bytes | int | float
 
@@ -31,9 +32,15 @@ DEAD_NODE = b"@node"
 DEAD_DELIVERIES = b"@deliveries"
 #: An original entry's own ``@src`` is kept under this name in its dead letter.
 DEAD_IN_SRC = b"@in_src"
-DEAD_LETTER_FIELDS = frozenset({DEAD_ERROR, DEAD_SRC, DEAD_NODE, DEAD_DELIVERIES})
+#: Set on a dead letter that keeps only a prefix of its entry: it cannot be retried.
+DEAD_TRUNCATED = b"@truncated"
 #: Dead letters keep at most this many of an entry's fields (Lua's argument limit).
 DEAD_FIELDS_LIMIT = 2000
+#: ... and at most this many bytes of field values; a longer value keeps a prefix.
+DEAD_BYTES_LIMIT = 1024 * 1024
+#: The prefix an oversized value keeps (one over the entry limit, or past the budget).
+DEAD_VALUE_PREFIX = 256
+DEAD_LETTER_FIELDS = frozenset({DEAD_ERROR, DEAD_SRC, DEAD_NODE, DEAD_DELIVERIES, DEAD_TRUNCATED})
 
 _msgpack_encode = msgspec.msgpack.Encoder().encode
 
@@ -87,16 +94,39 @@ class CommitRequest:
         args: list[ScriptArg] = [self.group, self.consumer, self.graph_version, self.token]
         args += [payload, len(self.dead)]
         for letter in self.dead:
-            fields = list(letter.fields)
-            kept = fields[: 2 * DEAD_FIELDS_LIMIT]
-            error = letter.error
-            if len(kept) < len(fields):
-                error += (
-                    f" (dead letter keeps the first {DEAD_FIELDS_LIMIT} of "
-                    f"{len(fields) // 2} fields)"
-                )
+            kept, notes = _bounded(letter.fields)
+            error = letter.error + (f" (dead letter keeps {'; '.join(notes)})" if notes else "")
             args += [letter.src, error, letter.node, len(kept) // 2, *kept]
         return args
+
+
+def _bounded(fields: Sequence[bytes]) -> tuple[list[bytes], list[str]]:
+    """An entry's fields cut to a dead letter's limits, and what was cut, in words.
+
+    At most DEAD_FIELDS_LIMIT fields and DEAD_BYTES_LIMIT bytes of values; a
+    value over the entry limit, or past the budget, keeps its first
+    DEAD_VALUE_PREFIX bytes. Anything cut marks the letter ``@truncated``.
+    """
+    flat = list(fields)
+    kept: list[bytes] = []
+    notes: list[str] = []
+    if len(flat) > 2 * DEAD_FIELDS_LIMIT:
+        notes.append(f"the first {DEAD_FIELDS_LIMIT} of {len(flat) // 2} fields")
+        flat = flat[: 2 * DEAD_FIELDS_LIMIT]
+    budget = DEAD_BYTES_LIMIT
+    cut: list[str] = []
+    for i in range(0, len(flat) - 1, 2):
+        name, value = flat[i], flat[i + 1]
+        if len(value) > MAX_VALUE_BYTES or len(value) > budget:
+            cut.append(f"{name.decode('latin-1')[:40]!r} ({len(value)} bytes)")
+            value = value[:DEAD_VALUE_PREFIX]
+        budget = max(budget - len(value), 0)
+        kept += [name, value]
+    if cut:
+        notes.append(f"the first {DEAD_VALUE_PREFIX} bytes of {', '.join(cut[:5])}")
+    if notes:
+        kept += [DEAD_TRUNCATED, b"1"]
+    return kept, notes
 
 
 @dataclass(frozen=True, slots=True)
