@@ -194,12 +194,23 @@ def test_history_merges_every_partition_in_time_order_and_filters_by_key(
     for i in range(12):
         key = KEYS[i % P]
         sent.append((send(r, ns, key, f"{base + i}-0", X=str(i)), key, i))
+    neighbours = {"dev6": 2, "dev3": 1}  # other keys of the partitions of dev4 and dev1
+    assert {k: partition_of(k, P) for k in neighbours} == neighbours
+    for j, key in enumerate(neighbours):
+        send(r, ns, key, f"{base + 100 + j}-0", X=str(100 + j))
     drain(redis_url, ns)
 
     rows = ops.history(r, ops.layout(r, ns), "X", limit=None)
-    assert [(v.entry_id, v.key, v.value) for v in rows] == sent[::-1]
+    assert [(v.entry_id, v.key, v.value) for v in rows][2:] == sent[::-1]
+    assert [(v.key, v.value) for v in rows][:2] == [("dev3", 101), ("dev6", 100)]
     assert {v.partition for v in rows} == {0, 1, 2, 3}
-    assert [v.value for v in ops.history(r, ops.layout(r, ns), "X", limit=5)] == [11, 10, 9, 8, 7]
+    assert [v.value for v in ops.history(r, ops.layout(r, ns), "X", limit=5)] == [
+        101,
+        100,
+        11,
+        10,
+        9,
+    ]
     fired = ops.history(r, ops.layout(r, ns), "S", key=KEYS[1])
     assert [(v.value, v.key, v.partition, v.source) for v in fired] == [
         (10, "dev1", 1, "out"),
@@ -214,11 +225,11 @@ def test_history_merges_every_partition_in_time_order_and_filters_by_key(
         (6, "dev4", 2),
         (10, "dev4", 2),
     ]
-    code, out, _ = cli(capsys, redis_url, ns, "history", "X", "--limit", "3")
+    code, out, _ = cli(capsys, redis_url, ns, "history", "X", "--limit", "5")
     lines = out.splitlines()
     assert lines[0].split() == ["entry", "id", "source", "ts", "value", "key"]
-    assert [line.split()[0] for line in lines[1:]] == [s[0] for s in sent[-3:]]
-    assert [line.split()[-1] for line in lines[1:]] == [s[1] for s in sent[-3:]]
+    assert [line.split()[0] for line in lines[1:4]] == [s[0] for s in sent[-3:]]
+    assert [line.split()[-1] for line in lines[1:]] == [*(s[1] for s in sent[-3:]), "dev6", "dev3"]
 
 
 def test_tail_follows_every_partition_at_once(redis_url: str, r: redis.Redis, ns: str) -> None:
@@ -282,7 +293,7 @@ def test_tail_cli_follows_a_live_worker_on_every_partition(
         thread.start()
         time.sleep(0.3)  # the tail resolves '$' on every partition before it blocks
         for i in range(3):
-            for key in KEYS.values():
+            for key in [*KEYS.values(), "dev3"]:  # dev3 shares dev1's partition
                 send(r, ns, key, X=str(i))
         thread.join(timeout=10)
     assert codes == [0]
