@@ -432,7 +432,7 @@ def test_trim_keeps_what_a_partitions_group_has_not_acknowledged(
     one = part(ns, 1)
     late = [send(r, ns, KEYS[1], X=str(i)) for i in range(3)]
     r.xreadgroup("streamcalc", "other", {one.input: ">"}, count=1)  # pending; 2 undelivered
-    result = ops.trim_all(r, ops.layout(r, ns), max_len=0)
+    result = ops.trim(r, ops.layout(r, ns), max_len=0)
     assert [r.xlen(part(ns, p).input) for p in range(P)] == [0, 3, 0, 0]
     assert ids_of(r, one.input) == late
     assert result.partitions[1].streams["in"].floor == late[0]

@@ -34,7 +34,7 @@ def trim(
     if max_age_ms is None and max_len is None:
         raise UsageError("give --max-age, --max-len or both")
     client, shape = connect_namespace(redis_url, ns)
-    result = ops.trim_all(client, shape, max_age_ms=max_age_ms, max_len=max_len, dry_run=dry_run)
+    result = ops.trim(client, shape, max_age_ms=max_age_ms, max_len=max_len, dry_run=dry_run)
     show(
         result,
         as_json,

@@ -21,7 +21,7 @@ partitions.
 """
 
 from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
-from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim, trim_all
+from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
 from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Rates, Status, Totals, status
 from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
 from streamcalc.ops.streams import Layout, check_id, check_key, layout
@@ -54,5 +54,4 @@ __all__ = [
     "status",
     "tail",
     "trim",
-    "trim_all",
 ]

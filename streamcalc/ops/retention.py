@@ -70,7 +70,7 @@ def _limits(
 
 def trim(
     client: redis.Redis,
-    keys: Keys,
+    where: Keys | Layout,
     *,
     max_age_ms: int | None = None,
     max_len: int | None = None,
@@ -78,7 +78,11 @@ def trim(
     now_ms: int | None = None,
     chunk: int = TRIM_CHUNK,
 ) -> TrimResult:
-    """Drop old entries of one partition's ``in``, ``out`` and ``dead``, never one a group needs.
+    """Drop old entries of ``in``, ``out`` and ``dead``, never one a consumer group still needs.
+
+    ``where`` is one partition, or a namespace's :class:`Layout`: then every
+    partition and (``P > 1``) the routing stream, each stream bounded by
+    ``max_len`` on its own and every age measured against one clock reading.
 
     An entry goes when it is older than ``max_age_ms`` (by its ID, against
     ``now_ms``, default the server's clock) or when more than ``max_len``
@@ -93,44 +97,8 @@ def trim(
     blocked for long; safe to run while workers run, and from several places.
     """
     cutoff = _limits(client, max_age_ms, max_len, chunk, now_ms)
-    return TrimResult(dry_run, _trim_partition(client, keys, cutoff, max_len, dry_run, chunk))
-
-
-def _trim_partition(
-    client: redis.Redis, keys: Keys, cutoff: str, max_len: int | None, dry_run: bool, chunk: int
-) -> dict[str, StreamTrim]:
-    scripts = Scripts(client, keys)
-    streams: dict[str, StreamTrim] = {}
-    for name, key in stream_keys(keys):
-        removed = 0
-        request = TrimRequest(name == "in", cutoff, max_len, chunk, dry_run)
-        while True:
-            reply = scripts.trim(key, request)
-            removed += reply.removed
-            if not reply.more:
-                break
-            request = dataclasses.replace(request, after=reply.last, counted=removed)
-        length = int(client.xlen(key)) - (removed if dry_run else 0)
-        streams[name] = StreamTrim(key, removed, length, reply.floor)
-    return streams
-
-
-def trim_all(
-    client: redis.Redis,
-    where: Layout,
-    *,
-    max_age_ms: int | None = None,
-    max_len: int | None = None,
-    dry_run: bool = False,
-    now_ms: int | None = None,
-    chunk: int = TRIM_CHUNK,
-) -> TrimResult:
-    """:func:`trim` every partition of a namespace, and with ``P > 1`` its routing stream.
-
-    ``max_len`` bounds each stream of each partition; the age is measured
-    against one clock reading for all of them.
-    """
-    cutoff = _limits(client, max_age_ms, max_len, chunk, now_ms)
+    if isinstance(where, Keys):
+        return TrimResult(dry_run, _trim_partition(client, where, cutoff, max_len, dry_run, chunk))
     parts = [
         PartitionTrim(
             where.number(keys),
@@ -150,6 +118,25 @@ def trim_all(
         for name, key in stream_keys(where.root)
     }
     return TrimResult(dry_run, total, parts)
+
+
+def _trim_partition(
+    client: redis.Redis, keys: Keys, cutoff: str, max_len: int | None, dry_run: bool, chunk: int
+) -> dict[str, StreamTrim]:
+    scripts = Scripts(client, keys)
+    streams: dict[str, StreamTrim] = {}
+    for name, key in stream_keys(keys):
+        removed = 0
+        request = TrimRequest(name == "in", cutoff, max_len, chunk, dry_run)
+        while True:
+            reply = scripts.trim(key, request)
+            removed += reply.removed
+            if not reply.more:
+                break
+            request = dataclasses.replace(request, after=reply.last, counted=removed)
+        length = int(client.xlen(key)) - (removed if dry_run else 0)
+        streams[name] = StreamTrim(key, removed, length, reply.floor)
+    return streams
 
 
 def _lowest(floors: list[str | None]) -> str | None:

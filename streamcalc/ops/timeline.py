@@ -55,37 +55,39 @@ def _backwards(
     return pages(client, key, low, "+", page, reverse=True)
 
 
-def _readings(
-    rows: Iterable[StreamEntry], node: str, key: str | None, partition: int
+def _reading(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an input entry; None when the entry does not decode (dead)."""
+    flat = [part for pair in fields.items() for part in pair]
+    try:
+        entry = decode_entry(entry_id, flat)
+    except EntryError:
+        return None
+    return PastValue(entry.ts, dict(entry.readings)[node], entry.id, "in", entry.key)
+
+
+def _fired(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an output entry; None for another node's or a foreign entry."""
+    output = _output_or_none(fields)
+    if output is None or output.node != node:
+        return None
+    return PastValue(output.ts, output.value, entry_id.decode(), "out", output.key)
+
+
+def _values(
+    rows: Iterable[StreamEntry],
+    decode: Callable[[bytes, dict[bytes, bytes], str], PastValue | None],
+    node: str,
+    key: str | None,
+    partition: int,
 ) -> Iterator[PastValue]:
-    """Values of ``node`` (of ``key``, None: any) in input entries that decode."""
+    """The values of ``node`` (of ``key``, None: any) that ``decode`` finds in ``rows``."""
     field = node.encode()
     for entry_id, fields in rows:
         if field not in fields:
             continue
-        flat = [part for pair in fields.items() for part in pair]
-        try:
-            entry = decode_entry(entry_id, flat)
-        except EntryError:  # it went to dead letters: never a value
-            continue
-        if key is None or entry.key == key:
-            value = dict(entry.readings)[node]
-            yield PastValue(entry.ts, value, entry.id, "in", entry.key, partition)
-
-
-def _fired(
-    rows: Iterable[StreamEntry], node: str, key: str | None, partition: int
-) -> Iterator[PastValue]:
-    """Values of ``node`` (of ``key``, None: any) in output entries."""
-    field = node.encode()
-    for entry_id, fields in rows:
-        if field not in fields:
-            continue
-        output = _output_or_none(fields)
-        if output is not None and output.node == node and (key is None or output.key == key):
-            yield PastValue(
-                output.ts, output.value, entry_id.decode(), "out", output.key, partition
-            )
+        value = decode(entry_id, fields, node)
+        if value is not None and (key is None or value.key == key):
+            yield msgspec.structs.replace(value, partition=partition)
 
 
 def history(
@@ -114,8 +116,9 @@ def history(
     page = page_size(HISTORY_PAGE, 2 * len(readers))
     found: list[Iterator[PastValue]] = []
     for keys, number in readers:
-        found.append(_readings(_backwards(client, keys.input, since_ms, page), node, key, number))
-        found.append(_fired(_backwards(client, keys.output, since_ms, page), node, key, number))
+        for stream, decode in ((keys.input, _reading), (keys.output, _fired)):
+            rows = _backwards(client, stream, since_ms, page)
+            found.append(_values(rows, decode, node, key, number))
     merged = heapq.merge(*found, key=lambda v: (id_key(v.entry_id), v.partition), reverse=True)
     values: list[PastValue] = []
     for value in merged:
