@@ -39,7 +39,7 @@ class TrimResult(msgspec.Struct, frozen=True):
     For one partition, ``streams`` are its streams. For a namespace, each
     partition's are in ``partitions`` and ``streams`` sums them up: the
     namespace's own key, entries removed and left over all partitions, and the
-    lowest floor of any of them.
+    lowest floor of those that still hold entries.
     """
 
     dry_run: bool
@@ -113,7 +113,7 @@ def trim(
             key,
             sum(p.streams[name].removed for p in parts),
             sum(p.streams[name].length for p in parts),
-            _lowest([p.streams[name].floor for p in parts]),
+            _lowest([p.streams[name] for p in parts]),
         )
         for name, key in stream_keys(where.root)
     }
@@ -139,6 +139,8 @@ def _trim_partition(
     return streams
 
 
-def _lowest(floors: list[str | None]) -> str | None:
-    known = [f for f in floors if f is not None]
+def _lowest(streams: list[StreamTrim]) -> str | None:
+    """The lowest floor of the streams that still hold entries (else of all of them)."""
+    holding = [s.floor for s in streams if s.floor is not None and s.length]
+    known = holding or [s.floor for s in streams if s.floor is not None]
     return min(known, key=id_key) if known else None
