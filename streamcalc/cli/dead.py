@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from streamcalc import ops
-from streamcalc.cli.helpers import connect, show
+from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
@@ -25,20 +25,22 @@ def dead_list(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """List dead letters, oldest first.
+    """List dead letters of every partition, oldest first.
 
     --json prints a list of objects: id, error, src, node (null for a bad
-    entry), fields (the original entry's fields, as a retry re-queues them).
+    entry), fields (the original entry's fields, as a retry re-queues them),
+    partition (null for the routing stream's of a partitioned namespace).
     """
-    client, keys = connect(redis_url, ns)
-    letters = ops.dead_list(client, keys, count, from_id)
+    client, shape = connect_namespace(redis_url, ns)
+    letters = ops.dead_list(client, shape, count, from_id)
     show(
         letters,
         as_json,
-        ["id", "src", "node", "error", "fields"],
+        ["id", *(["partition"] if shape.routed else []), "src", "node", "error", "fields"],
         [
             [
                 letter.id,
+                *([_partition(letter.partition)] if shape.routed else []),
                 letter.src,
                 letter.node or "-",
                 letter.error,
@@ -48,6 +50,10 @@ def dead_list(
         ],
         empty="no dead letters",
     )
+
+
+def _partition(number: int | None) -> str:
+    return "router" if number is None else str(number)
 
 
 AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
@@ -61,12 +67,16 @@ def dead_retry(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Re-queue dead letters as new input entries (and delete them from the dead letters)."""
+    """Re-queue dead letters as new input entries (and delete them from the dead letters).
+
+    Each letter goes back to the input stream of its own partition; a given ID
+    is looked for in every partition's dead letters.
+    """
     if bool(ids) == everything:
         raise UsageError("give dead-letter IDs or --all, not both or neither")
     selected = None if everything else [ops.check_id(i) for i in ids or []]
-    client, keys = connect(redis_url, ns)
-    retried = ops.dead_retry(client, keys, selected)
+    client, shape = connect_namespace(redis_url, ns)
+    retried = ops.dead_retry(client, shape, selected)
     message = f"retried {retried} dead letter{'' if retried == 1 else 's'}"
     if selected is not None and retried < len(selected):
         message += f" ({len(selected) - retried} not found or without fields)"
@@ -83,10 +93,10 @@ def dead_purge(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Delete dead letters: the given IDs, those --older-than a duration, or --all."""
+    """Delete dead letters of every partition: the given IDs, those --older-than, or --all."""
     if sum((bool(ids), everything, older_than_ms is not None)) != 1:
         raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
     checked = [ops.check_id(i) for i in ids] if ids else None
-    client, keys = connect(redis_url, ns)
-    purged = ops.dead_purge(client, keys, checked, older_than_ms=older_than_ms)
+    client, shape = connect_namespace(redis_url, ns)
+    purged = ops.dead_purge(client, shape, checked, older_than_ms=older_than_ms)
     typer.echo(f"purged {purged} dead letter{'' if purged == 1 else 's'}")

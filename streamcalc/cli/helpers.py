@@ -18,6 +18,8 @@ from streamcalc.settings import Settings
 if TYPE_CHECKING:
     import redis
 
+    from streamcalc.ops import Layout
+
 
 def check_namespace(ns: str) -> str:
     """``ns`` if it is a valid namespace, else a UsageError (exit 2)."""
@@ -43,6 +45,14 @@ def redis_client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
 def connect(redis_url: str, ns: str) -> tuple[redis.Redis, Keys]:
     """A client and the namespace's keys: what most commands start with."""
     return redis_client(build_settings(redis_url, ns)), Keys(ns)
+
+
+def connect_namespace(redis_url: str, ns: str) -> tuple[redis.Redis, Layout]:
+    """A client and the namespace's partitions: what the commands that read them all start with."""
+    from streamcalc.ops import layout
+
+    client = redis_client(build_settings(redis_url, ns))
+    return client, layout(client, ns)
 
 
 def age(ms: int) -> str:

@@ -10,11 +10,17 @@ import msgspec
 import typer
 
 from streamcalc import ops
-from streamcalc.cli.helpers import connect, show, to_json
-from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
+from streamcalc.cli.helpers import connect_namespace, show, to_json
+from streamcalc.cli.options import (
+    JsonFlag,
+    KeyOption,
+    Namespace,
+    RedisUrl,
+    duration_option,
+    option,
+)
 from streamcalc.errors import UsageError
 from streamcalc.graph import valid_node_name
-from streamcalc.messages import OutputValue
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 from streamcalc.store import server_time_ms
 
@@ -25,26 +31,35 @@ def history(
         int | None, duration_option("--since", "Only entries written this long ago or later")
     ] = None,
     limit: Annotated[int, option("--limit", min=1, help="At most this many values.")] = 100,
+    key: KeyOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
     """Past values of a node from the streams (the newest --limit), oldest first.
 
-    Readings come from the input stream, fired values from the output stream.
-    --json prints a list of objects: ts, value, entry_id, source ("in" or "out").
+    Readings come from the input streams, fired values from the output streams,
+    of every partition (with --key, of that key's partition and only its values).
+    --json prints a list of objects: ts, value, entry_id, source ("in" or
+    "out"), key ("" for the empty key), partition.
     """
     if not valid_node_name(node):
         raise UsageError(f"bad node name {node!r}")
-    client, keys = connect(redis_url, ns)
+    if key is not None:
+        ops.check_key(key)
+    client, shape = connect_namespace(redis_url, ns)
     since = None if since_ms is None else server_time_ms(client) - since_ms
-    rows = ops.history(client, keys, node, since_ms=since, limit=limit)
+    rows = ops.history(client, shape, node, key=key, since_ms=since, limit=limit)
     rows.reverse()
+    keyed = any(r.key for r in rows)  # the key column only where there are keys to show
     show(
         rows,
         as_json,
-        ["entry id", "source", "ts", "value"],
-        [[r.entry_id, r.source, str(r.ts), to_json(r.value)] for r in rows],
+        ["entry id", "source", "ts", "value", *(["key"] if keyed else [])],
+        [
+            [r.entry_id, r.source, str(r.ts), to_json(r.value), *([r.key] if keyed else [])]
+            for r in rows
+        ],
         empty=f"no values of {node} in the streams",
     )
 
@@ -57,23 +72,31 @@ def tail(
     count: Annotated[
         int | None, option("--count", min=1, help="Stop after this many values.")
     ] = None,
+    node: Annotated[str | None, option("--node", help="Only this node's values.")] = None,
+    key: KeyOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Follow derived values as they are emitted (Ctrl-C ends it).
+    """Follow derived values of every partition as they are emitted (Ctrl-C ends it).
 
-    --json prints one object per line: id, node, value, ts, src.
+    --json prints one object per line: id, node, value, ts, src, key, partition.
     """
-    client, keys = connect(redis_url, ns)
+    if node is not None and not valid_node_name(node):
+        raise UsageError(f"bad node name {node!r}")
+    if key is not None:
+        ops.check_key(key)
+    if from_id not in ("$", "0"):
+        ops.check_id(from_id)
+    client, shape = connect_namespace(redis_url, ns)
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C (or SIGTERM) ends it, even when started with SIGINT ignored (a background job).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
     try:
-        for entry_id, output in ops.tail(client, keys, start=from_id):
-            typer.echo(_tail_line(entry_id, output, as_json))
+        for emitted in ops.tail(client, shape, start=from_id, node=node, key=key):
+            typer.echo(_tail_line(emitted, as_json))
             shown += 1
             if count is not None and shown >= count:
                 return
@@ -81,9 +104,11 @@ def tail(
         return
 
 
-def _tail_line(entry_id: str, output: OutputValue, as_json: bool) -> str:
+def _tail_line(emitted: ops.Emitted, as_json: bool) -> str:
+    output = emitted.output
     if as_json:
-        fields = {"id": entry_id, **msgspec.to_builtins(output)}
+        fields = {"id": emitted.id, **msgspec.to_builtins(output), "partition": emitted.partition}
         return to_json(fields)
     value = to_json(output.value)
-    return f"{entry_id:<20}  {output.node:<16}  {value:<16}  ts={output.ts}  src={output.src}"
+    line = f"{emitted.id:<20}  {output.node:<16}  {value:<16}  ts={output.ts}  src={output.src}"
+    return line + (f"  key={output.key}" if output.key else "")

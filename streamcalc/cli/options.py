@@ -66,6 +66,9 @@ def duration_option(flag: str, help: str) -> Any:
 RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]
 Namespace = Annotated[str, option("--ns", help="Namespace: keys live under sc:{NS}:.")]
 JsonFlag = Annotated[bool, option("--json", help="Print JSON instead of text.")]
+KeyOption = Annotated[
+    str | None, option("--key", help="An entry's @key: only that key's values.", show_default=False)
+]
 Plugins = Annotated[
     str,
     option(

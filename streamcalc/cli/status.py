@@ -1,33 +1,48 @@
-"""``streamcalc status``: streams, groups, consumers, pending, lag, dead letters and rates."""
+"""``streamcalc status``: partitions and their owners, streams, groups, lag, pending and rates."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 from streamcalc import ops
-from streamcalc.cli.helpers import age, connect, table, to_json
-from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl
-from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+from streamcalc.cli.helpers import age, connect_namespace, table, to_json
+from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, option
+from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL
+
+#: The text output lists at most this many partitions (those with the most lag); --json all.
+PARTITION_ROWS = 32
 
 
 def status(
+    group: Annotated[str, option("--group", help="Consumer group.")] = DEFAULT_GROUP,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Stream lengths, groups, consumers, pending, lag, dead letters and rates.
+    """Partitions and their owners, stream lengths, groups, consumers, pending, lag and rates.
 
     --json prints one object: ns, graph_version, streams (in, out, dead: key,
     length, first_id, last_id, groups: name, pending, last_delivered_id, lag,
-    lag_capped, consumers: name, pending, idle_ms), dead_letters, rates
-    (window_s, input_per_s, output_per_s, input_entries, output_values, estimated).
+    lag_capped, consumers: name, pending, idle_ms; summed over all partitions),
+    dead_letters, rates (window_s, input_per_s, output_per_s, input_entries,
+    output_values, estimated), group, partition_count, partitions (partition,
+    label, streams, group, owner: consumer, epoch, expires_in_ms or null, lag,
+    lag_capped, pending, consumers), router (the routing stream of a
+    partitioned namespace, like a partition; null otherwise), members (name,
+    expires_in_ms: the live workers of the group), totals (lag, lag_capped,
+    pending, owned).
     """
-    client, keys = connect(redis_url, ns)
-    snapshot = ops.status(client, keys)
+    client, shape = connect_namespace(redis_url, ns)
+    snapshot = ops.status(client, shape, group)
     if as_json:
         typer.echo(to_json(snapshot))
         return
-    typer.echo(f"namespace {snapshot.ns!r}, graph version {snapshot.graph_version}")
+    typer.echo(
+        f"namespace {snapshot.ns!r}, graph version {snapshot.graph_version}, "
+        f"{snapshot.partition_count} partition{'' if snapshot.partition_count == 1 else 's'}"
+    )
     typer.echo("")
     table(
         ["stream", "length", "first id", "last id"],
@@ -38,23 +53,22 @@ def status(
         right=[1],
     )
     for name, stream in snapshot.streams.items():
-        for group in stream.groups:
-            lag = (
-                "unknown" if group.lag is None else f"{group.lag}{'+' if group.lag_capped else ''}"
-            )
+        for info in stream.groups:
             typer.echo("")
             typer.echo(
-                f"group {group.name!r} on {name}: pending {group.pending}, lag {lag}, "
-                f"last delivered {group.last_delivered_id}"
+                f"group {info.name!r} on {name}: pending {info.pending}, "
+                f"lag {_lag(info.lag, info.lag_capped)}, last delivered {info.last_delivered_id}"
             )
-            if group.consumers:
+            if info.consumers:
                 table(
                     ["  consumer", "pending", "idle"],
-                    [[f"  {c.name}", str(c.pending), age(c.idle_ms)] for c in group.consumers],
+                    [[f"  {c.name}", str(c.pending), age(c.idle_ms)] for c in info.consumers],
                     right=[1, 2],
                 )
             else:
                 typer.echo("  no consumers")
+    typer.echo("")
+    _partitions(snapshot)
     rates = snapshot.rates
     about = "~" if rates.estimated else ""
     typer.echo("")
@@ -63,3 +77,45 @@ def status(
         f"out {about}{rates.output_per_s:.2f} values/s"
     )
     typer.echo(f"dead letters: {snapshot.dead_letters}")
+
+
+def _lag(lag: int | None, capped: bool) -> str:
+    return "-" if lag is None else f"{lag}{'+' if capped else ''}"
+
+
+def _partitions(snapshot: ops.Status) -> None:
+    """The partitions table: owner, lag, pending and stream lengths of each; then the totals."""
+    rows = [*snapshot.partitions, *([snapshot.router] if snapshot.router else [])]
+    most_lag = sorted(range(len(rows)), key=lambda i: -(rows[i].lag or 0))[:PARTITION_ROWS]
+    shown = [rows[i] for i in sorted(most_lag)]
+    totals = snapshot.totals or ops.Totals(0, False, 0, 0)
+    owner = "owner (expires in)"
+    table(
+        ["partition", owner, "lag", "pending", "in", "out", "dead", "consumers"],
+        [
+            [
+                p.label,
+                f"{p.owner.consumer} ({age(p.owner.expires_in_ms)})" if p.owner else "-",
+                _lag(p.lag, p.lag_capped),
+                str(p.pending),
+                *(str(p.streams[name].length) for name in ("in", "out", "dead")),
+                str(len(p.consumers)),
+            ]
+            for p in shown
+        ]
+        + [
+            [
+                "total",
+                f"{totals.owned} of {len(rows)} owned",
+                _lag(totals.lag, totals.lag_capped),
+                str(totals.pending),
+                *(str(snapshot.streams[name].length) for name in ("in", "out", "dead")),
+                "",
+            ]
+        ],
+        right=[2, 3, 4, 5, 6, 7],
+    )
+    if len(shown) < len(rows):
+        typer.echo(f"({len(rows) - len(shown)} more partitions with less lag: --json lists all)")
+    members = ", ".join(f"{m.name} ({age(m.expires_in_ms)})" for m in snapshot.members)
+    typer.echo(f"workers of group {snapshot.group!r}: {members or 'none'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from streamcalc import ops
-from streamcalc.cli.helpers import connect, show
+from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
@@ -25,14 +25,16 @@ def trim(
 ) -> None:
     """Drop old entries of in, out and dead, never one a consumer group has not acknowledged.
 
-    --json prints one object: dry_run, streams (in, out, dead: key, removed,
-    length, floor). floor is the lowest ID some group still needs (null: no
-    group on that stream; "0-0": no group on in yet, so nothing goes).
+    Every partition's streams are trimmed (--max-len bounds each stream of each
+    partition). --json prints one object: dry_run, streams (in, out, dead: key,
+    removed, length, floor; summed over the partitions), partitions (partition,
+    streams). floor is the lowest ID some group still needs (null: no group on
+    that stream; "0-0": no group on in yet, so nothing goes).
     """
     if max_age_ms is None and max_len is None:
         raise UsageError("give --max-age, --max-len or both")
-    client, keys = connect(redis_url, ns)
-    result = ops.trim(client, keys, max_age_ms=max_age_ms, max_len=max_len, dry_run=dry_run)
+    client, shape = connect_namespace(redis_url, ns)
+    result = ops.trim(client, shape, max_age_ms=max_age_ms, max_len=max_len, dry_run=dry_run)
     show(
         result,
         as_json,

@@ -1,4 +1,4 @@
-"""``streamcalc values``: the latest value of each node, with its ts and age."""
+"""``streamcalc values``: the latest value of each node of one key, with its ts and age."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ from typing import Annotated
 
 import typer
 
-from streamcalc.cli.helpers import age, connect, to_json
-from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl
+from streamcalc.cli.helpers import age, connect_namespace, to_json
+from streamcalc.cli.options import JsonFlag, KeyOption, Namespace, RedisUrl
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 
 def values(
     nodes: Annotated[list[str] | None, typer.Argument(help="Nodes (default: all).")] = None,
+    key: KeyOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Latest value of each node, with its ts and age."""
-    from streamcalc.store import latest_values
+    """Latest value of each node of a key (default: the empty key), with its ts and age.
 
-    client, keys = connect(redis_url, ns)
-    rows = latest_values(client, keys, nodes or None)
+    --json prints one object: node -> value, ts, age_s.
+    """
+    from streamcalc.ops import check_key
+    from streamcalc.store import fetch_graph, latest_values
+
+    if key is not None:
+        check_key(key)
+    client, shape = connect_namespace(redis_url, ns)
+    if not nodes:  # every node of the graph: one HMGET, however many keys the partition holds
+        graph = fetch_graph(client, shape.root)[1]
+        nodes = sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
+    rows = latest_values(client, shape.of_key(key or ""), nodes, key or "") if nodes else {}
     now_ms = int(time.time() * 1000)
     if as_json:
         out = {
@@ -33,7 +43,7 @@ def values(
         typer.echo(json.dumps(out, sort_keys=True))
         return
     if not rows:
-        typer.echo("no values yet")
+        typer.echo("no values yet" if key is None else f"no values of key {key!r} yet")
         return
     width = max(len(node) for node in rows)
     for node, (ts, value) in sorted(rows.items()):

@@ -1,40 +1,56 @@
 """Operator functions over a namespace's streams: what the operator commands of the CLI call.
 
 Pure library code: each function takes a redis client (bytes or text replies)
-and the namespace's :class:`~streamcalc.keys.Keys`, reads or changes Redis,
-and returns msgspec structs whose field names are also the keys of the CLI's
-``--json`` output. Writes that must not race a worker (re-queuing dead
-letters, trimming) run as Lua scripts (``scripts/dead_retry.lua``,
-``scripts/trim.lua``). One module a concern:
+and the keys it works on, reads or changes Redis, and returns msgspec structs
+whose field names are also the keys of the CLI's ``--json`` output. Writes
+that must not race a worker (re-queuing dead letters, trimming) run as Lua
+scripts (``scripts/dead_retry.lua``, ``scripts/trim.lua``) through their
+wrappers in :mod:`streamcalc.scripts`. One module a concern:
 
-- :mod:`~streamcalc.ops.snapshot`: ``status``, streams, groups, consumers, lag, rates;
+- :mod:`~streamcalc.ops.snapshot`: ``status``: partitions, owners, lag, members, rates;
+- :mod:`~streamcalc.ops.streaminfo`: streams, groups and consumers, read in pipelines;
 - :mod:`~streamcalc.ops.timeline`: ``history`` (past values) and ``tail`` (new ones);
 - :mod:`~streamcalc.ops.dead_letters`: list, retry and purge dead letters;
 - :mod:`~streamcalc.ops.retention`: ``trim``, also run by ``worker --retain``;
-- :mod:`~streamcalc.ops.streams`: the stream names and entry IDs they share.
+- :mod:`~streamcalc.ops.streams`: the namespace's layout, stream readers, entry IDs.
+
+Every function takes a partition's :class:`~streamcalc.keys.Keys` or a whole
+namespace's :class:`~streamcalc.ops.streams.Layout` (every partition, and with
+``P > 1`` the routing stream), so each command works the same on 1 or P
+partitions.
 """
 
 from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
-from streamcalc.ops.retention import StreamTrim, TrimResult, trim
-from streamcalc.ops.snapshot import ConsumerStatus, GroupStatus, Rates, Status, StreamStatus, status
-from streamcalc.ops.streams import check_id
-from streamcalc.ops.timeline import PastValue, history, tail
+from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
+from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Rates, Status, Totals, status
+from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
+from streamcalc.ops.streams import Layout, check_id, check_key, layout
+from streamcalc.ops.timeline import Emitted, PastValue, history, tail
 
 __all__ = [
     "ConsumerStatus",
     "DeadLetter",
+    "Emitted",
     "GroupStatus",
+    "Layout",
+    "Member",
+    "Owner",
+    "PartitionStatus",
+    "PartitionTrim",
     "PastValue",
     "Rates",
     "Status",
     "StreamStatus",
     "StreamTrim",
+    "Totals",
     "TrimResult",
     "check_id",
+    "check_key",
     "dead_list",
     "dead_purge",
     "dead_retry",
     "history",
+    "layout",
     "status",
     "tail",
     "trim",

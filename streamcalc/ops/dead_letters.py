@@ -1,62 +1,94 @@
-"""``streamcalc dead``: list, re-queue (``scripts/dead_retry.lua``) and purge dead letters."""
+"""``streamcalc dead``: list, re-queue (``dead_retry.lua``) and purge dead letters.
+
+Each function works on one partition's dead letters (a :class:`Keys`) or on
+a whole namespace (its :class:`Layout`: every partition's dead stream, and with
+``P > 1`` partitions the routing stream's). Dead-letter IDs are IDs of their
+own stream; a given ID is looked for in each of them.
+"""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Sequence
 
 import msgspec
 import redis
 
 from streamcalc.keys import Keys
-from streamcalc.ops.streams import as_text, check_id
-from streamcalc.scripts import script_source
-from streamcalc.store import read_range, server_time_ms
+from streamcalc.ops.streams import Layout, as_text, check_id, id_key, page_size, pages
+from streamcalc.scripts import (
+    DEAD_ERROR,
+    DEAD_IN_SRC,
+    DEAD_LETTER_FIELDS,
+    DEAD_NODE,
+    DEAD_SRC,
+    Scripts,
+)
+from streamcalc.store import StreamEntry, read_range, server_time_ms
 
 #: Dead-letter IDs handed to one dead_retry.lua call (or one XDEL).
 DEAD_CHUNK = 100
-
-_dead_retry_source = script_source("dead_retry")
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
     """One dead letter: why, which entry, and the entry's original fields."""
 
-    id: str  # the dead letter's own ID in sc:{NS}:dead
+    id: str  # the dead letter's own ID in its partition's dead stream
     error: str
     src: str  # ID of the input entry it came from
     node: str | None  # the node whose function failed; None for a bad entry
     fields: dict[str, str]  # the original entry's fields, as a retry re-queues them
+    partition: int | None = 0  # its partition; None: the routing stream's (P > 1)
 
 
-_LETTER_FIELDS = frozenset({b"@error", b"@src", b"@node", b"@deliveries"})
-
-
-def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes], partition: int | None) -> DeadLetter:
     original = {
-        ("@src" if name == b"@in_src" else as_text(name)): as_text(value)
+        ("@src" if name == DEAD_IN_SRC else as_text(name)): as_text(value)
         for name, value in fields.items()
-        if name not in _LETTER_FIELDS
+        if name not in DEAD_LETTER_FIELDS
     }
-    node = fields.get(b"@node")
+    node = fields.get(DEAD_NODE)
     return DeadLetter(
         id=entry_id.decode(),
-        error=as_text(fields.get(b"@error", b"")),
-        src=as_text(fields.get(b"@src", b"")),
+        error=as_text(fields.get(DEAD_ERROR, b"")),
+        src=as_text(fields.get(DEAD_SRC, b"")),
         node=as_text(node) if node is not None else None,
         fields=original,
+        partition=partition,
     )
 
 
+def _letters(rows: Iterable[StreamEntry], partition: int | None) -> Iterator[DeadLetter]:
+    for entry_id, fields in rows:
+        yield _dead_letter(entry_id, fields, partition)
+
+
+def _streams(where: Keys | Layout) -> list[tuple[Keys, int | None]]:
+    """(keys, partition number) of every dead stream of ``where``."""
+    if isinstance(where, Layout):
+        return [(k, where.number(k)) for k in where.everything()]
+    return [(where, where.partition or 0)]
+
+
 def dead_list(
-    client: redis.Redis, keys: Keys, count: int | None = 100, start: str = "-"
+    client: redis.Redis, where: Keys | Layout, count: int | None = 100, start: str = "-"
 ) -> list[DeadLetter]:
-    """Up to ``count`` dead letters (None: all), oldest first, from ``start`` (inclusive)."""
+    """Up to ``count`` dead letters (None: all), oldest first, from ``start`` (inclusive).
+
+    Over several dead streams the letters are merged by ID (time order) and
+    ``count`` bounds them all together.
+    """
     if start != "-":
         check_id(start)
-    return [
-        _dead_letter(entry_id, fields)
-        for entry_id, fields in read_range(client, keys.dead, start, count=count)
-    ]
+    streams = _streams(where)
+    page = page_size(count or 1000, len(streams))
+    letters = [_letters(pages(client, keys.dead, start, "+", page), n) for keys, n in streams]
+    found: list[DeadLetter] = []
+    for letter in heapq.merge(*letters, key=lambda d: (id_key(d.id), d.partition or -1)):
+        if count is not None and len(found) >= count:
+            break
+        found.append(letter)
+    return found
 
 
 def _dead_ids_until_now(client: redis.Redis, keys: Keys) -> Iterator[str]:
@@ -64,15 +96,8 @@ def _dead_ids_until_now(client: redis.Redis, keys: Keys) -> Iterator[str]:
     newest = read_range(client, keys.dead, count=1, reverse=True)
     if not newest:
         return
-    end = newest[0][0].decode()
-    start = "-"
-    while True:
-        rows = read_range(client, keys.dead, start, end, DEAD_CHUNK)
-        for entry_id, _ in rows:
-            yield entry_id.decode()
-        if len(rows) < DEAD_CHUNK:
-            return
-        start = "(" + rows[-1][0].decode()
+    for entry_id, _ in pages(client, keys.dead, "-", newest[0][0].decode(), DEAD_CHUNK):
+        yield entry_id.decode()
 
 
 def _chunks(ids: Iterable[str], size: int = DEAD_CHUNK) -> Iterator[list[str]]:
@@ -86,26 +111,29 @@ def _chunks(ids: Iterable[str], size: int = DEAD_CHUNK) -> Iterator[list[str]]:
         yield chunk
 
 
-def dead_retry(client: redis.Redis, keys: Keys, ids: Sequence[str] | None) -> int:
+def dead_retry(client: redis.Redis, where: Keys | Layout, ids: Sequence[str] | None) -> int:
     """Re-queue dead letters (``ids``, or every current letter when None); returns how many.
 
-    Each letter's original fields become a new input entry and the letter is
-    deleted, atomically (dead_retry.lua). Unknown IDs and letters without
-    original fields are skipped. ``None`` retries the letters that exist when
-    the call starts, so a retried entry that fails again is not retried again.
+    Each letter's original fields become a new input entry of the letter's own
+    partition (a letter of the routing stream goes back to the routing stream)
+    and the letter is deleted, atomically (dead_retry.lua). Unknown IDs and
+    letters without original fields are skipped. ``None`` retries the letters
+    that exist when the call starts, so a retried entry that fails again is
+    not retried again.
     """
-    selected = _dead_ids_until_now(client, keys) if ids is None else [check_id(i) for i in ids]
-    script = client.register_script(_dead_retry_source)
+    checked = None if ids is None else [check_id(i) for i in ids]
     retried = 0
-    for chunk in _chunks(selected):
-        reply = script(keys=[keys.dead, keys.input], args=chunk)
-        retried += int(reply[0])
+    for keys, _ in _streams(where):
+        selected = _dead_ids_until_now(client, keys) if checked is None else checked
+        scripts = Scripts(client, keys)
+        for chunk in _chunks(selected):
+            retried += scripts.dead_retry(chunk).retried
     return retried
 
 
 def dead_purge(
     client: redis.Redis,
-    keys: Keys,
+    where: Keys | Layout,
     ids: Sequence[str] | None = None,
     *,
     older_than_ms: int | None = None,
@@ -115,15 +143,21 @@ def dead_purge(
 
     With ``ids``: those letters. Else with ``older_than_ms``: every letter
     written more than that long before ``now_ms`` (default: the server's clock).
-    With neither: every letter (consumer groups on the stream, if any, stay).
+    With neither: every letter (consumer groups on the streams, if any, stay).
     """
-    if ids is not None:
-        checked = [check_id(i) for i in ids]
-        return sum(int(client.xdel(keys.dead, *chunk)) for chunk in _chunks(checked))
-    if older_than_ms is not None:
+    checked = None if ids is None else [check_id(i) for i in ids]
+    cutoff = None
+    if checked is None and older_than_ms is not None:
         now = server_time_ms(client) if now_ms is None else now_ms
         cutoff = now - older_than_ms
         if cutoff <= 0:
             return 0
-        return int(client.xtrim(keys.dead, minid=f"{cutoff}-0", approximate=False))
-    return int(client.xtrim(keys.dead, maxlen=0, approximate=False))
+    purged = 0
+    for keys, _ in _streams(where):
+        if checked is not None:
+            purged += sum(int(client.xdel(keys.dead, *chunk)) for chunk in _chunks(checked))
+        elif cutoff is not None:
+            purged += int(client.xtrim(keys.dead, minid=f"{cutoff}-0", approximate=False))
+        else:
+            purged += int(client.xtrim(keys.dead, maxlen=0, approximate=False))
+    return purged

@@ -1,49 +1,34 @@
-"""``streamcalc status``: a snapshot of a namespace's streams, groups, consumers, lag and rates."""
+"""``streamcalc status``: a snapshot of a namespace: its partitions, owners, lag and rates.
+
+Every partition is listed with its streams, its group's lag, pending entries
+and consumers, and its owner (the worker that holds its lease); with ``P > 1``
+partitions the routing stream is listed too, as ``router``. ``streams`` sums up
+every partition's streams of each name, so a script that reads the lag or the
+dead letters of the namespace reads the same fields whatever ``P`` is.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 import redis
 
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.messages import id_ms
-from streamcalc.ops.streams import as_text, stream_keys
-from streamcalc.store import count_after, read_range, server_time_ms
+from streamcalc.ops.streaminfo import ConsumerStatus, StreamStatus, combine, read_streams
+from streamcalc.ops.streams import Layout, as_text, layout, page_size, stream_keys
+from streamcalc.settings import DEFAULT_GROUP
+from streamcalc.store import StreamEntry, server_time_ms
+
+_NAMES = ("in", "out", "dead")
 
 #: Rates are measured over this window, ending at the Redis server's clock.
 RATE_WINDOW_MS = 60_000
-#: At most this many entries per stream are read to measure a rate; a busier
-#: window is estimated from the time span of its newest RATE_SAMPLE_CAP entries.
+#: At most this many entries (over all partitions) are read to measure a rate; a busier
+#: window is estimated from the time span of the newest entries read.
 RATE_SAMPLE_CAP = 10_000
-
-
-class ConsumerStatus(msgspec.Struct, frozen=True):
-    """One consumer of a group (XINFO CONSUMERS)."""
-
-    name: str
-    pending: int  # entries delivered to it and not yet acknowledged
-    idle_ms: int  # since its last read or claim
-
-
-class GroupStatus(msgspec.Struct, frozen=True):
-    """One consumer group of a stream (XINFO GROUPS)."""
-
-    name: str
-    pending: int  # delivered, not yet acknowledged
-    last_delivered_id: str
-    lag: int | None  # entries not yet delivered; None when unknown
-    lag_capped: bool  # lag was counted and reached store.LAG_COUNT_CAP: it is a lower bound
-    consumers: list[ConsumerStatus]
-
-
-class StreamStatus(msgspec.Struct, frozen=True):
-    """One stream: its length, oldest and newest entry IDs, and its groups."""
-
-    key: str
-    length: int
-    first_id: str | None
-    last_id: str | None
-    groups: list[GroupStatus]
 
 
 class Rates(msgspec.Struct, frozen=True):
@@ -54,14 +39,53 @@ class Rates(msgspec.Struct, frozen=True):
     output_per_s: float
     input_entries: int  # entries of `in` in the window (at most RATE_SAMPLE_CAP)
     output_values: int  # entries of `out` in the window (at most RATE_SAMPLE_CAP)
-    estimated: bool  # a window held more than RATE_SAMPLE_CAP entries: rate estimated
+    estimated: bool  # a window held more entries than were read: rate estimated
+
+
+class Owner(msgspec.Struct, frozen=True):
+    """The worker that holds a partition's lease, and for how much longer unless renewed."""
+
+    consumer: str
+    epoch: int  # counts the takes of this partition's lease: a new owner, a new epoch
+    expires_in_ms: int
+
+
+class PartitionStatus(msgspec.Struct, frozen=True):
+    """One partition (or, as ``router``, the routing stream): streams, group, owner."""
+
+    partition: int | None  # None: the routing stream sc:{NS}:in of a partitioned namespace
+    label: str  # as in the metrics' `partition` label: "-", "0".."P-1", "router"
+    streams: dict[str, StreamStatus]
+    group: str
+    owner: Owner | None  # None: no worker holds the lease
+    lag: int | None  # the group's: entries not yet delivered (None: no group yet)
+    lag_capped: bool
+    pending: int
+    consumers: list[ConsumerStatus]
+
+
+class Member(msgspec.Struct, frozen=True):
+    """A live worker of the group, and when its membership runs out unless renewed."""
+
+    name: str
+    expires_in_ms: int
+
+
+class Totals(msgspec.Struct, frozen=True):
+    """The group's lag and pending entries over every partition and the routing stream."""
+
+    lag: int
+    lag_capped: bool  # some lag was counted and reached its cap: the total is a lower bound
+    pending: int
+    owned: int  # partitions (and routing stream) that have an owner
 
 
 class Status(msgspec.Struct, frozen=True):
     """Everything ``streamcalc status`` shows; also its ``--json`` output.
 
-    ``streams`` has the keys ``in``, ``out`` and ``dead``; ``graph_version`` is
-    ``"0"`` when no graph was ever loaded.
+    ``streams`` has the keys ``in``, ``out`` and ``dead`` (with ``P > 1``, each
+    the sum over the partitions and the routing stream, keyed by the namespace's
+    own stream); ``graph_version`` is ``"0"`` when no graph was ever loaded.
     """
 
     ns: str
@@ -69,77 +93,130 @@ class Status(msgspec.Struct, frozen=True):
     streams: dict[str, StreamStatus]
     dead_letters: int
     rates: Rates
+    group: str = DEFAULT_GROUP
+    partition_count: int = 1
+    partitions: list[PartitionStatus] = msgspec.field(default_factory=list)
+    router: PartitionStatus | None = None
+    members: list[Member] = msgspec.field(default_factory=list)
+    totals: Totals | None = None
 
 
-def status(client: redis.Redis, keys: Keys) -> Status:
-    """A snapshot of the namespace: streams, groups, consumers, lag, dead letters, rates.
+def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP) -> Status:
+    """A snapshot of the namespace: every partition's streams, group, owner; rates, members.
 
-    Each part is read separately (not one atomic snapshot); that is what an
-    operator's view needs, and it never blocks Redis for long.
+    ``where`` is the namespace's :class:`Layout` (or the keys of its root,
+    whose layout is then read). Each part is read separately (not one atomic
+    snapshot); that is what an operator's view needs, and it never blocks
+    Redis for long: every step is one pipeline over all partitions.
     """
-    pipe = client.pipeline(transaction=False)
-    pipe.hget(keys.meta, "graph_version")
-    for _, key in stream_keys(keys):
-        pipe.exists(key)
-        pipe.xlen(key)
-        pipe.xrange(key, count=1)
-        pipe.xrevrange(key, count=1)
-    version, *replies = pipe.execute()
-    streams: dict[str, StreamStatus] = {}
-    for i, (name, key) in enumerate(stream_keys(keys)):
-        exists, length, first, last = replies[4 * i : 4 * i + 4]
-        streams[name] = StreamStatus(
-            key=key,
-            length=int(length),
-            first_id=as_text(first[0][0]) if first else None,
-            last_id=as_text(last[0][0]) if last else None,
-            groups=_groups(client, key) if exists else [],
-        )
+    shape = layout(client, where.ns) if isinstance(where, Keys) else where
+    every = shape.everything()
     now_ms = server_time_ms(client)
-    input_entries, input_rate, input_estimated = _rate(client, keys.input, now_ms)
-    output_values, output_rate, output_estimated = _rate(client, keys.output, now_ms)
+    read = read_streams(client, [key for keys in every for _, key in stream_keys(keys)])
+    owners = _owners(client, every, group)
+    parts = [
+        _partition(shape, keys, dict(zip(_NAMES, read[3 * i : 3 * i + 3], strict=True)), group)
+        for i, keys in enumerate(every)
+    ]
+    parts = [
+        msgspec.structs.replace(p, owner=owner) for p, owner in zip(parts, owners, strict=True)
+    ]
+    router = parts.pop() if shape.routed else None
+    listed = [*parts, *([router] if router else [])]
+    streams = {
+        name: combine(key, [p.streams[name] for p in listed]) if shape.routed else read[i]
+        for i, (name, key) in enumerate(stream_keys(shape.root))
+    }
+    version = cast(bytes | None, client.hget(shape.root.meta, "graph_version"))
     return Status(
-        ns=keys.ns,
+        ns=shape.ns,
         graph_version=as_text(version) if version else "0",
         streams=streams,
         dead_letters=streams["dead"].length,
-        rates=Rates(
-            window_s=RATE_WINDOW_MS / 1000,
-            input_per_s=input_rate,
-            output_per_s=output_rate,
-            input_entries=input_entries,
-            output_values=output_values,
-            estimated=input_estimated or output_estimated,
+        rates=_rates(client, shape.partitions, now_ms),
+        group=group,
+        partition_count=shape.count,
+        partitions=parts,
+        router=router,
+        members=_members(client, shape.ns, group, now_ms),
+        totals=Totals(
+            lag=sum(p.lag or 0 for p in listed),
+            lag_capped=any(p.lag_capped for p in listed),
+            pending=sum(p.pending for p in listed),
+            owned=sum(p.owner is not None for p in listed),
         ),
     )
 
 
-def _groups(client: redis.Redis, key: str) -> list[GroupStatus]:
-    try:
-        infos = client.xinfo_groups(key)
-    except redis.ResponseError:  # the stream vanished since we looked
-        return []
-    groups = []
-    for info in infos:
-        name = as_text(info["name"])
-        last = as_text(info["last-delivered-id"])
-        lag = info.get("lag")
-        capped = False
-        if lag is None:
-            lag, capped = count_after(client, key, last)
-        consumers = [
-            ConsumerStatus(as_text(c["name"]), int(c["pending"]), int(c["idle"]))
-            for c in client.xinfo_consumers(key, name)
-        ]
-        groups.append(GroupStatus(name, int(info["pending"]), last, int(lag), capped, consumers))
-    return groups
+def _partition(
+    shape: Layout, keys: Keys, streams: dict[str, StreamStatus], group: str
+) -> PartitionStatus:
+    number = shape.number(keys)
+    mine = next((g for g in streams["in"].groups if g.name == group), None)
+    return PartitionStatus(
+        partition=number,
+        label="router" if number is None else keys.label,
+        streams=streams,
+        group=group,
+        owner=None,
+        lag=None if mine is None else mine.lag,
+        lag_capped=mine is not None and mine.lag_capped,
+        pending=0 if mine is None else mine.pending,
+        consumers=[] if mine is None else mine.consumers,
+    )
 
 
-def _rate(client: redis.Redis, key: str, now_ms: int) -> tuple[int, float, bool]:
-    """(entries in the window, entries per second, estimated) from the stream's IDs."""
-    start = max(now_ms - RATE_WINDOW_MS, 0)
-    rows = read_range(client, key, f"{start}-0", count=RATE_SAMPLE_CAP, reverse=True)
-    if len(rows) < RATE_SAMPLE_CAP:
+def _owners(client: redis.Redis, every: Sequence[Keys], group: str) -> list[Owner | None]:
+    """The holder of each partition's lease (``"<consumer> <epoch>"``), from one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for keys in every:
+        pipe.get(keys.lease(group))
+        pipe.pttl(keys.lease(group))
+    replies = pipe.execute()
+    owners: list[Owner | None] = []
+    for raw, ttl in zip(replies[0::2], replies[1::2], strict=True):
+        consumer, _, epoch = as_text(raw).rpartition(" ") if raw else ("", "", "")
+        owners.append(Owner(consumer, int(epoch), max(int(ttl), 0)) if consumer else None)
+    return owners
+
+
+def _members(client: redis.Redis, ns: str, group: str, now_ms: int) -> list[Member]:
+    """The live workers of the group (their membership has not run out)."""
+    raw = cast(
+        list[tuple[bytes, float]],
+        client.zrangebyscore(Namespace(ns).members(group), now_ms + 1, "+inf", withscores=True),
+    )
+    members = [Member(as_text(name), int(score) - now_ms) for name, score in raw]
+    return sorted(members, key=lambda m: m.name)
+
+
+def _rates(client: redis.Redis, partitions: Sequence[Keys], now_ms: int) -> Rates:
+    """Entries per second of every partition's ``in`` and ``out`` (not the routing stream's).
+
+    The newest entries of the window are read from every stream in one
+    pipeline, at most RATE_SAMPLE_CAP in all.
+    """
+    cap = page_size(RATE_SAMPLE_CAP, len(partitions), least=10)
+    start = f"{max(now_ms - RATE_WINDOW_MS, 0)}-0"
+    pipe = client.pipeline(transaction=False)
+    for keys in partitions:
+        pipe.xrevrange(keys.input, "+", start, count=cap)
+        pipe.xrevrange(keys.output, "+", start, count=cap)
+    rates = [_rate(rows, now_ms, cap) for rows in pipe.execute()]
+    ins, outs = rates[0::2], rates[1::2]
+    return Rates(
+        window_s=RATE_WINDOW_MS / 1000,
+        input_per_s=sum(rate for _, rate, _ in ins),
+        output_per_s=sum(rate for _, rate, _ in outs),
+        input_entries=sum(n for n, _, _ in ins),
+        output_values=sum(n for n, _, _ in outs),
+        estimated=any(estimated for _, _, estimated in rates),
+    )
+
+
+def _rate(rows: list[StreamEntry], now_ms: int, cap: int) -> tuple[int, float, bool]:
+    """(entries in the window, entries per second, estimated) from the newest entries' IDs."""
+    if len(rows) < cap:
         return len(rows), len(rows) * 1000 / RATE_WINDOW_MS, False
     span_ms = max(now_ms - id_ms(rows[-1][0]), 1)
     return len(rows), len(rows) * 1000 / span_ms, True

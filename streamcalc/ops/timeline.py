@@ -1,10 +1,16 @@
-"""``streamcalc history`` and ``tail``: a node's past values, and derived values as they come."""
+"""``streamcalc history`` and ``tail``: a node's past values, and derived values as they come.
+
+Both read every partition (or, for one key, the key's partition) and merge
+what they read by entry ID, which is time order: every stream of one Redis
+takes its IDs from the same clock. With ``P > 1`` partitions the routing
+stream is not read: its entries are read once they reach their partition.
+"""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import NamedTuple
 
 import msgspec
 import redis
@@ -12,29 +18,14 @@ import redis
 from streamcalc.errors import EntryError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import OutputValue, decode_entry, decode_output
-from streamcalc.ops.streams import as_text, check_id
+from streamcalc.ops.streams import Layout, check_id, id_key, page_size, pages, read_new
 from streamcalc.store import StreamEntry, read_range
 from streamcalc.values import Value
 
-#: Entries read per XREVRANGE page by :func:`history`.
+#: Entries read per XREVRANGE page by :func:`history` (shared by all the streams it reads).
 HISTORY_PAGE = 1_000
-
-
-def _id_key(entry_id: bytes | str) -> tuple[int, int]:
-    ms, _, seq = as_text(entry_id).partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _bytes(raw: bytes | str) -> bytes:
-    return raw.encode() if isinstance(raw, str) else raw
-
-
-def _entries(reply: Any) -> list[StreamEntry]:
-    """XRANGE/XREVRANGE/XREAD entries as bytes, whatever the client's decode_responses."""
-    return [
-        (_bytes(entry_id), {_bytes(k): _bytes(v) for k, v in (fields or {}).items()})
-        for entry_id, fields in reply
-    ]
+#: Entries one :func:`tail` read takes at most (shared by all the streams it follows).
+TAIL_COUNT = 1_000
 
 
 class PastValue(msgspec.Struct, frozen=True):
@@ -44,6 +35,16 @@ class PastValue(msgspec.Struct, frozen=True):
     value: Value
     entry_id: str  # the ID of the entry that carries it, in the stream named by `source`
     source: str  # "in" (a reading) or "out" (a fired value)
+    key: str = ""  # the entry's @key ("" = the empty key)
+    partition: int = 0  # the partition whose stream holds the entry
+
+
+class Emitted(NamedTuple):
+    """One value :func:`tail` saw: its entry ID, the value, and the partition it came from."""
+
+    id: str
+    output: OutputValue
+    partition: int
 
 
 def _backwards(
@@ -51,65 +52,80 @@ def _backwards(
 ) -> Iterator[StreamEntry]:
     """Entries of ``key`` newest first, down to ID time ``since_ms``, read in pages."""
     low = f"{since_ms}-0" if since_ms is not None else "-"
-    high = "+"
-    while True:
-        rows = read_range(client, key, low, high, page, reverse=True)
-        yield from rows
-        if len(rows) < page:
-            return
-        high = "(" + rows[-1][0].decode()
+    return pages(client, key, low, "+", page, reverse=True)
 
 
-def _readings(rows: Iterable[StreamEntry], node: str) -> Iterator[PastValue]:
-    """Values of ``node`` in input entries that decode (others went to dead letters)."""
+def _reading(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an input entry; None when the entry does not decode (dead)."""
+    flat = [part for pair in fields.items() for part in pair]
+    try:
+        entry = decode_entry(entry_id, flat)
+    except EntryError:
+        return None
+    return PastValue(entry.ts, dict(entry.readings)[node], entry.id, "in", entry.key)
+
+
+def _fired(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an output entry; None for another node's or a foreign entry."""
+    output = _output_or_none(fields)
+    if output is None or output.node != node:
+        return None
+    return PastValue(output.ts, output.value, entry_id.decode(), "out", output.key)
+
+
+def _values(
+    rows: Iterable[StreamEntry],
+    decode: Callable[[bytes, dict[bytes, bytes], str], PastValue | None],
+    node: str,
+    key: str | None,
+    partition: int,
+) -> Iterator[PastValue]:
+    """The values of ``node`` (of ``key``, None: any) that ``decode`` finds in ``rows``."""
     field = node.encode()
     for entry_id, fields in rows:
         if field not in fields:
             continue
-        flat = [part for pair in fields.items() for part in pair]
-        try:
-            entry = decode_entry(entry_id, flat)
-        except EntryError:
-            continue
-        value = dict(entry.readings)[node]
-        yield PastValue(entry.ts, value, entry.id, "in")
-
-
-def _fired(rows: Iterable[StreamEntry], node: str) -> Iterator[PastValue]:
-    """Values of ``node`` in output entries."""
-    field = node.encode()
-    for entry_id, fields in rows:
-        if field not in fields:
-            continue
-        output = _output_or_none(fields)
-        if output is not None and output.node == node:
-            yield PastValue(output.ts, output.value, entry_id.decode(), "out")
+        value = decode(entry_id, fields, node)
+        if value is not None and (key is None or value.key == key):
+            yield msgspec.structs.replace(value, partition=partition)
 
 
 def history(
     client: redis.Redis,
-    keys: Keys,
+    where: Keys | Layout,
     node: str,
     *,
+    key: str | None = None,
     since_ms: int | None = None,
     limit: int | None = 100,
 ) -> list[PastValue]:
     """Past values of ``node``, newest first: readings from ``in``, fired values from ``out``.
 
-    Both streams are read backwards from their ends in pages and merged by
-    entry ID, stopping at the first entry written before ``since_ms`` (an
-    absolute time, ms since the epoch, by the entries' IDs) or after ``limit``
-    values. Readings of entries that went to dead letters are left out.
+    ``where`` is one partition or a namespace's :class:`Layout` (then every
+    partition, or with ``key`` the key's own). The streams are read backwards
+    from their ends in pages and merged by entry ID, stopping at the first
+    entry written before ``since_ms`` (an absolute time, ms since the epoch, by
+    the entries' IDs) or after ``limit`` values. ``key`` keeps only that key's
+    values (None: every key's). Readings of entries that went to dead letters
+    are left out.
     """
-    readings = _readings(_backwards(client, keys.input, since_ms), node)
-    fired = _fired(_backwards(client, keys.output, since_ms), node)
-    merged = heapq.merge(readings, fired, key=lambda v: _id_key(v.entry_id), reverse=True)
-    found: list[PastValue] = []
+    if isinstance(where, Layout):
+        readers = [(k, where.number(k) or 0) for k in where.readers(key)]
+    else:
+        readers = [(where, where.partition or 0)]
+    page = page_size(HISTORY_PAGE, 2 * len(readers))
+    found: list[Iterator[PastValue]] = []
+    for keys, number in readers:
+        for stream, decode in ((keys.input, _reading), (keys.output, _fired)):
+            rows = _backwards(client, stream, since_ms, page)
+            found.append(_values(rows, decode, node, key, number))
+    merged = heapq.merge(*found, key=lambda v: (id_key(v.entry_id), v.partition), reverse=True)
+    values: list[PastValue] = []
     for value in merged:
-        if limit is not None and len(found) >= limit:
+        if limit is not None and len(values) >= limit:
             break
-        found.append(value)
-    return found
+        values.append(value)
+    return values
 
 
 def _output_or_none(fields: dict[bytes, bytes]) -> OutputValue | None:
@@ -122,44 +138,61 @@ def _output_or_none(fields: dict[bytes, bytes]) -> OutputValue | None:
 
 def tail(
     client: redis.Redis,
-    keys: Keys,
+    where: Keys | Layout,
     *,
     start: str = "$",
+    node: str | None = None,
+    key: str | None = None,
     block_ms: int = 1000,
     stop: Callable[[], bool] | None = None,
-) -> Iterator[tuple[str, OutputValue]]:
-    """Follow ``out``: yield (entry ID, value) for every output entry after ``start``.
+) -> Iterator[Emitted]:
+    """Follow ``out`` of every partition (or ``key``'s): yield each output entry after ``start``.
 
-    ``start`` is ``$`` (values emitted from now on; resolved to the current last
-    ID before this function returns, so nothing written after the call is
-    missed), ``0`` (everything still in the stream) or an entry ID (after it).
-    Between reads (every ``block_ms`` at most) ``stop()`` is asked whether to end.
+    ``start`` is ``$`` (values emitted from now on; resolved to each stream's
+    current last ID before this function returns, so nothing written after the
+    call is missed), ``0`` (everything still in the streams) or an entry ID
+    (after it, in every stream). ``node`` and ``key`` keep only that node's or
+    that key's values. What one read returns from several streams is yielded
+    in entry-ID order. Between reads (every ``block_ms`` at most) ``stop()`` is
+    asked whether to end.
     """
-    if start == "$":
-        last = read_range(client, keys.output, count=1, reverse=True)
-        after = last[0][0].decode() if last else "0-0"
-    elif start == "0":
-        after = "0-0"
-    else:
-        after = check_id(start)
+    if start not in ("$", "0"):
+        check_id(start)
     if block_ms < 1:
         raise UsageError("block_ms must be at least 1")
-    return _follow(client, keys.output, after, block_ms, stop)
+    if isinstance(where, Layout):
+        readers = {k.output: where.number(k) or 0 for k in where.readers(key)}
+    else:
+        readers = {where.output: where.partition or 0}
+    after = {stream: _start_after(client, stream, start) for stream in readers}
+    return _follow(client, after, readers, block_ms, stop, node, key)
+
+
+def _start_after(client: redis.Redis, stream: str, start: str) -> str:
+    if start == "$":
+        last = read_range(client, stream, count=1, reverse=True)
+        return last[0][0].decode() if last else "0-0"
+    return "0-0" if start == "0" else start
 
 
 def _follow(
     client: redis.Redis,
-    key: str,
-    after: str,
+    after: dict[str, str],
+    partitions: dict[str, int],
     block_ms: int,
     stop: Callable[[], bool] | None,
-) -> Iterator[tuple[str, OutputValue]]:
+    node: str | None,
+    key: str | None,
+) -> Iterator[Emitted]:
+    count = page_size(TAIL_COUNT, len(after), least=10)
     while stop is None or not stop():
-        reply: Any = client.xread({key: after}, count=1000, block=block_ms)
-        if not reply:
-            continue
-        for entry_id, fields in _entries(reply[0][1]):
-            after = entry_id.decode()
-            output = _output_or_none(fields)
-            if output is not None:
-                yield after, output
+        seen: list[Emitted] = []
+        for stream, rows in read_new(client, after, count, block_ms):
+            for entry_id, fields in rows:
+                after[stream] = entry_id.decode()
+                output = _output_or_none(fields)
+                if output is None or (node is not None and output.node != node):
+                    continue
+                if key is None or output.key == key:
+                    seen.append(Emitted(entry_id.decode(), output, partitions[stream]))
+        yield from sorted(seen, key=lambda e: (id_key(e.id), e.partition))

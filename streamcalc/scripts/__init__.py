@@ -180,6 +180,71 @@ class ReadReply:
         return cls(False, cursor=_text(reply[1]), claimed=int(reply[2]))
 
 
+@dataclass(frozen=True, slots=True)
+class TrimRequest:
+    """The arguments of one trim.lua call (its header documents each)."""
+
+    need_group: bool
+    """Without any consumer group nothing may go (the input stream)."""
+    age_cutoff: str = ""
+    """Stream ID; entries below it are old enough to go ("" = no age limit)."""
+    max_len: int | None = None
+    limit: int = 10_000
+    dry_run: bool = False
+    after: str = ""
+    """Dry runs: entries up to this ID were counted by earlier calls."""
+    counted: int = 0
+    """Dry runs: how many entries those earlier calls counted."""
+
+    def args(self) -> list[ScriptArg]:
+        """ARGV of trim.lua."""
+        return [
+            "1" if self.need_group else "0",
+            self.age_cutoff,
+            "" if self.max_len is None else self.max_len,
+            self.limit,
+            "1" if self.dry_run else "0",
+            self.after if self.dry_run else "",
+            self.counted if self.dry_run else 0,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class TrimReply:
+    """What one trim.lua call did (dry run: would do)."""
+
+    removed: int
+    more: bool
+    """The call stopped at its limit: call again."""
+    floor: str | None
+    """The lowest ID some group still needs ("0-0": nothing may go); None: no group restricts."""
+    last: str
+    """ID of the last entry removed or counted ("" = none)."""
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> TrimReply:
+        """Parse the raw reply."""
+        removed, more, floor, last = reply
+        return cls(int(removed), bool(int(more)), _text(floor) or None, _text(last))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRetryReply:
+    """What dead_retry.lua did with the IDs it was given."""
+
+    retried: int
+    missing: int
+    """IDs with no such letter (already retried or purged)."""
+    empty: int
+    """Letters without original fields, left in place."""
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> DeadRetryReply:
+        """Parse the raw reply."""
+        retried, missing, empty = (int(n) for n in reply)
+        return cls(retried, missing, empty)
+
+
 def _text(raw: bytes | str | int) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -195,6 +260,8 @@ class Scripts:
         self._lease: Script = client.register_script(script_source("lease"))
         self._route: Script = client.register_script(script_source("route"))
         self._fetch: Script = client.register_script(script_source("fetch"))
+        self._trim: Script = client.register_script(script_source("trim"))
+        self._dead_retry: Script = client.register_script(script_source("dead_retry"))
         k = keys
         self._commit_keys = [
             k.input, k.output, k.dead, k.slots, k.latest, k.meta, "", k.fresh, k.key_index,
@@ -277,6 +344,17 @@ class Scripts:
         for entry_id, fields in entries:
             args += [entry_id, len(fields) // 2, *fields]
         return int(self._route(keys=[self.keys.input, self.keys.meta], args=args))
+
+    def trim(self, stream: str, request: TrimRequest) -> TrimReply:
+        """Run trim.lua on ``stream``, one of this partition's ``in``, ``out`` and ``dead``."""
+        if stream not in (self.keys.input, self.keys.output, self.keys.dead):
+            raise ValueError(f"{stream!r} is not a stream of {self.keys.prefix}")
+        return TrimReply.parse(self._trim(keys=[stream], args=request.args()))
+
+    def dead_retry(self, ids: Sequence[str]) -> DeadRetryReply:
+        """Run dead_retry.lua: re-queue these dead letters to this partition's input stream."""
+        reply = self._dead_retry(keys=[self.keys.dead, self.keys.input], args=list(ids))
+        return DeadRetryReply.parse(reply)
 
 
 def members_script(client: redis.Redis) -> Script:

@@ -8,11 +8,16 @@ letter is never both retried and kept, nor lost.
 
 The fields a dead letter adds are stripped (`@error`, `@src`, `@node`,
 `@deliveries`); the original entry's provenance, kept as `@in_src`, becomes
-`@src` again. A letter that has no original fields left (its entry had been
-deleted before processing) cannot be retried and stays where it is.
+`@src` again. STRIP below is the script side of that layout; the Python side is
+`DEAD_LETTER_FIELDS` and `DEAD_IN_SRC` in streamcalc/scripts/__init__.py, and
+the two must name the same fields. An entry that had no `@ts` gets its original
+entry's time (the millisecond part of the letter's `@src`), so a retried
+reading keeps its event time: it may be late, never newer than it was.
+A letter that has no original fields left (its entry had been deleted before
+processing) cannot be retried and stays where it is.
 
-KEYS[1]  sc:{NS}:dead  dead-letter stream
-KEYS[2]  sc:{NS}:in    input stream
+KEYS[1]  sc:{NS}:dead  dead-letter stream of one partition (sc:{NS:p}:dead), or the routing one
+KEYS[2]  sc:{NS}:in    the input stream of the same partition (the routing stream for the routing one)
 
 ARGV     dead-letter IDs
 
@@ -34,13 +39,21 @@ for _, id in ipairs(ARGV) do
   else
     local fields = found[1][2]
     local args = {}
+    local has_ts, src = false, nil
     for i = 1, #fields, 2 do
       local f, v = fields[i], fields[i + 1]
       if f == "@in_src" then f = "@src" end
+      if f == "@src" and fields[i] == "@src" then src = v end
       if not STRIP[fields[i]] then
+        if f == "@ts" then has_ts = true end
         args[#args + 1] = f
         args[#args + 1] = v
       end
+    end
+    local src_ms = src and string.match(src, "^(%d+)-%d+$")
+    if #args > 0 and not has_ts and src_ms then
+      args[#args + 1] = "@ts"
+      args[#args + 1] = src_ms
     end
     if #args == 0 then
       empty = empty + 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from streamcalc.keys import Keys
-from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS
+from streamcalc.metrics import PENDING, STREAM_LAG
 
 from .kit import GRAPH, K8S, Stage, image_metrics_port, load_yaml, load_yaml_documents
+from .test_monitoring import unknown_metrics
 
 
 def k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
@@ -102,34 +102,34 @@ def test_metrics_service_selects_the_workers(final: Stage) -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_keda_scales_the_worker_deployment_on_the_group_lag() -> None:
+def test_keda_scales_the_worker_deployment_on_the_total_lag_of_every_partition() -> None:
     scaled = the_one("ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == worker_deployment()["metadata"]["name"]
     assert scaled["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis-streams"
+    assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
-    # The shipped kit runs the default namespace and group ...
-    assert meta["stream"] == Keys(DEFAULT_NS).input == "sc:{default}:in"
-    assert meta["consumerGroup"] == DEFAULT_GROUP
-    # ... and the trigger follows what the workers are configured with.
-    config = worker_config()
-    assert meta["stream"] == Keys(config.get("STREAMCALC_NS", DEFAULT_NS)).input
-    assert meta["consumerGroup"] == config.get("STREAMCALC_GROUP", DEFAULT_GROUP)
-    assert int(meta["lagCount"]) > 0
-    assert "pendingEntriesCount" not in meta and "streamLength" not in meta
-    assert int(meta["activationLagCount"]) >= 0
+    # One series per partition (every worker reports every partition), then the total.
+    query = " ".join(meta["query"].split())
+    assert query.startswith("sum(max by (partition) (streamcalc_stream_lag")
+    assert unknown_metrics([query]) == set()
+    assert re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d+)?/?", meta["serverAddress"])
+    assert int(meta["threshold"]) > 0
+    assert int(meta["activationThreshold"]) >= 0
     assert scaled["spec"]["minReplicaCount"] >= 1
+    assert scaled["spec"]["maxReplicaCount"] >= scaled["spec"]["minReplicaCount"]
 
 
-def test_keda_reads_redis_address_and_password_from_the_worker_env() -> None:
-    meta = the_one("ScaledObject")["spec"]["triggers"][0]["metadata"]
+def test_the_lag_gauge_keda_scales_on_has_a_partition_label() -> None:
+    assert STREAM_LAG._labelnames == ("partition",)
+    assert PENDING._labelnames == ("partition",)
+
+
+def test_no_manifest_sets_what_only_the_redis_streams_scaler_needed() -> None:
     names = container_env_names(worker_container())
-    for key in ("addressFromEnv", "passwordFromEnv"):
-        assert meta[key] in names, f"{key}: {meta[key]} is not set in the worker container"
-    address = worker_config()[meta["addressFromEnv"]]
-    assert re.fullmatch(r"[A-Za-z0-9.\-]+:\d+", address), "KEDA wants host:port, not a URL"
+    assert "REDIS_PASSWORD" not in names
+    assert "REDIS_ADDRESS" not in worker_config()
 
 
 def test_graph_load_job_loads_the_example_graph() -> None:

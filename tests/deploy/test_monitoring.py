@@ -154,6 +154,10 @@ def test_dashboard_covers_the_operating_questions() -> None:
         "dead letters": any_expr(exprs, "streamcalc_entries_total", 'outcome="dead"')
         and any_expr(exprs, "streamcalc_function_errors_total"),
         "node staleness": any_expr(exprs, "by (node)", "streamcalc_node_staleness_seconds"),
+        "total lag": any_expr(exprs, "sum(max by (partition) (streamcalc_stream_lag"),
+        "lag per partition": any_expr(exprs, "max by (partition) (streamcalc_stream_lag"),
+        "partitions owned": any_expr(exprs, "streamcalc_partitions_owned"),
+        "rebalances": any_expr(exprs, "streamcalc_rebalances_total"),
     }
     assert [topic for topic, ok in covered.items() if not ok] == []
 
@@ -173,3 +177,21 @@ def test_dashboard_panels_are_well_formed() -> None:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}"
             assert 'job=~"$job"' in target["expr"], f"{panel['title']}: filter by $job"
+
+
+def test_lag_and_pending_are_taken_once_per_partition() -> None:
+    """Every worker reports every partition: a query adds partitions, never workers' copies."""
+    rules = [rule["expr"] for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+    for expr in [*dashboard_exprs(), *rules]:
+        for gauge in ("streamcalc_stream_lag", "streamcalc_pending"):
+            for use in expr.split(gauge)[:-1]:
+                assert use.rstrip().endswith("max by (partition) ("), f"{gauge} in {expr!r}"
+
+
+def test_alerts_cover_partitions() -> None:
+    rules = {
+        rule["alert"]: rule["expr"] for g in load_yaml(ALERTS)["groups"] for rule in g["rules"]
+    }
+    assert "sum(max by (partition) (streamcalc_stream_lag))" in rules["StreamcalcLagHigh"]
+    assert "streamcalc_rebalances_total" in rules["StreamcalcRebalancing"]
+    assert "streamcalc_partitions_owned" in rules["StreamcalcNoPartitionOwned"]
