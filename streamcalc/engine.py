@@ -31,7 +31,6 @@ from streamcalc.graph.plugins import PluginPolicy
 from streamcalc.keys import Keys, partition_of, state_field
 from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.scripts import (
-    DEAD_DELIVERIES,
     CommitReply,
     CommitRequest,
     DeadLetter,
@@ -332,10 +331,9 @@ class Engine:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         letters: list[DeadLetter] = []
         for entry_id, error in batch.bad:
-            fields = list(fields_of.get(entry_id) or [])
-            if entry_id in batch.deliveries_of_poison:
-                fields += [DEAD_DELIVERIES, str(batch.deliveries_of_poison[entry_id]).encode()]
-            letters.append(DeadLetter(entry_id, error, "", fields))
+            fields = fields_of.get(entry_id) or ()
+            deliveries = batch.deliveries_of_poison.get(entry_id)
+            letters.append(DeadLetter(entry_id, error, "", fields, deliveries))
         for entry, node, error in batch.result.function_errors:
             letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
         return letters

@@ -16,14 +16,7 @@ import redis
 
 from streamcalc.keys import Keys
 from streamcalc.ops.streams import Layout, as_text, check_id, id_key, page_size, pages
-from streamcalc.scripts import (
-    DEAD_ERROR,
-    DEAD_IN_SRC,
-    DEAD_LETTER_FIELDS,
-    DEAD_NODE,
-    DEAD_SRC,
-    Scripts,
-)
+from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_fields
 from streamcalc.store import StreamEntry, read_range, server_time_ms
 
 #: Dead-letter IDs handed to one dead_retry.lua call (or one XDEL).
@@ -42,11 +35,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 
 def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes], partition: int | None) -> DeadLetter:
-    original = {
-        ("@src" if name == DEAD_IN_SRC else as_text(name)): as_text(value)
-        for name, value in fields.items()
-        if name not in DEAD_LETTER_FIELDS
-    }
+    original = {as_text(name): as_text(value) for name, value in original_fields(fields).items()}
     node = fields.get(DEAD_NODE)
     return DeadLetter(
         id=entry_id.decode(),

@@ -30,7 +30,9 @@ DEAD_ERROR = b"@error"
 DEAD_SRC = b"@src"
 DEAD_NODE = b"@node"
 DEAD_DELIVERIES = b"@deliveries"
-#: An original entry's own ``@src`` is kept under this name in its dead letter.
+#: An original field named like a letter's own (``@src``, ``@error``, ...) or starting
+#: with ``@in_`` is kept as ``@in_<name>``: ``@src`` as ``@in_src``.
+DEAD_ESCAPE = b"@in_"
 DEAD_IN_SRC = b"@in_src"
 #: Set on a dead letter that keeps only a prefix of its entry: it cannot be retried.
 DEAD_TRUNCATED = b"@truncated"
@@ -59,6 +61,8 @@ class DeadLetter:
     error: str
     node: str = ""
     fields: Sequence[bytes] = ()
+    deliveries: int | None = None
+    """For a poison entry: how often it was delivered."""
 
 
 @dataclass(slots=True)
@@ -96,7 +100,9 @@ class CommitRequest:
         for letter in self.dead:
             kept, notes = _bounded(letter.fields)
             error = letter.error + (f" (dead letter keeps {'; '.join(notes)})" if notes else "")
-            args += [letter.src, error, letter.node, len(kept) // 2, *kept]
+            deliveries = "" if letter.deliveries is None else str(letter.deliveries)
+            truncated = "1" if notes else ""
+            args += [letter.src, error, letter.node, deliveries, truncated, len(kept) // 2, *kept]
         return args
 
 
@@ -105,7 +111,7 @@ def _bounded(fields: Sequence[bytes]) -> tuple[list[bytes], list[str]]:
 
     At most DEAD_FIELDS_LIMIT fields and DEAD_BYTES_LIMIT bytes of values; a
     value over the entry limit, or past the budget, keeps its first
-    DEAD_VALUE_PREFIX bytes. Anything cut marks the letter ``@truncated``.
+    DEAD_VALUE_PREFIX bytes.
     """
     flat = list(fields)
     kept: list[bytes] = []
@@ -124,9 +130,20 @@ def _bounded(fields: Sequence[bytes]) -> tuple[list[bytes], list[str]]:
         kept += [name, value]
     if cut:
         notes.append(f"the first {DEAD_VALUE_PREFIX} bytes of {', '.join(cut[:5])}")
-    if notes:
-        kept += [DEAD_TRUNCATED, b"1"]
     return kept, notes
+
+
+def original_fields(letter: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The fields of the entry a dead letter keeps, as the entry had them.
+
+    A letter's own fields (``DEAD_LETTER_FIELDS``) are left out, and an original
+    field stored as ``@in_<name>`` (because it collided with them) gets its name back.
+    """
+    return {
+        (b"@" + name[4:] if name.startswith(DEAD_ESCAPE) else name): value
+        for name, value in letter.items()
+        if name not in DEAD_LETTER_FIELDS
+    }
 
 
 @dataclass(frozen=True, slots=True)

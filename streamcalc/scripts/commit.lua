@@ -34,7 +34,8 @@ ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
          (one decode in C instead of an ARGV walk in Lua: the hot path)
 ARGV[6]  number of dead letters, then for each, flat in ARGV (fields may be binary,
          which MessagePack in Redis's Lua cannot carry):
-           src id, error, node or "", n_fields, field, value, ...
+           src id, error, node or "", deliveries or "", truncated ("1") or "",
+           n_fields, field, value, ...
 
 Timestamps are compared as digit strings (shorter is smaller), never as Lua
 doubles, so every integer ts up to 2^63 compares exactly.
@@ -158,17 +159,20 @@ local function take()
   pos = pos + 1
   return v
 end
+-- A letter's own fields; an original field of one of these names, or one that
+-- starts with "@in_", is kept as "@in_<name>" (dead_retry.lua undoes it), so a
+-- letter keeps its entry exactly. The Python side: DEAD_* in scripts/__init__.py.
+local LETTER = {["@error"] = true, ["@src"] = true, ["@node"] = true,
+  ["@deliveries"] = true, ["@truncated"] = true}
 for _ = 1, tonumber(ARGV[6]) do
-  local src, err, node, n_fields = take(), take(), take(), tonumber(take())
+  local src, err, node, deliveries, truncated = take(), take(), take(), take(), take()
+  local n_fields = tonumber(take())
   local args = {}
   for _ = 1, n_fields do
     local f, v = take(), take()
-    -- the dead letter's own @ fields win; an original @src is kept under @in_src
-    if f == "@src" then f = "@in_src" end
-    if f ~= "@error" and f ~= "@node" then
-      args[#args + 1] = f
-      args[#args + 1] = v
-    end
+    if LETTER[f] or string.sub(f, 1, 4) == "@in_" then f = "@in_" .. string.sub(f, 2) end
+    args[#args + 1] = f
+    args[#args + 1] = v
   end
   args[#args + 1] = "@error"
   args[#args + 1] = err
@@ -177,6 +181,14 @@ for _ = 1, tonumber(ARGV[6]) do
   if node ~= "" then
     args[#args + 1] = "@node"
     args[#args + 1] = node
+  end
+  if deliveries ~= "" then
+    args[#args + 1] = "@deliveries"
+    args[#args + 1] = deliveries
+  end
+  if truncated ~= "" then
+    args[#args + 1] = "@truncated"
+    args[#args + 1] = truncated
   end
   redis.call("XADD", dead_key, "*", unpack(args))
 end

@@ -7,10 +7,13 @@ and the letter is deleted from the dead-letter stream, in the same script: a
 letter is never both retried and kept, nor lost.
 
 The fields a dead letter adds are stripped (`@error`, `@src`, `@node`,
-`@deliveries`); the original entry's provenance, kept as `@in_src`, becomes
-`@src` again. STRIP below is the script side of that layout; the Python side is
-`DEAD_LETTER_FIELDS` and `DEAD_IN_SRC` in streamcalc/scripts/__init__.py, and
-the two must name the same fields. An entry that had no `@ts` gets its original
+`@deliveries`, `@truncated`), and an original field kept as `@in_<name>`
+(because its name collided with those, e.g. the entry's own `@src`) gets its
+name back, so the retried entry is exactly the original. STRIP below is the
+script side of that layout; the Python side is `DEAD_LETTER_FIELDS` and
+`DEAD_ESCAPE` in streamcalc/scripts/__init__.py (and commit.lua writes it).
+A letter marked `@truncated` keeps only a prefix of its entry: retrying it
+would queue a different entry, so it stays where it is (counted as empty). An entry that had no `@ts` gets its original
 entry's time (the millisecond part of the letter's `@src`), so a retried
 reading keeps its event time: it may be late, never newer than it was.
 A letter that has no original fields left (its entry had been deleted before
@@ -24,12 +27,13 @@ ARGV     dead-letter IDs
 Reply: {retried, missing, empty}
   retried  letters re-queued and deleted
   missing  IDs with no such letter (already retried or purged)
-  empty    letters without original fields, left in place
+  empty    letters without original fields (or only a prefix of them), left in place
 ]]
 
 local dead_key, in_key = KEYS[1], KEYS[2]
 
-local STRIP = {["@error"] = true, ["@src"] = true, ["@node"] = true, ["@deliveries"] = true}
+local STRIP = {["@error"] = true, ["@src"] = true, ["@node"] = true, ["@deliveries"] = true,
+  ["@truncated"] = true}
 
 local retried, missing, empty = 0, 0, 0
 for _, id in ipairs(ARGV) do
@@ -39,11 +43,12 @@ for _, id in ipairs(ARGV) do
   else
     local fields = found[1][2]
     local args = {}
-    local has_ts, src = false, nil
+    local has_ts, src, truncated = false, nil, false
     for i = 1, #fields, 2 do
       local f, v = fields[i], fields[i + 1]
-      if f == "@in_src" then f = "@src" end
-      if f == "@src" and fields[i] == "@src" then src = v end
+      if string.sub(f, 1, 4) == "@in_" then f = "@" .. string.sub(f, 5) end
+      if fields[i] == "@src" then src = v end
+      if fields[i] == "@truncated" then truncated = true end
       if not STRIP[fields[i]] then
         if f == "@ts" then has_ts = true end
         args[#args + 1] = f
@@ -55,7 +60,7 @@ for _, id in ipairs(ARGV) do
       args[#args + 1] = "@ts"
       args[#args + 1] = src_ms
     end
-    if #args == 0 then
+    if #args == 0 or truncated then
       empty = empty + 1
     else
       redis.call("XADD", in_key, "*", unpack(args))
