@@ -45,6 +45,10 @@ from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 RawEntry = tuple[bytes, list[bytes] | None]
 
+#: Derived values one commit may carry, about 5 ms of Redis (SPEC: a commit never
+#: holds Redis for more than a few milliseconds): batches shrink to fit.
+COMMIT_VALUES_BUDGET = 2_000
+
 
 @dataclass(slots=True)
 class Batch:
@@ -92,6 +96,7 @@ class Engine:
         self.cache = StateCache(settings.cache_keys)
         self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
+        self._values_per_entry = 0.0  # values an entry fires, as recent batches saw it
 
     def reload_graph(self) -> None:
         """Fetch the stored graph; drop all cached slot state (it may belong to the old graph).
@@ -115,6 +120,18 @@ class Engine:
         self.graph, self.graph_version = graph, version
         self._plan = WavePlan(graph) if graph is not None else None
         self.cache.clear()
+
+    def batch_size(self) -> int:
+        """Entries to read next: ``--batch``, fewer when entries fire many values each.
+
+        So one commit carries about COMMIT_VALUES_BUDGET values at most, whatever
+        the graph's fan-out (a wide graph's batch of 500 would hold Redis for tens
+        of milliseconds, and every other client with it).
+        """
+        per_entry = self._values_per_entry
+        if per_entry <= COMMIT_VALUES_BUDGET / self.settings.batch:
+            return self.settings.batch
+        return max(int(COMMIT_VALUES_BUDGET / per_entry), 1)
 
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
@@ -361,6 +378,10 @@ class Engine:
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
         result = batch.result
+        if batch.good:
+            # up at once when entries fire more, down slowly when they fire less
+            fired = len(result.fired) / len(batch.good)
+            self._values_per_entry = max(fired, 0.7 * self._values_per_entry + 0.3 * fired)
         self.cache.update(batch.view.changed())
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:

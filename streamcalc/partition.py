@@ -146,7 +146,7 @@ class Tenure:
         if self.recovering:
             processed += self.drain_own_pending(stopping)
             self.recovering = False
-        reply = self.engine.read(self.settings.batch)
+        reply = self.engine.read(self.engine.batch_size())
         if not reply.entries:
             self.newest = reply.newest or "0-0"
             return processed
@@ -156,7 +156,7 @@ class Tenure:
         """Process the entries this consumer owns (read before a crash, or claimed) in order."""
         processed = 0
         while not stopping():
-            batch = self.engine.read(self.settings.batch, "0").entries
+            batch = self.engine.read(self.engine.batch_size(), "0").entries
             if not batch:
                 break
             self.engine.process(batch, self._delivery_counts(batch))
@@ -170,12 +170,13 @@ class Tenure:
         Redis runs it, the batch read before is evaluated on top of it: Redis
         and Python work at the same time.
         """
-        engine, size = self.engine, self.settings.batch
+        engine = self.engine
         current: Batch | None = engine.prepare(Batch(first, {}))
-        ahead = engine.read(size).entries
+        ahead = engine.read(engine.batch_size()).entries
         processed = len(first)
         deadline = time.monotonic() + budget_s
         while current is not None:
+            size = engine.batch_size()
             engine.send(current, read_ahead=size)
             upcoming = engine.prepare(Batch(ahead, {}), after=current) if ahead else None
             committed, fetched = engine.receive(current, read_ahead=size)
