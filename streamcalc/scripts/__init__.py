@@ -11,6 +11,7 @@ one hash slot).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -49,8 +50,13 @@ _msgpack_encode = msgspec.msgpack.Encoder().encode
 
 @functools.cache
 def script_source(name: str) -> str:
-    """The text of ``streamcalc/scripts/<name>.lua``."""
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``streamcalc/scripts/<name>.lua``, its ``-- #include NAME`` lines replaced
+    by ``NAME.lua`` (shared helpers: Redis runs each script on its own)."""
+    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda m: script_source(m.group(1)).rstrip("\n"), text)
+
+
+_INCLUDE = re.compile(r"^-- #include (\w+)$", re.MULTILINE)
 
 
 @dataclass(slots=True)

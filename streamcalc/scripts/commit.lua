@@ -70,10 +70,10 @@ local function call_chunked(cmd, key, prefix, list)
   return out
 end
 
+-- #include ids
+
 local function newer_or_equal(ts, than)
-  -- digit strings without leading zeros: the longer is larger, equal lengths compare as text
-  if #ts ~= #than then return #ts > #than end
-  return ts >= than
+  return not num_less(ts, than)
 end
 
 local function keep_newest(hash_key, flat, stride, render)

@@ -20,22 +20,7 @@ Reply: the number of entries moved (those not moved were moved before).
 
 local in_key, meta_key = KEYS[1], KEYS[2]
 
-local function split(id)
-  local dash = string.find(id, "-", 1, true)
-  return string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
-end
-
-local function digits_less(a, b)
-  if #a ~= #b then return #a < #b end
-  return a < b
-end
-
-local function id_after(id, than)
-  local ms, seq = split(id)
-  local tms, tseq = split(than)
-  if ms ~= tms then return digits_less(tms, ms) end
-  return digits_less(tseq, seq)
-end
+-- #include ids
 
 local marker = redis.call("HGET", meta_key, "routed") or "0-0"
 local moved, pos = 0, 2
@@ -43,7 +28,7 @@ for _ = 1, tonumber(ARGV[1]) do
   local id, n_fields = ARGV[pos], tonumber(ARGV[pos + 1])
   local first, last = pos + 2, pos + 1 + 2 * n_fields
   pos = last + 1
-  if id_after(id, marker) then
+  if id_less(marker, id) then
     redis.call("XADD", in_key, "*", unpack(ARGV, first, last))
     marker = id
     moved = moved + 1

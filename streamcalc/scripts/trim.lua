@@ -42,22 +42,7 @@ local after, counted = ARGV[6], tonumber(ARGV[7])
 
 local MAX_SEQ = "18446744073709551615"
 
-local function split(id)
-  return string.match(id, "^(%d+)-(%d+)$")
-end
-
--- decimal strings without leading zeros, of any length (IDs exceed Lua's exact integers)
-local function num_less(a, b)
-  if #a ~= #b then return #a < #b end
-  return a < b
-end
-
-local function id_less(a, b)
-  local a_ms, a_seq = split(a)
-  local b_ms, b_seq = split(b)
-  if a_ms ~= b_ms then return num_less(a_ms, b_ms) end
-  return num_less(a_seq, b_seq)
-end
+-- #include ids
 
 local function incr(s)
   local i = #s
