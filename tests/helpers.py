@@ -119,6 +119,7 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.procs: dict[str, Any] = {}
         self.started = 0
+        self.started_ms: dict[str, float] = {}
 
     def start(self, consumer: str, *args: str, **env: str) -> Any:
         """Start a worker named ``consumer`` (extra options ``args``, extra environment ``env``)."""
@@ -134,7 +135,20 @@ class WorkerProcesses:
         if log is not subprocess.DEVNULL:
             log.close()
         self.procs[consumer] = proc
+        self.started_ms[consumer] = time.time() * 1000
         return proc
+
+    def wait_running(
+        self, r: redis.Redis, ns: str, consumer: str, lease_ms: int, timeout: float = 30
+    ) -> None:
+        """Wait until this process of ``consumer`` has renewed its membership of the group.
+
+        From then on its signal handlers are set (a worker SIGTERMed before just
+        dies), and it takes part in the division of partitions. A membership left
+        by an earlier process of the same name expires sooner than this one's.
+        """
+        key, since = Namespace(ns).members("streamcalc"), self.started_ms[consumer]
+        wait_for(lambda: (r.zscore(key, consumer) or 0) >= since + lease_ms, timeout)
 
     def kill(self, consumer: str) -> None:
         """SIGKILL the worker and reap it."""
@@ -161,3 +175,8 @@ class WorkerProcesses:
                 proc.kill()
             proc.wait(timeout=30)
         self.procs.clear()
+
+
+def members(r: redis.Redis, ns: str, group: str = "streamcalc") -> set[str]:
+    """The live members of the group's workers, read from Redis."""
+    return {m.decode() for m in r.zrange(Namespace(ns).members(group), 0, -1)}

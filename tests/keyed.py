@@ -12,25 +12,36 @@ by its entry ID. :meth:`KeyedRun.check` then compares everything per key.
 from __future__ import annotations
 
 import itertools
+import random
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from helpers import idle
 from model import Model
+from test_crash import MODEL_NODES
 from test_differential import _assert_topological, _by_src, _wave_order, same
 
+from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace, partition_of
 from streamcalc.messages import decode_output, id_ms
-from streamcalc.store import latest_values, read_range
+from streamcalc.store import latest_values, read_range, store_graph
 
 Row = tuple[str, Any, int, str]  # node, value, ts, src (as outputs() and Model.out have them)
 
 #: An @key the router refuses (a space is not allowed): a dead letter of sc:{NS}:dead.
 BAD_KEY = "not a key"
+
+
+def partitioned(r: redis.Redis, toml: str, partitions: int) -> str:
+    """A fresh namespace with ``partitions`` partitions and the graph ``toml``; returns its name."""
+    ns = "k" + uuid.uuid4().hex[:12]
+    store_graph(r, ns, parse_graph_text(toml, "<test>"), partitions=partitions)
+    return ns
 
 
 @dataclass
@@ -249,3 +260,37 @@ def assert_same_waves(key: str, got: list[Row], model: Model) -> None:
         assert sorted(engine[src]) == sorted(values), f"key {key!r}, wave {src}"
         assert all(same(engine[src][k], v) for k, v in values.items()), f"key {key!r}, wave {src}"
         _assert_topological([n for n, _, _, s in got if s == src], args)
+
+
+def random_specs(
+    rng: random.Random,
+    n: int,
+    keys: Sequence[str],
+    clock: dict[str, int],
+    routed_keys: Collection[str] = (),
+) -> list[Spec]:
+    """``n`` entries of test_crash's inputs over ``keys``, each key's ``@ts`` out of order.
+
+    ``clock`` holds each key's running event time; a key missing from it carries
+    no ``@ts`` (its ts is its entry ID's time). Entries of ``routed_keys`` go
+    through the routing stream, the others straight to their partition.
+    """
+    specs = []
+    for _ in range(n):
+        key = rng.choice(keys)
+        readings = {k: rng.randint(-5, 9) for k in rng.sample(["X", "Y", "Z"], rng.randint(1, 3))}
+        ts = None
+        if key in clock:
+            clock[key] += rng.randint(-15, 20)
+            ts = clock[key]
+        specs.append(Spec(key, readings, ts, routed=key in routed_keys))
+    return specs
+
+
+def crash_model() -> Model:
+    """test_crash's graph (depth 4, both modes, a TTL out-of-order entries run into), one key."""
+    return Model(dict(MODEL_NODES))
+
+
+#: Every node of test_crash's graph, inputs and derived.
+CRASH_NODES = ["X", "Y", "Z", *MODEL_NODES]

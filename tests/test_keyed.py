@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -25,13 +24,9 @@ import redis
 from helpers import Background, WorkerProcesses, owned_counts, owners, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keyed import KeyedRun, Spec
-from model import Model
-from test_crash import GRAPH, MODEL_NODES
+from keyed import CRASH_NODES, KeyedRun, Spec, crash_model, partitioned, random_specs
+from test_crash import GRAPH
 from test_differential import INPUTS, entry_lists, graph_specs, model_of, toml_of
-
-from streamcalc.graph import parse_graph_text
-from streamcalc.store import store_graph
 
 P = 4
 #: Keys over all four partitions (crc32 mod 4: dev.1 -> 1, dev.2 -> 3, site:2/a -> 2, x_4 -> 0).
@@ -69,12 +64,6 @@ def keyed_specs(draw: st.DrawFn, derived: list[str], routed: bool) -> list[Spec]
     return specs
 
 
-def _partitioned(r: redis.Redis, toml: str) -> str:
-    ns = "k" + uuid.uuid4().hex[:12]
-    store_graph(r, ns, parse_graph_text(toml, "<test>"), partitions=P)
-    return ns
-
-
 def _forget(r: redis.Redis, ns: str) -> None:
     doomed = list(r.scan_iter(match=f"sc:{{{ns}*", count=1000))
     if doomed:
@@ -98,7 +87,7 @@ def test_three_workers_on_four_partitions_equal_the_model_per_key(
     early = data.draw(st.integers(0, len(specs)), label="entries written before the workers")
     # the rest comes in chunks a tick apart, while the workers divide the partitions
     cuts = sorted(data.draw(st.lists(st.integers(early, len(specs)), max_size=3), label="cuts"))
-    ns = _partitioned(r, toml_of(spec))
+    ns = partitioned(r, toml_of(spec), P)
     run = KeyedRun(r, ns, P, lambda: model_of(spec))
     run.write(specs[:early])
     workers = [
@@ -116,45 +105,19 @@ def test_three_workers_on_four_partitions_equal_the_model_per_key(
     _forget(r, ns)
 
 
-def random_specs(
-    rng: random.Random, n: int, keys: list[str], *, routed: bool, clock: dict[str, int]
-) -> list[Spec]:
-    """``n`` entries of test_crash's inputs over ``keys``, each key's ``@ts`` out of order.
-
-    ``clock`` holds each key's running event time (a key missing from it carries no ``@ts``).
-    """
-    specs = []
-    for _ in range(n):
-        key = rng.choice(keys)
-        readings = {k: rng.randint(-5, 9) for k in rng.sample(["X", "Y", "Z"], rng.randint(1, 3))}
-        ts = None
-        if key in clock:
-            clock[key] += rng.randint(-15, 20)
-            ts = clock[key]
-        specs.append(Spec(key, readings, ts, routed=routed))
-    return specs
-
-
-def crash_model() -> Model:
-    """test_crash's graph (depth 4, both modes, a TTL out-of-order entries run into), per key."""
-    return Model(dict(MODEL_NODES))
-
-
-CRASH_NODES = ["X", "Y", "Z", *MODEL_NODES]
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("routed", [False, True], ids=["direct", "routed"])
 def test_three_worker_processes_keep_each_keys_order(
     r: redis.Redis, env: dict[str, str], routed: bool, tmp_path: Any
 ) -> None:
-    ns = _partitioned(r, GRAPH)
+    ns = partitioned(r, GRAPH, P)
     env = {**env, "STREAMCALC_NS": ns}
     rng = random.Random(f"processes-{routed}")
     keys = ["", "timeless", *(f"dev.{i}" for i in range(8))]
     clock = {key: 1_000_000 for key in keys if key != "timeless"}
+    routed_keys = set(keys) if routed else set()
     run = KeyedRun(r, ns, P, crash_model)
-    run.write(random_specs(rng, 300, keys, routed=routed, clock=clock))
+    run.write(random_specs(rng, 300, keys, clock, routed_keys))
     args = ("--lease-ms", "500", "--batch", "20", "--block-ms", "20", "--log-level", "warning")
     with WorkerProcesses(env, *args, log_dir=tmp_path) as crew:
         crew.start("w0")
@@ -164,11 +127,11 @@ def test_three_worker_processes_keep_each_keys_order(
         # keep entries coming while w0 hands partitions over to w1 and w2
         rounds = 0
         while set(owners(r, ns, P)) != {"w0", "w1", "w2"} or rounds < 10:
-            run.write(random_specs(rng, 20, keys, routed=routed, clock=clock))
+            run.write(random_specs(rng, 20, keys, clock, routed_keys))
             rounds += 1
             assert rounds < 600, "w1 and w2 never got partitions"
             time.sleep(0.05)
-        run.write(random_specs(rng, 300, keys, routed=routed, clock=clock))
+        run.write(random_specs(rng, 300, keys, clock, routed_keys))
         run.wait_idle(timeout=60)
         assert owned_counts(r, ns, P) in ({"w0": 2, "w1": 1, "w2": 1},)
         assert crew.stop_all() == {"w0": 0, "w1": 0, "w2": 0}
