@@ -117,11 +117,11 @@ class WorkerProcesses:
         self.env = env
         self.args = args
         self.log_dir = log_dir
-        self.procs: dict[str, Any] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started = 0
         self.started_ms: dict[str, float] = {}
 
-    def start(self, consumer: str, *args: str, **env: str) -> Any:
+    def start(self, consumer: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start a worker named ``consumer`` (extra options ``args``, extra environment ``env``)."""
         command = [sys.executable, "-m", "streamcalc", "worker", "--consumer", consumer]
         command += [*self.args, *args]

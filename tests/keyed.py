@@ -237,7 +237,7 @@ class KeyedRun:
         elsewhere: list[tuple[str, str]] = []
         for p in [None, *range(self.partitions)]:
             keys = self.keys_of(p)
-            for _, raw in self.r.xrange(keys.dead):
+            for _, raw in read_range(self.r, keys.dead):
                 fields = {k.decode(): v.decode() for k, v in raw.items()}
                 src = fields["@src"]
                 if (keys.dead, src) in self.dead_elsewhere:

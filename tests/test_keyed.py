@@ -73,7 +73,7 @@ def _forget(r: redis.Redis, ns: str) -> None:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("routed", [False, True], ids=["direct", "routed"])
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
