@@ -185,8 +185,8 @@ def test_processes_children_take_part_like_separate_workers(
 @pytest.mark.xfail(
     strict=True,
     reason="without --metrics-port the supervisor dies of a child's death: "
-    "multiprocess.mark_process_dead(pid) reads PROMETHEUS_MULTIPROC_DIR, which the "
-    "supervisor sets in its own environment only with --metrics-port (supervisor.py:143)",
+    "multiprocess.mark_process_dead(pid) (supervisor.py:150) reads PROMETHEUS_MULTIPROC_DIR, "
+    "which the supervisor sets in its own environment only with --metrics-port (:135)",
 )
 @pytest.mark.timeout(120)
 def test_a_killed_child_is_restarted_and_takes_its_lease_back(
