@@ -78,6 +78,7 @@ class Engine:
         log: Any,
         *,
         partitions: int = 1,
+        instance: str = "-",
     ) -> None:
         self.client = client
         self.keys = keys
@@ -85,6 +86,8 @@ class Engine:
         self.consumer = consumer
         self.log = log
         self.partitions = partitions
+        self.instance = instance
+        """The id of this worker process (leases name it, see lease.lua)."""
         self.scripts = Scripts(client, keys)
         self.token = ""
         """The lease token under which this engine commits (set by the partition's owner)."""

@@ -10,6 +10,7 @@ the lease like every commit, so a worker that lost the lease gets nothing more.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -20,7 +21,28 @@ from streamcalc import faults, metrics
 from streamcalc.engine import Batch, Engine, RawEntry
 from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
+from streamcalc.scripts import LeaseToken
 from streamcalc.settings import Settings
+
+#: The connection name of a worker: its consumer name and the id of its process.
+CLIENT_NAME = "streamcalc-worker:{consumer}:{instance}"
+
+
+def client_name(consumer: str, instance: str) -> str:
+    """The CLIENT SETNAME of a worker's connections (no spaces or odd characters)."""
+    return CLIENT_NAME.format(
+        consumer=re.sub(r"[^A-Za-z0-9_.:-]", "_", consumer), instance=instance
+    )
+
+
+def instance_connected(client: redis.Redis, instance: str) -> bool:
+    """True while some connection of worker process ``instance`` is open on this Redis."""
+    listing = cast(bytes, client.execute_command("CLIENT", "LIST", "TYPE", "normal"))  # type: ignore[no-untyped-call]
+    suffix = f":{instance} ".encode()
+    return any(
+        b" name=streamcalc-worker:" in line and suffix in line + b" "
+        for line in listing.splitlines()
+    )
 
 
 class Tenure:
@@ -44,11 +66,19 @@ class Tenure:
         return self.engine.token
 
     def take(self) -> bool:
-        """Take the lease if it is free; then load the graph and claim what is pending."""
-        s = self.settings
-        token = self.engine.scripts.take_lease(s.group, self.consumer, s.lease_ms)
-        if token is None:
+        """Take the lease if it is free; then load the graph and claim what is pending.
+
+        A lease held under this consumer's name by another instance (this worker
+        restarted) is taken at once when no connection of that instance is left.
+        """
+        s, scripts, instance = self.settings, self.engine.scripts, self.engine.instance
+        reply = scripts.take_lease(s.group, self.consumer, s.lease_ms, instance)
+        held = reply.held_by()
+        if reply.token is None and held is not None and self._predecessor_gone(held):
+            reply = scripts.take_lease(s.group, self.consumer, s.lease_ms, instance, held.instance)
+        if reply.token is None:
             return False
+        token = reply.token
         self.engine.token = token
         faults.reached("after_take")
         self._ensure_group()
@@ -60,6 +90,12 @@ class Tenure:
         self.recovering = True
         self.log.info("partition taken", token=token, claimed=claimed)
         return True
+
+    def _predecessor_gone(self, held: LeaseToken) -> bool:
+        """True when a lease's holder is this consumer's own dead process (not this one)."""
+        if held.consumer != self.consumer or held.instance == self.engine.instance:
+            return False
+        return not instance_connected(self.client, held.instance)
 
     def _load_graph(self) -> None:
         """Load the partition's graph, with an empty state cache."""
@@ -144,20 +180,26 @@ class Tenure:
     def _step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
         processed = 0
         if self.recovering:
-            processed += self.drain_own_pending(stopping)
-            self.recovering = False
+            processed += self.drain_own_pending(stopping, budget_s)
+            if self.recovering:  # out of time: the rest of it next turn
+                return processed
         reply = self.engine.read(self.engine.batch_size())
         if not reply.entries:
             self.newest = reply.newest or "0-0"
             return processed
         return processed + self.pump(reply.entries, budget_s, stopping)
 
-    def drain_own_pending(self, stopping: Callable[[], bool]) -> int:
-        """Process the entries this consumer owns (read before a crash, or claimed) in order."""
+    def drain_own_pending(self, stopping: Callable[[], bool], budget_s: float = 60.0) -> int:
+        """Process the entries this consumer owns (read before a crash, or claimed) in order.
+
+        Clears ``recovering`` once none is left; stops early after about ``budget_s``.
+        """
         processed = 0
-        while not stopping():
+        deadline = time.monotonic() + budget_s
+        while not stopping() and time.monotonic() < deadline:
             batch = self.engine.read(self.engine.batch_size(), "0").entries
             if not batch:
+                self.recovering = False
                 break
             self.engine.process(batch, self._delivery_counts(batch))
             processed += len(batch)

@@ -14,6 +14,7 @@ becomes a dead letter of ``sc:{NS}:dead``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from streamcalc import faults, metrics
@@ -54,7 +55,8 @@ class Router(Tenure):
         """Move what waits in the routing stream; returns the entries moved."""
         moved = 0
         start = "0" if self.recovering else ">"
-        while not stopping():
+        deadline = time.monotonic() + budget_s  # the worker's own partitions get their turn
+        while not stopping() and time.monotonic() < deadline:
             reply = self.engine.read(self.settings.batch, start)
             if not reply.entries:
                 if start == "0":

@@ -152,7 +152,9 @@ class Supervisor:
                     code = child.poll()
                     if code is None or name in restart_at:
                         continue
-                    multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
+                    multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                        child.pid, str(self.state_dir / "metrics")
+                    )
                     quick = now - self.started[name] < _QUICK_DEATH_S
                     failures[name] = failures[name] + 1 if quick else 0
                     delay = min(0.5 * 2 ** failures[name], 30.0) if quick else 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
+import secrets
 import socket
 import threading
 import time
@@ -29,7 +29,7 @@ from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
-from streamcalc.partition import Tenure
+from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
 from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
@@ -65,10 +65,12 @@ class Worker:
         self.namespace = Namespace(settings.ns)
         self.keys = self.namespace.root
         # A blocking read must not look like a dead socket.
+        self.instance = secrets.token_hex(4)
+        """This process among workers that share a consumer name (a restart, say)."""
         self.client = connect(
             settings.redis_url,
             timeout=max(10.0, settings.block_ms / 1000 + 5),
-            name="streamcalc-worker:" + re.sub(r"[^A-Za-z0-9_.:-]", "_", self.consumer),
+            name=client_name(self.consumer, self.instance),
         )
         # Entries are parsed from Redis's flat field lists: a dict would hide repeated fields.
         for command in ("XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM"):
@@ -236,7 +238,7 @@ class Worker:
                 changed = True
         for p in sorted(target - set(self.owned)):
             tenure = Tenure(self._engine(self.namespace.partition(p, count), count))
-            if tenure.take():
+            if self._take(tenure):
                 self.owned[p] = tenure
                 changed = True
         self._rebalance_router()
@@ -257,12 +259,29 @@ class Worker:
             self.router = None
         if routes and self.router is None:
             router = Router(self._engine(self.keys, 1, "router"), self.partitions)
-            if router.take():
+            if self._take(router):
                 self.router = router
+
+    def _take(self, tenure: Tenure) -> bool:
+        """Take a partition; False also when its lease was lost again before the claim."""
+        try:
+            return tenure.take()
+        except LeaseLost as exc:  # we paused past the new lease: someone else has it now
+            self.log.warning("partition lost while taking it", error=str(exc))
+            tenure.lost()
+            return False
 
     def _engine(self, keys: Keys, partitions: int, label: str = "") -> Engine:
         log = self.log.bind(partition=label or keys.label)
-        return Engine(self.client, keys, self.settings, self.consumer, log, partitions=partitions)
+        return Engine(
+            self.client,
+            keys,
+            self.settings,
+            self.consumer,
+            log,
+            partitions=partitions,
+            instance=self.instance,
+        )
 
     # -- processing ----------------------------------------------------------------------------
 
@@ -280,15 +299,18 @@ class Worker:
             self.retain()
             self._next_trim = now + random.uniform(8.0, 12.0)  # workers spread out
         processed = 0
-        for tenure in self._tenures():
-            processed += self._step_one(tenure)
+        tenures = self._tenures()
+        for i, tenure in enumerate(tenures):
+            # an equal share of the time to the next tick; what an idle one leaves, the next gets
+            share = (self._next_tick - time.monotonic()) / (len(tenures) - i)
+            processed += self._step_one(tenure, share)
         self._progress()
         if not processed and not self.stopping:
             self._wait()
         return processed
 
-    def _step_one(self, tenure: Tenure) -> int:
-        budget = max(self._next_tick - time.monotonic(), 0.01)
+    def _step_one(self, tenure: Tenure, share: float) -> int:
+        budget = max(share, 0.01)
         try:
             return tenure.step(budget, lambda: self.stopping)
         except LeaseLost as exc:
@@ -331,7 +353,7 @@ class Worker:
         total = 0
         while True:
             self.rebalance()
-            processed = sum(self._step_one(t) for t in self._tenures())
+            processed = sum(self._step_one(t, 1.0) for t in self._tenures())
             total += processed
             if not processed:
                 return total

@@ -14,6 +14,7 @@ import redis
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace
 from streamcalc.messages import decode_output
+from streamcalc.scripts import LeaseToken
 from streamcalc.settings import Settings
 from streamcalc.store import read_range, store_graph
 from streamcalc.worker import Worker
@@ -86,14 +87,15 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> None:
 
 
 def lease_holders(r: redis.Redis, ns: str, partitions: int, group: str = "streamcalc") -> list[str]:
-    """Each partition's lease token, ``"<consumer> <epoch>"`` ("" when free), read from Redis."""
+    """Each partition's lease token ("" when free), read from Redis."""
     leases = [k.lease(group) for k in Namespace(ns).partitions(partitions)]
     return [(raw or b"").decode() for raw in r.mget(leases)]
 
 
 def owners(r: redis.Redis, ns: str, partitions: int, group: str = "streamcalc") -> list[str]:
     """The consumer holding each partition's lease ("" when free)."""
-    return [token.rpartition(" ")[0] for token in lease_holders(r, ns, partitions, group)]
+    tokens = [LeaseToken.parse(t) for t in lease_holders(r, ns, partitions, group)]
+    return [token.consumer if token else "" for token in tokens]
 
 
 def owned_counts(r: redis.Redis, ns: str, partitions: int) -> dict[str, int]:

@@ -14,7 +14,14 @@ import redis
 from helpers import load
 
 from streamcalc.keys import Keys
-from streamcalc.scripts import CommitReply, CommitRequest, DeadLetter, Scripts, members_script
+from streamcalc.scripts import (
+    CommitReply,
+    CommitRequest,
+    DeadLetter,
+    LeaseToken,
+    Scripts,
+    members_script,
+)
 
 GROUP = "streamcalc"
 
@@ -27,7 +34,7 @@ def scripts(r: redis.Redis, keys: Keys) -> Scripts:
 @pytest.fixture
 def token(scripts: Scripts) -> str:
     """The lease of the test's partition, held by consumer c1."""
-    held = scripts.take_lease(GROUP, "c1", 60_000)
+    held = scripts.take_lease(GROUP, "c1", 60_000).token
     assert held is not None
     return held
 
@@ -130,7 +137,7 @@ def test_a_commit_without_the_lease_is_fenced_and_writes_nothing(
     load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
     entry = pending_entry(r, keys)
     assert scripts.release_lease(GROUP, token)
-    newer = scripts.take_lease(GROUP, "c2", 60_000)
+    newer = scripts.take_lease(GROUP, "c2", 60_000).token
     assert newer is not None and newer != token
     req = request(token, [entry])
     req.fired = ["S", "2", "1", entry, ""]
@@ -200,22 +207,33 @@ def test_many_entries_and_fields_stay_within_lua_limits(
 
 
 def test_lease_take_renew_release_and_expiry(r: redis.Redis, scripts: Scripts) -> None:
-    first = scripts.take_lease(GROUP, "c1", 200)
-    assert first is not None and first.startswith("c1 ")
-    assert scripts.take_lease(GROUP, "c2", 200) is None
-    assert scripts.renew_lease(GROUP, first, 200)
-    assert not scripts.renew_lease(GROUP, "c2 99", 200)
+    first = scripts.take_lease(GROUP, "c1", 200, "i1")
+    assert first.token is not None and first.token.startswith("c1 ") and first.token.endswith(" i1")
+    refused = scripts.take_lease(GROUP, "c2", 200, "i2")
+    assert refused.token is None and refused.holder == first.token
+    assert refused.held_by() == LeaseToken("c1", 1, "i1")
+    assert scripts.renew_lease(GROUP, first.token, 200)
+    assert not scripts.renew_lease(GROUP, "c2 99 i2", 200)
     time.sleep(0.3)
-    assert not scripts.renew_lease(GROUP, first, 200)  # expired: a renewal cannot bring it back
-    second = scripts.take_lease(GROUP, "c1", 60_000)
-    assert second is not None and second != first  # a new tenure, a new token
-    assert not scripts.release_lease(GROUP, first)
-    restarted = scripts.take_lease(GROUP, "c1", 60_000)  # the same consumer, restarted
-    assert restarted is not None and restarted != second
-    assert not scripts.renew_lease(GROUP, second, 60_000)  # the old process is fenced
-    assert scripts.take_lease(GROUP, "c", 60_000) is None  # a prefix of the name is not the name
-    assert scripts.release_lease(GROUP, restarted)
-    assert scripts.take_lease(GROUP, "c2", 60_000) is not None
+    assert not scripts.renew_lease(GROUP, first.token, 200)  # expired: renewal cannot revive it
+    second = scripts.take_lease(GROUP, "c1", 60_000, "i1").token
+    assert second is not None and second != first.token  # a new tenure, a new token
+    assert not scripts.release_lease(GROUP, first.token)
+    assert scripts.release_lease(GROUP, second)
+    assert scripts.take_lease(GROUP, "c2", 60_000, "i2").token is not None
+
+
+def test_a_restarted_consumer_takes_over_only_from_the_instance_it_names(
+    scripts: Scripts,
+) -> None:
+    held = scripts.take_lease(GROUP, "w b", 60_000, "old").token
+    assert held is not None
+    assert scripts.take_lease(GROUP, "w", 60_000, "new", "old").token is None  # not its name
+    assert scripts.take_lease(GROUP, "w b", 60_000, "new").token is None  # no gone instance
+    assert scripts.take_lease(GROUP, "w b", 60_000, "new", "other").token is None  # not it
+    restarted = scripts.take_lease(GROUP, "w b", 60_000, "new", "old").token
+    assert restarted is not None and restarted.startswith("w b ") and restarted.endswith(" new")
+    assert not scripts.renew_lease(GROUP, held, 60_000)  # the old process is fenced
 
 
 def test_fetch_is_fenced_by_the_lease(

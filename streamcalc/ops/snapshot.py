@@ -19,6 +19,7 @@ from streamcalc.keys import Keys, Namespace
 from streamcalc.messages import id_ms
 from streamcalc.ops.streaminfo import ConsumerStatus, StreamStatus, combine, read_streams
 from streamcalc.ops.streams import Layout, as_text, layout, page_size, stream_keys
+from streamcalc.scripts import LeaseToken
 from streamcalc.settings import DEFAULT_GROUP
 from streamcalc.store import StreamEntry, server_time_ms
 
@@ -167,7 +168,7 @@ def _partition(
 
 
 def _owners(client: redis.Redis, every: Sequence[Keys], group: str) -> list[Owner | None]:
-    """The holder of each partition's lease (``"<consumer> <epoch>"``), from one pipeline."""
+    """The holder of each partition's lease (a :class:`LeaseToken`), from one pipeline."""
     pipe = client.pipeline(transaction=False)
     for keys in every:
         pipe.get(keys.lease(group))
@@ -175,8 +176,8 @@ def _owners(client: redis.Redis, every: Sequence[Keys], group: str) -> list[Owne
     replies = pipe.execute()
     owners: list[Owner | None] = []
     for raw, ttl in zip(replies[0::2], replies[1::2], strict=True):
-        consumer, _, epoch = as_text(raw).rpartition(" ") if raw else ("", "", "")
-        owners.append(Owner(consumer, int(epoch), max(int(ttl), 0)) if consumer else None)
+        token = LeaseToken.parse(as_text(raw)) if raw else None
+        owners.append(Owner(token.consumer, token.epoch, max(int(ttl), 0)) if token else None)
     return owners
 
 

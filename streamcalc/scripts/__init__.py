@@ -179,6 +179,36 @@ RawEntry = tuple[bytes, list[bytes] | None]
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseToken:
+    """A lease's value, ``"<consumer> <epoch> <instance>"`` (see lease.lua), taken apart."""
+
+    consumer: str
+    epoch: int
+    instance: str
+
+    @classmethod
+    def parse(cls, token: str) -> LeaseToken | None:
+        """The parts of ``token``; None for a value that is no lease token."""
+        head, _, instance = token.rpartition(" ")
+        consumer, _, epoch = head.rpartition(" ")
+        if not consumer or not epoch.isdigit() or not instance:
+            return None
+        return cls(consumer, int(epoch), instance)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    """What a take of a lease answered: the new token, or who holds the lease."""
+
+    token: str | None
+    holder: str
+
+    def held_by(self) -> LeaseToken | None:
+        """Who holds the lease, when the take was refused."""
+        return LeaseToken.parse(self.holder)
+
+
+@dataclass(frozen=True, slots=True)
 class ReadReply:
     """What fetch.lua answered."""
 
@@ -321,10 +351,14 @@ class Scripts:
         """Run leave.lua: remove ``consumer`` unless it owns pending entries; True if removed."""
         return bool(self._leave(keys=[self.keys.input], args=[group, consumer]))
 
-    def take_lease(self, group: str, consumer: str, lease_ms: int) -> str | None:
-        """Take the partition's lease if nobody holds it; returns the new token."""
-        token = self._lease(keys=self._lease_keys(group), args=["take", group, consumer, lease_ms])
-        return _text(token) if token else None
+    def take_lease(
+        self, group: str, consumer: str, lease_ms: int, instance: str = "-", gone: str = ""
+    ) -> LeaseReply:
+        """Take the partition's lease if nobody holds it, or if its holder is ``consumer``'s
+        own instance ``gone`` (a predecessor found dead); see lease.lua."""
+        args: list[ScriptArg] = ["take", group, consumer, lease_ms, instance, gone]
+        taken, token = self._lease(keys=self._lease_keys(group), args=args)
+        return LeaseReply(_text(token), "") if int(taken) else LeaseReply(None, _text(token))
 
     def renew_lease(self, group: str, token: str, lease_ms: int) -> bool:
         """Extend the lease held by ``token``; False when it is no longer held by it."""
