@@ -378,7 +378,8 @@ def report(doc: dict[str, Any]) -> str:
         "",
         main_table(results, doc["ratios"]),
         "",
-        "Rates: per second of the measured window (all N workers running -> group drained);"
+        "Rates: per second of the measured window (partitions dealt out to all N workers ->"
+        " every partition's group drained);"
         f" streamcalc rows are the median of {doc['repeats']} run(s), lost/bad summed over all.",
         "p50/p99: streamcalc = 1 worker, open-loop producer at half that workload's 1-worker"
         " maximum; ceiling = same entries at that same rate; baseline = half its own maximum.",
