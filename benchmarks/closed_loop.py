@@ -1,20 +1,24 @@
-"""Closed-loop throughput: N ``streamcalc worker`` processes drain a prefilled stream.
+"""Closed-loop throughput: N ``streamcalc worker`` processes drain prefilled streams.
 
-The workload's entries are XADDed once into a template stream and ``COPY``-ed into
-``sc:{NS}:in`` of a fresh namespace; the graph is loaded; N worker processes start
-(:class:`benchmarks.processes.Workers`). A poller reads ``XINFO GROUPS`` every millisecond:
-the measured window runs from the moment all N consumers are in the group (one has read its
-first batch when it appears) to the moment the group's last-delivered-id is the last entry and
-nothing is pending. Entries done before the window (a fast starter) are subtracted. Worker CPU,
-Redis CPU (:class:`benchmarks.processes.CpuWindow`) and Redis command statistics (``INFO
-commandstats``, reset before the run) are sampled over the same window. Afterwards every value
-is checked (:mod:`benchmarks.verify`).
+The workload's entries are XADDed once into a template stream per partition (one for an
+unpartitioned workload) and ``COPY``-ed into each partition's input of a fresh namespace; the
+graph is loaded (with the workload's partitions); N worker processes start
+(:class:`benchmarks.processes.Workers`). Workers own partitions through leases (SPEC S12), so a
+poller reads every partition's ``XINFO GROUPS`` and lease and the group's members every 1-5 ms:
+the measured window runs from the moment all N workers are members and every partition is
+leased to the worker it is dealt to (round-robin over the sorted names; with more workers than
+partitions the rest stand by) to the moment every partition's group was handed its last entry
+and has nothing pending. Entries done before the window (while the first workers held more than
+their share) are subtracted. Worker CPU, Redis CPU (:class:`benchmarks.processes.CpuWindow`)
+and Redis command statistics (``INFO commandstats``, reset before the run) are sampled over the
+same window; the workers' counters (commit conflicts, rebalances) are read off their
+``/metrics`` at the end. Afterwards every value is checked (:mod:`benchmarks.verify`) in stream
+order per partition, which is each key's order.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -22,16 +26,17 @@ import redis
 from benchmarks.common import Result
 from benchmarks.processes import CpuWindow, Workers, rss_and_peak_mb
 from benchmarks.streams import (
-    Sample,
+    Prefilled,
+    Progress,
     client_for,
     delete_namespace,
-    group_sample,
     load_graph,
     new_ns,
+    partition_keys,
+    progress,
 )
-from benchmarks.verify import read_out, verify
+from benchmarks.verify import OutRows, read_out, verify
 from benchmarks.workloads import Workload
-from streamcalc.keys import Keys
 
 
 def _commandstats(client: redis.Redis) -> dict[str, dict[str, float]]:
@@ -52,8 +57,7 @@ HARNESS_COMMANDS = ("xinfo|groups", "info", "config|resetstat", "ping", "client|
 def run_closed(
     url: str,
     workload: Workload,
-    template: str,
-    ids: Sequence[bytes],
+    filled: Prefilled,
     workers: int,
     *,
     batch: int = 500,
@@ -61,88 +65,98 @@ def run_closed(
     timeout_s: float = 300.0,
     stream_expected: int | None = None,
 ) -> Result:
-    """One closed-loop run of ``workers`` worker processes over the prefilled ``template``."""
+    """One closed-loop run of ``workers`` worker processes over the prefilled templates."""
     client = client_for(url)
     ns = new_ns(f"{workload.name}-w{workers}")
-    keys = Keys(ns)
-    n = len(ids)
-    last_id = ids[-1]
+    parts = partition_keys(ns, workload)
+    n = filled.count
+    last_ids = [ids[-1] for ids in filled.ids]
     try:
         memory0 = int(client.info("memory")["used_memory"])
         load_graph(client, ns, workload)
-        client.execute_command("COPY", template, keys.input)
+        for template, keys in zip(filled.templates, parts, strict=True):
+            client.execute_command("COPY", template, keys.input)
         client.config_resetstat()
-        with Workers(url, ns, workers, batch=batch, block_ms=block_ms) as procs:
+        with Workers(url, ns, workers, batch=batch, block_ms=block_ms, metrics=True) as procs:
             launched = time.perf_counter()
-            first: Sample | None = None
-            begin: Sample | None = None
+            first: Progress | None = None
+            begin: Progress | None = None
             deadline = time.monotonic() + timeout_s
             cpu = CpuWindow(client, procs.pids)
             while True:
-                s = group_sample(client, keys.input)
-                if s is not None and first is None and s.last_id != b"0-0":
+                s = progress(client, ns, parts)
+                if first is None and s.started():
                     first = s
                     cpu.restart()
-                if s is not None and begin is None and s.consumers >= workers:
+                if begin is None and s.balanced(procs.consumers):
                     begin = s
-                    if begin is not first:
+                    if first is not None:  # else the window starts at the first delivery
                         cpu.restart()
-                if s is not None and s.last_id == last_id and s.pending == 0:
+                if s.drained(last_ids):
                     end = s
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"{workload.name} x{workers}: not drained within {timeout_s:.0f} s "
-                        f"({s.done if s else '?'} of {n} entries done)"
+                        f"({s.done} of {n} entries done)"
                     )
                 procs.check_alive()
                 time.sleep(0.001 if begin is None else 0.005)
             used = cpu.stop()
             rss, hwm = rss_and_peak_mb(procs.pids)
             stats = _commandstats(client)
+            counters = procs.scrape()
             procs.stop()
             log_lines = procs.log_lines()
             exit_codes = procs.exit_codes
         assert first is not None
-        all_started = begin is not None
-        if begin is None:  # drained before the last worker joined: measure from the first
+        balanced = begin is not None
+        if begin is None or first.t > begin.t:
+            # drained before the partitions were dealt out, or balanced before the first
+            # delivery: measure from the first delivery
             begin = first
-        done_before = max(0, begin.done) if begin is not first else 0
+        done_before = begin.done
         measured = n - done_before
         seconds = max(1e-9, end.t - begin.t)
-        out_len = int(client.xlen(keys.output))
-        dead_len = int(client.xlen(keys.dead))
+        out_len = sum(int(client.xlen(keys.output)) for keys in parts)
+        dead_len = sum(int(client.xlen(keys.dead)) for keys in parts)
         memory_abs = int(client.info("memory")["used_memory"])
-        rows = read_out(client, keys.output, {eid: i for i, eid in enumerate(ids)})
+        rows = OutRows()
+        for keys, ids, index in zip(parts, filled.ids, filled.index, strict=True):
+            read_out(client, keys.output, dict(zip(ids, index, strict=True)), rows)
     finally:
-        delete_namespace(client, ns)
+        delete_namespace(client, ns, workload.partitions)
         client.close()
-    check = verify(
-        rows,
-        workload.entries[:n],
-        workload.model,
-        batch=None if workers == 1 else batch,
-        stream_expected=stream_expected,
-    )
+    # each partition has one owner at a time (S10, S12): the serial order is the stream order
+    check = verify(rows, workload.entries[:n], workload.model, stream_expected=stream_expected)
     worker_cpu = used["workers_s"]
     redis_cpu = used["redis_s"]
     rate = measured / seconds
     derived_rate = out_len * measured / n / seconds
     extra: dict[str, Any] = {
         "batch": batch,
+        "partitions": workload.partitions,
         "startup_s": round(begin.t - launched, 3),
-        "all_workers_started": all_started,
+        "all_workers_started": balanced,
+        "balanced": balanced,
         "all_workers_started_after_entries": done_before,
         "first_delivery_to_end_s": round(end.t - first.t, 4),
+        "owners_at_start": begin.owners,
         "worker_cpu_s": round(worker_cpu, 3),
         "worker_cpu_us_per_entry": round(worker_cpu / measured * 1e6, 2),
         "worker_cpu_util": round(worker_cpu / seconds / workers, 3),
         "redis_cpu_s": round(redis_cpu, 3),
         "redis_cpu_us_per_entry": round(redis_cpu / measured * 1e6, 2),
         "redis_cpu_util": round(redis_cpu / seconds, 3),
+        "entries_per_cpu_s": round(measured / max(1e-9, worker_cpu + redis_cpu), 1),
         "wall_us_per_entry": round(seconds / measured * 1e6, 2),
         "harness_cpu_util": used["harness_util"],
         "other_processes_cpu_util": used["other_util"],
+        "commit_conflicts": int(counters["streamcalc_commit_conflicts_total"]),
+        "rebalances": int(counters["streamcalc_rebalances_total"]),
+        "late_readings_metric": int(counters["streamcalc_late_readings_total"]),
+        "claimed": int(counters["streamcalc_claimed_total"]),
+        "partitions_owned_at_end": int(counters["streamcalc_partitions_owned"]),
         "commandstats_per_entry": _per_entry(stats, n),
         "rss_per_worker_mb": [round(x, 1) for x in rss],
         "rss_peak_per_worker_mb": [round(x, 1) for x in hwm],

@@ -149,9 +149,7 @@ def run_latency(
     finally:
         delete_namespace(client, ns)
         client.close()
-    check = verify(
-        out, workload.entries[: len(ids)], workload.model, batch=None, stream_expected=None
-    )
+    check = verify(out, workload.entries[: len(ids)], workload.model, stream_expected=None)
     arrivals = follower.arrivals(ids)
     latencies = latencies_ms(stamps, arrivals, warmup_s)
     p50, p99 = latency_summary(latencies)

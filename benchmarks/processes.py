@@ -2,7 +2,9 @@
 
 :class:`Workers` starts N ``python -m streamcalc worker`` processes (one process each, so each
 RSS is readable), each in its own session and killed with the harness even when it dies by
-SIGKILL; :func:`kill_all_workers` reaps whatever a failed run left. :class:`CpuWindow` samples
+SIGKILL; :func:`kill_all_workers` reaps whatever a failed run left. With ``metrics=True`` each
+serves ``/metrics`` on a free port and :meth:`Workers.scrape` reads the counters the harness
+reports (commit conflicts, rebalances, late readings). :class:`CpuWindow` samples
 the CPU of the workers (``/proc/PID/stat``), redis-server, the harness and everyone else
 (``/proc/stat``) over one measured window.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +29,15 @@ from benchmarks.common import status_kb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: Counters read off each worker's ``/metrics`` by :meth:`Workers.scrape` (summed over them).
+SCRAPED = (
+    "streamcalc_commit_conflicts_total",
+    "streamcalc_rebalances_total",
+    "streamcalc_late_readings_total",
+    "streamcalc_claimed_total",
+    "streamcalc_partitions_owned",
+)
 
 #: Every worker process started here, so that anything left can be killed on the way out.
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -43,9 +56,19 @@ def kill_all_workers() -> None:
 class Workers:
     """N ``streamcalc worker`` processes, each in its own session; always stopped on exit."""
 
-    def __init__(self, redis_url: str, ns: str, count: int, *, batch: int, block_ms: int) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        ns: str,
+        count: int,
+        *,
+        batch: int,
+        block_ms: int,
+        metrics: bool = False,
+    ) -> None:
         self.redis_url, self.ns, self.count = redis_url, ns, count
         self.batch, self.block_ms = batch, block_ms
+        self.ports: list[int] = [_free_port() for _ in range(count)] if metrics else []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[str] = []
         self.exit_codes: list[int | None] = []
@@ -61,6 +84,8 @@ class Workers:
                 "--block-ms", str(self.block_ms), "--log-format", "json",
                 "--log-level", "warning",
             ]  # fmt: skip
+            if self.ports:
+                cmd += ["--metrics-port", str(self.ports[i])]
             fd, log_path = tempfile.mkstemp(prefix=f"bench-worker-{i}-", suffix=".log")
             with os.fdopen(fd, "wb") as log:
                 proc = subprocess.Popen(
@@ -76,6 +101,24 @@ class Workers:
     def pids(self) -> list[int]:
         """PIDs of the worker processes."""
         return [p.pid for p in self.procs]
+
+    @property
+    def consumers(self) -> list[str]:
+        """The consumer names of the workers."""
+        return [f"bench-{i}" for i in range(self.count)]
+
+    def scrape(self) -> dict[str, float]:
+        """The :data:`SCRAPED` counters summed over the workers (``metrics=True`` only)."""
+        totals = dict.fromkeys(SCRAPED, 0.0)
+        for port in self.ports:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode()
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in totals:
+                    totals[name] += float(value)
+        return totals
 
     def check_alive(self) -> None:
         """Raise if a worker exited (with the end of its log)."""
@@ -113,6 +156,13 @@ class Workers:
         for path in self.logs:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:

@@ -1,5 +1,5 @@
-"""Benchmark harness: streamcalc on the *seed*, *wide* and *deep* workloads, next to the seed's
-Celery design (baseline a) and the bare Redis Streams ceiling (b), in one run.
+"""Benchmark harness: streamcalc on the *seed*, *wide*, *deep* and *keyed* workloads, next to
+the seed's Celery design (baseline a) and the bare Redis Streams ceiling (b), in one run.
 
     .venv/bin/python benchmarks/run.py [--quick] [--json PATH]
 
@@ -35,6 +35,7 @@ import redis
 from benchmarks import processes, streams
 from benchmarks.common import Result, exit_on_sigterm
 from benchmarks.report import check_targets, ratios, report
+from benchmarks.scaling import scaling_targets
 from benchmarks.suite import (
     FULL,
     QUICK,
@@ -97,7 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (< 2 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
-        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of seed,wide,deep"
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of seed,wide,deep,keyed",
     )
     parser.add_argument("--repeats", type=int, default=None, help="runs per configuration")
     parser.add_argument("--batch", type=int, default=500, help="worker --batch")
@@ -168,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep": [msgspec.to_builtins(r) for r in sweep],
         "ratios": ratio_rows,
     }
-    doc["targets"] = check_targets([*results, *sweep], ratio_rows)
+    doc["targets"] = check_targets([*results, *sweep], ratio_rows) + scaling_targets(results)
     print(report(doc))
     if args.json is not None:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,5 +1,9 @@
 """The harness's side of Redis: a client with raw stream replies, filling streams, fresh
 namespaces, and the consumer group's progress (``XINFO GROUPS``) that every run waits on.
+
+A workload with ``P > 1`` partitions is prefilled into one template stream per partition
+(:func:`prefill_partitions`), each entry into its key's partition, as a producer that knows the
+partitions writes them; :func:`progress` samples every partition's group and lease at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import redis
 from benchmarks.processes import Workers
 from benchmarks.workloads import Workload
 from streamcalc.graph import parse_graph_text
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace, partition_of
 from streamcalc.store import store_graph
 
 GROUP = "streamcalc"
@@ -50,15 +54,62 @@ def prefill(client: redis.Redis, key: str, workload: Workload) -> list[bytes]:
     return ids
 
 
+@dataclass(slots=True)
+class Prefilled:
+    """A workload's entries in one template stream per partition (one for ``P = 1``)."""
+
+    templates: list[str]
+    ids: list[list[bytes]]  # entry IDs of each template, in order
+    index: list[list[int]]  # the workload's entry index of each of those entries
+
+    @property
+    def count(self) -> int:
+        """Entries over all partitions."""
+        return sum(len(ids) for ids in self.ids)
+
+    def delete(self, client: redis.Redis) -> None:
+        """Drop the template streams."""
+        client.delete(*self.templates)
+
+
+def prefill_partitions(client: redis.Redis, prefix: str, workload: Workload) -> Prefilled:
+    """XADD every entry to the template of its key's partition (``prefix`` or ``prefix:p``)."""
+    count = workload.partitions
+    if count <= 1:
+        ids = prefill(client, prefix, workload)
+        return Prefilled([prefix], [ids], [list(range(len(ids)))])
+    templates = [f"{prefix}:{p}" for p in range(count)]
+    client.delete(*templates)
+    index: list[list[int]] = [[] for _ in range(count)]
+    for i, entry in enumerate(workload.entries):
+        index[partition_of(entry.key, count)].append(i)
+    ids: list[list[bytes]] = []
+    for template, members in zip(templates, index, strict=True):
+        part = Workload(workload.name, "", {}, [workload.entries[i] for i in members])
+        ids.append(prefill(client, template, part))
+    return Prefilled(templates, ids, index)
+
+
 def load_graph(client: redis.Redis, ns: str, workload: Workload) -> None:
-    """Parse the workload's graph file and store it in namespace ``ns``."""
+    """Parse the workload's graph file and store it in namespace ``ns`` (with its partitions)."""
     graph = parse_graph_text(workload.graph_toml, f"<{workload.name}>")
-    store_graph(client, Keys(ns), graph)
+    partitions = workload.partitions if workload.partitions > 1 else None
+    store_graph(client, Keys(ns), graph, partitions=partitions)
 
 
-def delete_namespace(client: redis.Redis, ns: str) -> None:
-    """Drop every key of namespace ``ns``."""
-    client.delete(*Keys(ns).all())
+def partition_keys(ns: str, workload: Workload) -> list[Keys]:
+    """The keys of each partition of the workload's namespace ``ns``."""
+    return Namespace(ns).partitions(workload.partitions)
+
+
+def delete_namespace(client: redis.Redis, ns: str, partitions: int = 1) -> None:
+    """Drop every key of namespace ``ns`` (all partitions, leases and members included)."""
+    space = Namespace(ns)
+    parts = space.partitions(partitions)
+    names = {*space.root.all(), space.members(GROUP), space.root.lease(GROUP)}
+    for keys in parts:
+        names |= {*keys.all(), keys.lease(GROUP)}
+    client.delete(*names)
 
 
 def new_ns(tag: str) -> str:
@@ -91,6 +142,71 @@ def group_sample(client: redis.Redis, key: str) -> Sample | None:
             read = g.get("entries-read")
             done = -1 if read is None else int(read) - int(g["pending"])
             return Sample(t, int(g["consumers"]), int(g["pending"]), last_b, done)
+    return None
+
+
+@dataclass(slots=True)
+class Progress:
+    """Every partition's group and lease, and the live members, at one instant."""
+
+    t: float
+    groups: list[Sample | None]  # per partition; None before the group exists
+    owners: list[str | None]  # per partition: the consumer holding its lease
+    members: int
+
+    @property
+    def done(self) -> int:
+        """Entries finished over all partitions (negative ones, unknown, count 0)."""
+        return sum(max(0, g.done) for g in self.groups if g is not None)
+
+    def started(self) -> bool:
+        """Some partition has handed out an entry."""
+        return any(g is not None and g.last_id != b"0-0" for g in self.groups)
+
+    def drained(self, last_ids: Sequence[bytes]) -> bool:
+        """Every partition's group was handed its last entry and has nothing pending."""
+        return all(
+            g is not None and g.last_id == last and g.pending == 0
+            for g, last in zip(self.groups, last_ids, strict=True)
+        )
+
+    def balanced(self, consumers: Sequence[str]) -> bool:
+        """Every consumer is a member and every partition is leased to the one it is dealt to
+        (round-robin over the sorted names, as :func:`streamcalc.ownership.assignment` deals)."""
+        ordered = sorted(consumers)
+        return self.members >= len(ordered) and all(
+            owner == ordered[p % len(ordered)] for p, owner in enumerate(self.owners)
+        )
+
+
+def progress(client: redis.Redis, ns: str, parts: Sequence[Keys]) -> Progress:
+    """Sample every partition's group (``XINFO GROUPS``) and lease, and the members, at once."""
+    pipe = client.pipeline(transaction=False)
+    for keys in parts:
+        pipe.xinfo_groups(keys.input)
+    for keys in parts:
+        pipe.get(keys.lease(GROUP))
+    pipe.zcard(Namespace(ns).members(GROUP))
+    t = time.perf_counter()
+    replies = pipe.execute(raise_on_error=False)
+    count = len(parts)
+    groups = [_group_of(r) for r in replies[:count]]
+    owners = [r.decode().rsplit(" ", 1)[0] if isinstance(r, bytes) else None
+              for r in replies[count : 2 * count]]  # fmt: skip
+    members = replies[-1] if isinstance(replies[-1], int) else 0
+    return Progress(t, groups, owners, members)
+
+
+def _group_of(groups: Any) -> Sample | None:
+    if not isinstance(groups, list):
+        return None  # no stream yet (an error reply)
+    for g in groups:
+        if g["name"] in (GROUP, GROUP.encode()):
+            last = g["last-delivered-id"]
+            last_b = last if isinstance(last, bytes) else str(last).encode()
+            read = g.get("entries-read")
+            done = -1 if read is None else int(read) - int(g["pending"])
+            return Sample(0.0, int(g["consumers"]), int(g["pending"]), last_b, done)
     return None
 
 

@@ -1,10 +1,11 @@
 """What one benchmark run does: the plans (quick, full) and the runs of every configuration.
 
-For each workload: its template stream, the Streams ceiling (b), streamcalc with 1, 2 (and 4)
-workers (the median of the repeats), open-loop latency at fractions of the 1-worker maximum
-and the ceiling's latency at the same rate; then the graph-size sweep. The seed's ceiling and
-the Celery baseline (a) are run by :func:`benchmarks.run.main` first. A failed run becomes an
-error row; the benchmark goes on.
+For each workload: its template stream (one per partition for *keyed*), the Streams ceiling
+(b), streamcalc with 1, 2 (and 4) workers (the median of the repeats), open-loop latency at
+fractions of the 1-worker maximum and the ceiling's latency at the same rate (the unpartitioned
+workloads only: *keyed* is compared with *seed*'s ceiling); then the graph-size sweep. The
+seed's ceiling and the Celery baseline (a) are run by :func:`benchmarks.run.main` first. A
+failed run becomes an error row; the benchmark goes on.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import redis
 
 from benchmarks import ceiling, closed_loop, latency, processes, streams, verify, workloads
 from benchmarks.common import Result
+from benchmarks.scaling import late_pct
 
-WORKLOADS = ("seed", "wide", "deep")
+WORKLOADS = ("seed", "wide", "deep", "keyed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class Plan:
 
 QUICK = Plan(
     name="quick",
-    entries={"seed": 30_000, "wide": 2_000, "deep": 8_000},
+    entries={"seed": 30_000, "wide": 2_000, "deep": 8_000, "keyed": 40_000},
     workers=(1, 2),
     repeats=1,
     latency_s=1.5,
@@ -59,7 +61,7 @@ QUICK = Plan(
 
 FULL = Plan(
     name="full",
-    entries={"seed": 200_000, "wide": 10_000, "deep": 60_000},
+    entries={"seed": 200_000, "wide": 10_000, "deep": 60_000, "keyed": 200_000},
     workers=(1, 2, 4),
     repeats=3,
     latency_s=5.0,
@@ -113,6 +115,11 @@ def median_run(runs: Sequence[Result]) -> Result:
     row.extra["runs_derived_per_s"] = [r.derived_per_s for r in runs]
     row.extra["bad"] = sum(bad_values(r.extra.get("check") or {}) for r in runs)
     row.extra["dead_letters_all_runs"] = sum(int(r.extra.get("dead_letters", 0)) for r in runs)
+    lates = [p for r in runs if (p := late_pct(r)) is not None]
+    row.extra["late_pct_max_all_runs"] = max(lates, key=abs) if lates else None
+    row.extra["commit_conflicts_all_runs"] = sum(
+        int(r.extra.get("commit_conflicts", 0)) for r in runs
+    )
     row.extra["failed_worker_exits_all_runs"] = sum(
         1 for r in runs for code in r.extra.get("worker_exit_codes", []) if code != 0
     )
@@ -147,15 +154,14 @@ def run_streamcalc(
     failed = False
     for name in names:
         n = plan.entries[name]
-        log(f"{name}: building {n} entries, filling the template stream")
+        log(f"{name}: building {n} entries, filling the template stream(s)")
         wl = workloads.build(name, n)
-        template = f"bench:template:{name}"
-        client.delete(template)
-        ids = streams.prefill(client, template, wl)
+        filled = streams.prefill_partitions(client, f"bench:template:{name}", wl)
         expected = verify.stream_order_count(wl.entries[:n], wl.model)
         try:
-            if name != "seed":  # the seed's ceiling is benchmarks.ceiling (run by main)
+            if name != "seed" and wl.partitions == 1:  # seed's ceiling: run by main
                 log(f"{name}: Streams ceiling (XREADGROUP + XACK, no computation)")
+                template = filled.templates[0]
                 ceilings[name] = guard(
                     lambda: ceiling.run_stream_ceiling(url, wl, template, n, batch=batch),  # noqa: B023
                     name,
@@ -170,8 +176,7 @@ def run_streamcalc(
                             closed_loop.run_closed(
                                 url,
                                 wl,
-                                template,
-                                ids,
+                                filled,
                                 workers,
                                 batch=batch,
                                 timeout_s=120 + n / 100,
@@ -186,10 +191,11 @@ def run_streamcalc(
                         processes.kill_all_workers()
                 rows.append(median_run(runs))
             one = next((r for r in rows if r.workload == name and r.workers == 1), None)
-            if one is not None and one.entries_per_s > 0 and plan.latency_s > 0:
+            latency_due = plan.latency_s > 0 and wl.partitions == 1
+            if one is not None and one.entries_per_s > 0 and latency_due:
                 failed = _latency(url, wl, plan, batch, one, ceilings.get(name)) or failed
         finally:
-            client.delete(template)
+            filled.delete(client)
     return rows, failed
 
 
@@ -266,18 +272,19 @@ def run_sweep(url: str, plan: Plan, batch: int, client: redis.Redis) -> tuple[li
     for derived in plan.sweep_derived:
         wl = workloads.wide(plan.sweep_entries, derived=derived)
         wl.name = f"wide-{derived}"
-        template = f"bench:template:{wl.name}"
+        filled: streams.Prefilled | None = None
         log(f"graph-size sweep: {wl.name}, 1 worker")
         try:
-            ids = streams.prefill(client, template, wl)
-            rows.append(closed_loop.run_closed(url, wl, template, ids, 1, batch=batch))
+            filled = streams.prefill_partitions(client, f"bench:template:{wl.name}", wl)
+            rows.append(closed_loop.run_closed(url, wl, filled, 1, batch=batch))
         except Exception as exc:
             log(f"{wl.name} failed: {exc}")
             failed = True
             rows.append(error_row(wl.name, "streamcalc", 1, exc))
         finally:
             processes.kill_all_workers()
-            client.delete(template)
+            if filled is not None:
+                filled.delete(client)
     return rows, failed
 
 

@@ -3,15 +3,13 @@
 The output streams are read whole (:func:`read_out`, once per stream: a keyed namespace has
 one ``out`` per partition) into :class:`OutRows`, one row per value with its input entry, key,
 node, value and ``@ts``. :func:`verify` replays the input entries through the reference model
-of the SPEC (:mod:`benchmarks.reference`), one model per key made by a factory, in a serial
+of the SPEC (:mod:`benchmarks.reference`), one model per key made by a factory, in stream
 order, and compares value by value.
 
-With one worker (and with partitions, each processed by one worker at a time) the serial order
-is the stream order (SPEC S10). With N workers on one unkeyed stream it is the order in which
-the batches committed: a prefilled stream hands out consecutive blocks of ``--batch`` entries,
-each committed atomically, so the serial order is a permutation of those blocks, read off
-``out`` (blocks that produced nothing go last; the model must then agree that they produce
-nothing).
+The stream order is the serial order with any number of workers: each partition is processed by
+one worker at a time (SPEC S10, S12), and a key's entries are all in its partition, in order.
+The entries are replayed in the workload's order, which is every partition's stream order, so
+every key's model sees that key's entries in the order its partition holds them.
 """
 
 from __future__ import annotations
@@ -48,7 +46,6 @@ class Check:
     duplicates: int = 0  # a second out entry for the same (@src, node)
     late_readings: int = 0  # readings the model found late in that serial order
     expected_stream_order: int | None = None  # what one worker in stream order would produce
-    block_splits: int = 0  # blocks whose output is not contiguous in out (N workers)
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -73,7 +70,6 @@ class Check:
             "duplicates": self.duplicates,
             "late_readings": self.late_readings,
             "expected_stream_order": self.expected_stream_order,
-            "block_splits": self.block_splits,
             "examples": self.examples[:5],
         }
 
@@ -151,30 +147,6 @@ def _close(a: float, b: float) -> bool:
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
-def _serial_order(rows: OutRows, n: int, batch: int | None) -> tuple[list[int], int]:
-    """Entry indices in commit order (see the module doc), and the count of split blocks."""
-    if batch is None:
-        return list(range(n)), 0
-    blocks: list[int] = []
-    seen: set[int] = set()
-    last = -1
-    splits = 0
-    for src in rows.src:
-        if src < 0:
-            continue
-        block = src // batch
-        if block != last:
-            if block in seen:
-                splits += 1
-            else:
-                seen.add(block)
-                blocks.append(block)
-            last = block
-    blocks += [b for b in range((n + batch - 1) // batch) if b not in seen]
-    order = [i for b in blocks for i in range(b * batch, min(n, (b + 1) * batch))]
-    return order, splits
-
-
 def _ranges(rows: OutRows) -> dict[int, list[tuple[int, int]]]:
     """Entry index -> the [lo, hi) row ranges of its output, in out order (several = split)."""
     ranges: dict[int, list[tuple[int, int]]] = {}
@@ -247,19 +219,11 @@ def verify(
     entries: Sequence[Entry],
     factory: ModelFactory,
     *,
-    batch: int | None,
     stream_expected: int | None,
 ) -> Check:
-    """Compare ``rows`` with the model over ``entries`` (``@src`` index i = ``entries[i]``).
-
-    ``batch`` None: the serial order is the stream order (one worker, or one worker at a time
-    per partition). Otherwise it is the commit order of the blocks of ``batch`` consecutive
-    entries (N workers on one stream).
-    """
-    n = len(entries)
-    order, splits = _serial_order(rows, n, batch)
-    check = Check(order="stream" if batch is None else f"commit order of {batch}-entry blocks")
-    check.block_splits = splits
+    """Compare ``rows`` with the model over ``entries`` (``@src`` index i = ``entries[i]``) in
+    stream order (a value out has twice, or in another order's result, is bad)."""
+    check = Check(order="stream")
     check.produced = len(rows)
     check.expected_stream_order = stream_expected
     ranges = _ranges(rows)
@@ -267,7 +231,7 @@ def verify(
         check.unexpected += hi - lo
         check.note(f"{hi - lo} out entries with an unknown @src")
     models = Models(factory)
-    for index in order:
+    for index in range(len(entries)):
         actual = _actual(check, rows, index, ranges.pop(index, ()))
         entry = entries[index]
         _compare(check, index, entry, models.wave(index, entry), actual)

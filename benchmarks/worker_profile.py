@@ -1,7 +1,8 @@
 """Profile one streamcalc worker with py-spy and split its time into the cost model's buckets.
 
     .venv/bin/python -m benchmarks.worker_profile seed          # also: deep --entries 200000,
-                                                                #       wide --entries 20000
+                                                                #       wide --entries 20000,
+                                                                #       keyed (8 partitions)
 
 Needs ``pip install py-spy``. See "Cost model" in benchmarks/README.md.
 """
@@ -18,13 +19,12 @@ from benchmarks import workloads
 from benchmarks.processes import Workers
 from benchmarks.streams import (
     client_for,
-    drained,
-    group_sample,
     load_graph,
     new_ns,
-    prefill,
+    partition_keys,
+    prefill_partitions,
+    progress,
 )
-from streamcalc.keys import Keys
 
 #: Buckets of a worker's time, matched leaf-first against py-spy's frames (first match wins).
 PROFILE_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -32,7 +32,7 @@ PROFILE_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sending commands", ("sendall (", "pack_command", "send_packed_command")),
     ("evaluating waves", ("run_wave (",)),
     ("decoding entries", ("decode_entry (", "Engine._decode (")),
-    ("building commit arguments", ("_commit_args (",)),
+    ("building commit arguments", ("Engine._request (", "_commit_args (")),
     ("after-commit bookkeeping (metrics, cache)", ("Engine._committed (", "Engine._settle (")),
     ("prefetching slot state", ("Engine._prefetch (",)),
     ("parsing replies", ("read_response (",)),
@@ -71,13 +71,15 @@ def profile(name: str, entries: int, seconds: int, out: str, batch: int = 500) -
     with EmbeddedRedis() as server:
         client = client_for(server.url)
         wl = workloads.build(name, entries)
-        prefill(client, "bench:template:profile", wl)
+        filled = prefill_partitions(client, "bench:template:profile", wl)
         ns = new_ns("profile")
-        keys = Keys(ns)
+        parts = partition_keys(ns, wl)
         load_graph(client, ns, wl)
-        client.execute_command("COPY", "bench:template:profile", keys.input)
+        for template, keys in zip(filled.templates, parts, strict=True):
+            client.execute_command("COPY", template, keys.input)
+        last_ids = [ids[-1] for ids in filled.ids]
         with Workers(server.url, ns, 1, batch=batch, block_ms=50) as procs:
-            while (s := group_sample(client, keys.input)) is None or s.last_id == b"0-0":
+            while not progress(client, ns, parts).started():
                 procs.check_alive()
                 time.sleep(0.001)
             subprocess.run(
@@ -85,7 +87,7 @@ def profile(name: str, entries: int, seconds: int, out: str, batch: int = 500) -
                  "--rate", "250", "--idle", "--nonblocking", "--format", "raw", "-o", out],
                 check=True, capture_output=True,
             )  # fmt: skip
-            if drained(client, keys.input):
+            if progress(client, ns, parts).drained(last_ids):
                 print("warning: the stream drained before the profile ended", file=sys.stderr)
     for bucket, share in profile_buckets(out):
         print(f"{share * 100:5.1f}%  {bucket}")

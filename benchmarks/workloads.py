@@ -1,4 +1,5 @@
-"""The benchmark workloads (*seed*, *wide*, *deep*), each with its graph as the model sees it.
+"""The benchmark workloads (*seed*, *wide*, *deep*, *keyed*), each with its graph as the model
+sees it.
 
 Each workload is a graph file (SPEC §3) plus a list of input entries with strictly rising
 ``@ts``, and the same graph as plain Python functions for the reference model of the SPEC
@@ -14,6 +15,9 @@ to ``sc:{NS}:out`` with the model's.
   have been seen (about 68 derived values an entry once warmed up).
 - *deep*: a chain of 8 levels ``L1..L8``, ``L1 = base * 0.5 + s1``, ``Lk = L(k-1) * 0.5 + sk``
   (consume mode); every entry carries ``base`` and ``s1..s8``, so every entry fires all 8.
+- *keyed*: the seed's graph as a template over 10,000 device keys (SPEC S11) in a namespace of
+  8 partitions (S12); each entry carries C, D, E, F and the ``@key`` of a device drawn at
+  random, so every entry fires A and B of its own device. The only workload with ``P > 1``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ WIDE_INPUTS = 1000
 WIDE_DERIVED = 2000
 WIDE_READINGS = 10
 DEEP_LEVELS = 8
+KEYED_KEYS = 10_000
+KEYED_PARTITIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,7 @@ class Workload:
     entries: list[Entry]
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    partitions: int = 1  # the namespace is loaded with this many partitions (SPEC S12)
 
     @property
     def readings_per_entry(self) -> float:
@@ -216,7 +223,44 @@ def deep(
     )
 
 
-BUILDERS: dict[str, Callable[..., Workload]] = {"seed": seed, "wide": wide, "deep": deep}
+# -- keyed ------------------------------------------------------------------------------------
+
+
+def keyed(
+    n: int,
+    *,
+    keys: int = KEYED_KEYS,
+    partitions: int = KEYED_PARTITIONS,
+    rng_seed: int = 0,
+    base_ts: int = BASE_TS_MS,
+) -> Workload:
+    """The seed's graph over ``keys`` device keys (``dev-00000``...), ``partitions`` partitions.
+
+    The readings are the seed workload's; each entry belongs to a device drawn at random. The
+    ``@ts`` rise strictly over all entries, so they rise strictly per key too.
+    """
+    rng = random.Random(rng_seed + 1)
+    names = [f"dev-{k:05d}" for k in range(keys)]
+    base = seed(n, rng_seed=rng_seed, base_ts=base_ts)
+    entries = [Entry(e.ts, e.readings, rng.choice(names)) for e in base.entries]
+    return Workload(
+        "keyed",
+        SEED_GRAPH_TOML,
+        base.nodes,
+        entries,
+        f"the seed's graph over {keys:,} device keys (@key), {partitions} partitions; "
+        "every entry carries C, D, E, F of one device",
+        {"entries": n, "keys": keys, "partitions": partitions},
+        partitions,
+    )
+
+
+BUILDERS: dict[str, Callable[..., Workload]] = {
+    "seed": seed,
+    "wide": wide,
+    "deep": deep,
+    "keyed": keyed,
+}
 
 
 def build(name: str, n: int, **kwargs: Any) -> Workload:

@@ -1,8 +1,9 @@
 """Smoke test of the benchmark harness: ``benchmarks/run.py --quick`` runs and loses nothing.
 
 Benchmarks are not tests: this only checks that the harness works end to end (own Redis,
-Celery baseline, ceiling, every workload) and that streamcalc produced every derived value
-the model expects. Its figures are not asserted.
+Celery baseline, ceiling, every workload, the keyed one on 8 partitions) and that streamcalc
+produced every derived value the model expects, with none late and no commit conflict (one
+owner per partition). Its speed is not asserted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def test_quick_benchmark_runs_and_loses_nothing(tmp_path: Path) -> None:
     systems = {(r["workload"], r["system"]) for r in rows}
     assert ("seed", "baseline-celery") in systems
     assert ("seed", "ceiling") in systems
-    for workload in ("seed", "wide", "deep"):
+    for workload in ("seed", "wide", "deep", "keyed"):
         assert (workload, "streamcalc") in systems
     streamcalc = [r for r in rows if r["system"] == "streamcalc"]
     assert {r["workers"] for r in streamcalc} >= {1, 2}
@@ -45,4 +46,7 @@ def test_quick_benchmark_runs_and_loses_nothing(tmp_path: Path) -> None:
         assert r["entries_per_s"] > 0, where
         assert r["lost"] == 0, (where, r["extra"].get("check"))
         assert r["extra"]["bad"] == 0, (where, r["extra"].get("check"))
+        assert r["extra"]["late_pct_max_all_runs"] == 0, (where, r["extra"].get("check"))
+        assert r["extra"]["commit_conflicts_all_runs"] == 0, where
+        assert r["extra"]["partitions"] == (8 if r["workload"] == "keyed" else 1), where
     assert "seed vs baseline" in proc.stdout  # the table was printed
