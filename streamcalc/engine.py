@@ -40,7 +40,7 @@ from streamcalc.scripts import (
 from streamcalc.settings import Settings
 from streamcalc.state import BatchView, StateCache, decode_slots, encode_slots
 from streamcalc.store import fetch_graph, graph_version
-from streamcalc.values import Value, value_text
+from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 RawEntry = tuple[bytes, list[bytes] | None]
@@ -414,8 +414,3 @@ class Engine:
             derived=len(result.fired),
             seconds=round(elapsed, 6),
         )
-
-
-def latest_of(view: BatchView) -> dict[str, dict[str, tuple[int, Value]]]:
-    """key -> node -> newest (ts, value) of a prepared batch (for tests and tools)."""
-    return {key: dict(scope.latest) for key, scope in view.keys.items()}
