@@ -34,6 +34,8 @@ _json_decode = msgspec.json.Decoder().decode
 # so that an entry stream of random names cannot grow it without limit.
 _known_names: dict[bytes, str] = {}
 _KNOWN_NAMES_LIMIT = 100_000
+# Valid keys seen so far (bytes -> str), bounded the same way: a device sends many entries.
+_known_keys: dict[bytes, str] = {}
 _TS_FIELD = b"@ts"
 _SRC_FIELD = b"@src"
 _KEY_FIELD = b"@key"
@@ -138,12 +140,17 @@ class _Reserved:
 
 def decode_key(raw: bytes) -> str:
     """An ``@key`` value, or EntryError for a bad one."""
+    known = _known_keys.get(raw)
+    if known is not None:
+        return known
     try:
         key = raw.decode("ascii")
     except UnicodeDecodeError:
         key = ""
     if not valid_key(key):
         raise EntryError(f"bad @key {_show(raw)}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    if len(_known_keys) < _KNOWN_NAMES_LIMIT:
+        _known_keys[raw] = key
     return key
 
 
