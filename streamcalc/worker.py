@@ -64,9 +64,9 @@ class Worker:
         self.consumer = settings.consumer or default_consumer_name()
         self.namespace = Namespace(settings.ns)
         self.keys = self.namespace.root
-        # A blocking read must not look like a dead socket.
         self.instance = secrets.token_hex(4)
         """This process among workers that share a consumer name (a restart, say)."""
+        # A blocking read must not look like a dead socket.
         self.client = connect(
             settings.redis_url,
             timeout=max(10.0, settings.block_ms / 1000 + 5),
