@@ -56,7 +56,7 @@ def split_field(field: str) -> tuple[str, str]:
 class _Key:
     """A key of a partition: its prefix and a fixed suffix, read as an attribute."""
 
-    def __init__(self, suffix: str, doc: str) -> None:
+    def __init__(self, suffix: str, *, doc: str) -> None:
         self.suffix = suffix
         self.__doc__ = doc
 
@@ -86,15 +86,17 @@ class Keys:
         """The partition's name in metrics, logs and ``status``: its number, or ``-``."""
         return "-" if self.partition is None else str(self.partition)
 
-    input = _Key("in", "Stream of input entries; producers XADD here.")
-    output = _Key("out", "Stream of derived values, one entry per fired value.")
-    dead = _Key("dead", "Stream of dead letters.")
-    graph = _Key("graph", "Hash: node name -> canonical JSON definition of a derived node.")
-    meta = _Key("meta", "Hash: graph version, hash, load time; ``partitions`` in the root's.")
-    slots = _Key("slots", "Hash: state field of a derived node -> its argument slots.")
-    latest = _Key("latest", 'Hash: state field of a node -> ``"<ts> <json>"``, its latest (S1).')
-    fresh = _Key("fresh", "Hash: node -> newest ts of its values over all keys (staleness).")
-    key_index = _Key("keys", "Sorted set: key -> newest ts of its values (search, stalest).")
+    input = _Key("in", doc="Stream of input entries; producers XADD here.")
+    output = _Key("out", doc="Stream of derived values, one entry per fired value.")
+    dead = _Key("dead", doc="Stream of dead letters.")
+    graph = _Key("graph", doc="Hash: node name -> canonical JSON definition of a derived node.")
+    meta = _Key("meta", doc="Hash: graph version, hash, load time; ``partitions`` in the root's.")
+    slots = _Key("slots", doc="Hash: state field of a derived node -> its argument slots.")
+    latest = _Key(
+        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest (S1).'
+    )
+    fresh = _Key("fresh", doc="Hash: node -> newest ts of its values over all keys (staleness).")
+    key_index = _Key("keys", doc="Sorted set: key -> newest ts of its values (search, stalest).")
 
     def lease(self, group: str) -> str:
         """String: ``"<consumer> <epoch>"`` of the worker of ``group`` that owns the partition."""

@@ -28,24 +28,16 @@ from prometheus_client import (
 
 from streamcalc.values import Value
 
-ENTRIES = Counter(
-    "streamcalc_entries", "Input entries processed, by outcome (ok or dead).", ["outcome"]
-)
+ENTRIES = Counter("streamcalc_entries", "Input entries processed, by outcome.", ["outcome"])
 READINGS = Counter("streamcalc_readings", "Readings applied from input entries.")
 DERIVED = Counter("streamcalc_derived", "Derived values fired and emitted.")
 FUNCTION_ERRORS = Counter("streamcalc_function_errors", "Node functions that failed.")
-LATE_READINGS = Counter(
-    "streamcalc_late_readings", "Values older than the slot they were meant for (S2)."
-)
-UNKNOWN_READINGS = Counter(
-    "streamcalc_unknown_readings",
-    "Readings of names that are not nodes of the graph (not stored, S1).",
-)
+LATE_READINGS = Counter("streamcalc_late_readings", "Values older than their slot's (S2).")
+UNKNOWN_READINGS = Counter("streamcalc_unknown_readings", "Readings of names not in the graph.")
 EXPIRED_ARGS = Counter("streamcalc_expired_args", "Argument slots emptied by their TTL (S3).")
 CLAIMED = Counter("streamcalc_claimed", "Entries claimed from idle consumers.")
-CONFLICTS = Counter(
-    "streamcalc_commit_conflicts", "Batch commits retried because another worker moved a slot."
-)
+CONFLICTS = Counter("streamcalc_commit_conflicts", "Commits refused: graph changed, lease lost.")
+REBALANCES = Counter("streamcalc_rebalances", "Changes of the set of partitions owned.")
 BATCH_SECONDS = Histogram(
     "streamcalc_batch_seconds",
     "Time to process and commit one batch.",
@@ -73,9 +65,6 @@ PARTITIONS_OWNED = Gauge(
     "streamcalc_partitions_owned",
     "Partitions whose lease this worker holds.",
     multiprocess_mode="livesum",
-)
-REBALANCES = Counter(
-    "streamcalc_rebalances", "Times this worker's set of owned partitions changed."
 )
 NODE_STALENESS = Gauge(
     "streamcalc_node_staleness_seconds",

@@ -31,7 +31,7 @@ def worker(
     processes: Annotated[int, option("--processes", min=1, help="Consumer processes.")] = 1,
     batch: Annotated[int, option("--batch", min=1, max=10_000, help="Entries a batch.")] = 500,
     block_ms: Annotated[int, option("--block-ms", min=1, help="XREADGROUP BLOCK, ms.")] = 1000,
-    claim_idle: Annotated[
+    claim_idle_ms: Annotated[
         int, option("--claim-idle", min=0, help="Claim entries idle this long, ms.")
     ] = 30_000,
     max_deliveries: Annotated[int, option("--max-deliveries", min=1, help="Then dead-letter.")] = 5,
@@ -43,11 +43,11 @@ def worker(
             help="Partition lease, ms: a dead worker's partitions are taken over after it.",
         ),
     ] = 10_000,
-    function_timeout: Annotated[
+    function_timeout_s: Annotated[
         float, option("--function-timeout", min=0, help="Plugin time limit, s (0: none).")
     ] = 1.0,
     plugins: Plugins = "",
-    max_future: Annotated[
+    max_future_ms: Annotated[
         int,
         duration_option(
             "--max-future", "How far an @ts may lie ahead of its entry's time (0: no limit)"
@@ -64,14 +64,14 @@ def worker(
     ] = "0.0.0.0",
     log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
     log_level: Annotated[str, option("--log-level")] = "info",
-    wait: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
+    wait_s: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
     export_values: Annotated[
         bool,
         option(
             "--export-values/--no-export-values", help="Export each node's latest value as a gauge."
         ),
     ] = False,
-    stuck_after: Annotated[
+    stuck_after_s: Annotated[
         float, option("--stuck-after", help="/healthz fails after this many seconds stuck.")
     ] = 60.0,
     retain: Annotated[
@@ -90,26 +90,13 @@ def worker(
         raise UsageError(f"unknown log format {log_format!r}: use json, console or auto")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise UsageError(f"unknown log level {log_level!r}")
+    # Each option is named after the setting it sets (the flags are spelled out above).
+    given = {k: v for k, v in locals().items() if k in _SETTINGS and k not in ("redis_url", "ns")}
     settings = build_settings(
         redis_url,
         ns,
-        group=group,
-        consumer=consumer,
-        batch=batch,
-        block_ms=block_ms,
-        claim_idle_ms=claim_idle,
-        max_deliveries=max_deliveries,
-        lease_ms=lease_ms,
-        cache_keys=cache_keys,
-        function_timeout_s=function_timeout,
+        **given,
         plugins=trusted(plugins),
-        max_future_ms=max_future,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        log_format=log_format,
-        wait_s=wait,
-        export_values=export_values,
-        stuck_after_s=stuck_after,
         heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
         **_retention(retain),
     )
@@ -119,6 +106,10 @@ def worker(
 
         raise typer.Exit(supervise(settings, processes, log_level))
     _run_worker(settings)
+
+
+#: The settings a worker option may set as it is, by name (plugins and --retain are parsed).
+_SETTINGS = frozenset(Settings.__struct_fields__) - {"plugins", "retain_ms", "retain_len"}
 
 
 def _retention(text: str | None) -> dict[str, int]:
