@@ -863,3 +863,16 @@ def test_vectors_match_scalars(tree: Tree, components: list[dict[str, int]]) -> 
     vectors: Sequence[Value] = [tuple(env[name] for env in components) for name in args]
     expected = tuple(reference(tree, env) for env in components)
     assert graph.evaluate("R", vectors) == expected
+
+
+def test_a_deeply_nested_toml_is_a_graph_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(GraphError, match="nested too deeply"):
+        parse_graph_file(path)
+
+
+def test_a_plugin_reference_is_two_dotted_identifiers() -> None:
+    for ref in ["a:\x1b[31mred", "a b:c", "a:b c", "a:", ":f", "a:b:c"]:
+        with pytest.raises(GraphError, match=r"a plugin is written pkg\.module:function"):
+            parse(node_toml("N", f'fn = "{ref}"\nargs = ["a"]'.replace("\x1b", "\\u001b")))

@@ -14,6 +14,7 @@ output in :mod:`streamcalc.cli.helpers`; the app that gathers the commands in
 from __future__ import annotations
 
 import os
+import re
 
 import redis
 import typer
@@ -55,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One line, with any other control character shown escaped (never sent to the terminal)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", " ".join(text.split()))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -65,6 +65,8 @@ def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS)
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise graph_error(source, f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise graph_error(source, "TOML nested too deeply") from None
     unknown = sorted(set(document) - _TOP_KEYS)
     if unknown:
         raise graph_error(

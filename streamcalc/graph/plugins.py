@@ -11,6 +11,7 @@ environment: the policy comes from :class:`~streamcalc.settings.Settings`.
 from __future__ import annotations
 
 import importlib
+import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -50,8 +51,8 @@ class PluginPolicy(msgspec.Struct, frozen=True):
 
     def formula(self, ref: str) -> Formula:
         """The formula of plugin ``ref`` under this policy; UnknownFunction if refused."""
-        module, _, attr = ref.partition(":")
-        if not module or not attr:
+        module = ref.partition(":")[0]
+        if _PLUGIN_REF.fullmatch(ref) is None:
             raise UnknownFunction(
                 f"unknown function {ref}: a plugin is written pkg.module:function"
             )
@@ -63,6 +64,9 @@ class PluginPolicy(msgspec.Struct, frozen=True):
                 "(start with --plugins or STREAMCALC_PLUGINS naming it)"
             )
         return resolve_plugin(ref, self.timeout_s)
+
+
+_PLUGIN_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
 def trusted_modules(text: str) -> tuple[str, ...]:
