@@ -876,3 +876,23 @@ def test_a_plugin_reference_is_two_dotted_identifiers() -> None:
     for ref in ["a:\x1b[31mred", "a b:c", "a:b c", "a:", ":f", "a:b:c"]:
         with pytest.raises(GraphError, match=r"a plugin is written pkg\.module:function"):
             parse(node_toml("N", f'fn = "{ref}"\nargs = ["a"]'.replace("\x1b", "\\u001b")))
+
+
+def test_graph_size_limits_refuse_and_warn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamcalc.cli import main
+    from streamcalc.graph.validate import MAX_ARGS, MAX_DERIVED_NODES
+
+    many = "".join(f'[nodes.N{i}]\nexpr = "X + {i}"\n' for i in range(MAX_DERIVED_NODES + 1))
+    with pytest.raises(GraphError, match=f"at most {MAX_DERIVED_NODES}"):
+        parse(many)
+    args = ", ".join(f'"a{i}"' for i in range(MAX_ARGS + 1))
+    with pytest.raises(GraphError, match=f"node N: {MAX_ARGS + 1} arguments"):
+        parse(node_toml("N", f'fn = "add"\nargs = [{args}]'))
+    near = ", ".join(f'"a{i}"' for i in range(MAX_ARGS - 10))
+    path = tmp_path / "near.toml"
+    path.write_text(node_toml("N", f'fn = "add"\nargs = [{near}]'))
+    assert main(["graph", "check", str(path)]) == 0
+    _, err = capsys.readouterr()
+    assert f"warning: node N: {MAX_ARGS - 10} arguments, near the limit of {MAX_ARGS}" in err

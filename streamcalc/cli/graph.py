@@ -26,6 +26,8 @@ def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
     from streamcalc.graph import parse_graph_file
 
     graph = parse_graph_file(file, _policy(plugins))
+    for warning in graph.warnings:
+        typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
 
 

@@ -13,7 +13,13 @@ from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
 from streamcalc.graph.model import NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
-from streamcalc.graph.validate import check_acyclic, check_node, rank_nodes
+from streamcalc.graph.validate import (
+    check_acyclic,
+    check_node,
+    check_size,
+    rank_nodes,
+    size_warnings,
+)
 from streamcalc.values import Value, normalize
 
 # Redis hands back bytes keys, callers may hold str keys: accept either (or a mix).
@@ -47,6 +53,7 @@ class Graph:
         "parents",
         "rank",
         "version_hash",
+        "warnings",
     )
 
     nodes: Mapping[str, NodeDef]
@@ -76,6 +83,7 @@ class Graph:
             by_name[node.name] = node
         if not by_name:
             raise graph_error(source, "no nodes defined")
+        check_size(source, by_name)
         formulas: dict[str, Formula] = {}
         for name in sorted(by_name):
             formulas[name] = check_node(source, by_name[name], plugins)
@@ -102,6 +110,8 @@ class Graph:
         for name, text in self._definitions.items():
             digest.update(b"%s\0%s\n" % (name.encode(), text))
         self.version_hash = digest.hexdigest()
+        self.warnings = size_warnings(by_name)
+        """Where the graph comes near a limit (``graph check`` prints them)."""
 
     def evaluate(self, name: str, args: Sequence[Value]) -> Value:
         """Run derived node ``name``'s function on its slot values, in argument order.

@@ -155,3 +155,34 @@ def _quoted(name: str) -> str:
     if valid_node_name(name):
         return name
     return repr(name if len(name) <= 64 else name[:61] + "...")
+
+
+#: Most derived nodes a graph may have: one wave fires each at most once, so this also
+#: bounds the values one entry can make one commit write (about 20 ms of Redis).
+MAX_DERIVED_NODES = 10_000
+#: Most arguments one node may take.
+MAX_ARGS = 256
+#: ``graph check`` warns from this share of a limit on.
+_WARN_AT = 0.8
+
+
+def check_size(source: str, nodes: Mapping[str, NodeDef]) -> None:
+    """Refuse a graph over the size limits (derived nodes, arguments of a node)."""
+    if len(nodes) > MAX_DERIVED_NODES:
+        raise graph_error(
+            source, f"{len(nodes)} derived nodes: at most {MAX_DERIVED_NODES} (split the graph)"
+        )
+    for name, node in nodes.items():
+        if len(node.args) > MAX_ARGS:
+            raise graph_error(source, f"{len(node.args)} arguments: at most {MAX_ARGS}", name)
+
+
+def size_warnings(nodes: Mapping[str, NodeDef]) -> tuple[str, ...]:
+    """One line for each limit the graph comes near (80 % of it or more)."""
+    found: list[str] = []
+    if len(nodes) >= _WARN_AT * MAX_DERIVED_NODES:
+        found.append(f"{len(nodes)} derived nodes, near the limit of {MAX_DERIVED_NODES}")
+    for name, node in nodes.items():
+        if len(node.args) >= _WARN_AT * MAX_ARGS:
+            found.append(f"node {name}: {len(node.args)} arguments, near the limit of {MAX_ARGS}")
+    return tuple(found)
