@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
@@ -121,11 +121,31 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     total.inc(sum(amounts))
 
 
-def multiprocess_registry() -> CollectorRegistry:
-    """A registry that sums the samples every worker process left in PROMETHEUS_MULTIPROC_DIR."""
+def multiprocess_registry(path: str | None = None) -> CollectorRegistry:
+    """A registry that sums the samples every worker process left in ``path``
+    (PROMETHEUS_MULTIPROC_DIR); a family no child has written yet (right after the
+    start) is shown from this process's own, empty collectors, so every family is
+    there from the first scrape."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(_EveryFamily(path))
     return registry
+
+
+class _EveryFamily:
+    """The children's samples, summed, and an empty family for each one they lack."""
+
+    def __init__(self, path: str | None) -> None:
+        self._children = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self._children, path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Any]:
+        seen: set[str] = set()
+        for family in self._children.collect():
+            seen.add(family.name)
+            yield family
+        for family in REGISTRY.collect():
+            if family.name.startswith("streamcalc_") and family.name not in seen:
+                yield family
 
 
 def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms: int) -> None:

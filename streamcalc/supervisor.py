@@ -132,11 +132,10 @@ class Supervisor:
         if self.settings.metrics_port is not None:
             from streamcalc.metrics import multiprocess_registry, serve
 
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.state_dir / "metrics")
             serve(
                 self.settings.metrics_port,
                 self.health,
-                multiprocess_registry(),
+                multiprocess_registry(str(self.state_dir / "metrics")),
                 host=self.settings.metrics_host,
             )
         try:

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -233,3 +234,13 @@ def test_metrics_bind_the_chosen_interface_and_drop_silent_clients() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_multiprocess_scrape_shows_every_family_before_any_child_wrote(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from streamcalc.metrics import multiprocess_registry
+
+    text = generate_latest(multiprocess_registry(str(tmp_path))).decode()  # an empty directory
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert families >= METRIC_NAMES
