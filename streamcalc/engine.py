@@ -38,7 +38,14 @@ from streamcalc.scripts import (
     Scripts,
 )
 from streamcalc.settings import Settings
-from streamcalc.state import BatchView, StateCache, decode_slots, encode_slots
+from streamcalc.state import (
+    BatchView,
+    Slots,
+    StateCache,
+    TamperedState,
+    decode_slots,
+    encode_slots,
+)
 from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
@@ -304,13 +311,19 @@ class Engine:
                 blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
                 gens = self._plan.generations if self._plan is not None else {}
                 for (key, node), blob in zip(missing, blobs, strict=True):
-                    cache.fill(
-                        key, node, decode_slots(blob, len(graph.nodes[node].args), gens[node])
-                    )
+                    cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
         except BaseException:
             cache.clear()  # the cache must not claim to cover what it failed to load
             raise
         cache.evict(keep=len({entry.key for entry in entries}))
+
+    def _slots(self, key: str, node: str, blob: bytes | None, graph: Graph, gen: bytes) -> Slots:
+        arity = len(graph.nodes[node].args)
+        try:
+            return decode_slots(blob, arity, gen)
+        except TamperedState as exc:
+            self.log.error("tampered slot state ignored", key=key, node=node, error=str(exc))
+            return [None] * arity
 
     def _request(self, batch: Batch, raw: Sequence[RawEntry]) -> CommitRequest:
         assert batch.view is not None and self._plan is not None

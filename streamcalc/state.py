@@ -46,14 +46,25 @@ def encode_slots(slots: Slots, gen: bytes) -> bytes:
     return gen + b" " + _slots_encoder.encode(slots)
 
 
+class TamperedState(ValueError):
+    """Stored state that streamcalc did not write (it reads as empty; the worker says so)."""
+
+
 def decode_slots(blob: bytes | None, arity: int, gen: bytes) -> Slots:
-    """Slots from their stored form; missing, mis-sized or another generation's means empty."""
+    """Slots from their stored form; missing, mis-sized or another generation's means empty.
+
+    Stored text that does not decode raises TamperedState (the caller logs it and
+    treats the slots as empty): whoever wrote it, it must not stop the worker.
+    """
     if not blob:
         return [None] * arity
     stored_gen, _, text = blob.partition(b" ")
     if stored_gen != gen:
         return [None] * arity
-    slots: Slots = list(_slots_decoder.decode(text))
+    try:
+        slots: Slots = list(_slots_decoder.decode(text))
+    except msgspec.DecodeError as exc:
+        raise TamperedState(f"stored slots do not decode: {exc}") from None
     if len(slots) != arity:
         return [None] * arity
     return slots

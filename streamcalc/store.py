@@ -7,7 +7,7 @@ from typing import cast
 
 import redis
 
-from streamcalc.errors import RedisUnavailable, UsageError
+from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
@@ -196,7 +196,13 @@ def latest_values(
     for node, text in items:
         if text is not None:
             ts, _, value = text.partition(b" ")
-            result[node] = (int(ts), decode_value(value))
+            try:
+                result[node] = (int(ts), decode_value(value))
+            except ValueError:
+                raise RedisStateError(
+                    f"the latest value of {node!r} in {keys.latest} was not written by "
+                    f"streamcalc: {text[:40]!r}"
+                ) from None
     return result
 
 

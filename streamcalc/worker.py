@@ -26,7 +26,7 @@ import structlog
 
 from streamcalc import metrics
 from streamcalc.engine import Engine
-from streamcalc.errors import GraphError, LeaseLost
+from streamcalc.errors import GraphError, LeaseLost, RedisStateError
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
@@ -394,12 +394,15 @@ class Worker:
         newest: dict[str, int] = {}
         for keys in partitions:  # bounded: one field per derived node and partition
             for node, raw in zip(derived, self.client.hmget(keys.fresh, derived), strict=True):
-                if raw is not None:
+                if raw is not None and raw.isdigit():  # anything else was not written by us
                     newest[node] = max(newest.get(node, 0), int(raw))
         values: dict[str, Value] = {}
         if self.settings.export_values:  # the empty key's values, in partition 0
             named = sorted(graph.inputs | set(derived))
-            values = {
-                n: v for n, (_, v) in latest_values(self.client, partitions[0], named).items()
-            }
+            try:
+                found = latest_values(self.client, partitions[0], named)
+            except RedisStateError as exc:  # tampered with: report it, keep working
+                self.log.error("latest values unreadable", error=str(exc))
+                found = {}
+            values = {node: value for node, (_, value) in found.items()}
         metrics.observe_nodes(newest, values, int(time.time() * 1000))

@@ -345,3 +345,22 @@ def test_a_dead_letter_keeps_a_bounded_prefix_of_an_oversized_entry(
     assert "keeps the first 256 bytes of 'X' (120003 bytes)" in letter[b"@error"].decode()
     assert plain[b"@src"].decode() == small and b"@truncated" not in plain
     assert plain[b"X"] == b"true"
+
+
+def test_tampered_slot_state_is_reported_not_fatal(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    from streamcalc.graph import parse_graph_text
+    from streamcalc.state import generation
+
+    load(r, ns, '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\nmode = "latest"\n')
+    gen = generation(
+        parse_graph_text(
+            '[nodes.S]\nfn = "add"\nargs = ["X", "Y"]\nmode = "latest"\n', "t"
+        ).definitions()["S"]
+    )
+    r.hset(keys.slots, "S", gen + b" {not json")
+    r.hset(keys.fresh, "S", "garbage")
+    send(r, keys, T0, X=1, Y=2)
+    drain(redis_url, ns)
+    assert [(n, v) for n, v, _, _ in outputs(r, keys)] == [("S", 3)]  # as if the slots were empty
