@@ -25,6 +25,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
+from streamcalc.budget import Budget
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
@@ -34,6 +35,7 @@ from streamcalc.scripts import (
     CommitReply,
     CommitRequest,
     DeadLetter,
+    RawEntry,
     ReadReply,
     Scripts,
 )
@@ -49,12 +51,6 @@ from streamcalc.state import (
 from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
-
-RawEntry = tuple[bytes, list[bytes] | None]
-
-#: Derived values one commit may carry, about 5 ms of Redis (SPEC: a commit never
-#: holds Redis for more than a few milliseconds): batches shrink to fit.
-COMMIT_VALUES_BUDGET = 2_000
 
 
 @dataclass(slots=True)
@@ -106,7 +102,8 @@ class Engine:
         self.cache = StateCache(settings.cache_keys)
         self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
-        self._values_per_entry = 0.0  # values an entry fires, as recent batches saw it
+        self.budget = Budget(settings.batch)
+        """How many entries to read at a time (see :class:`~streamcalc.budget.Budget`)."""
 
     def reload_graph(self) -> None:
         """Fetch the stored graph; drop all cached slot state (it may belong to the old graph).
@@ -132,16 +129,8 @@ class Engine:
         self.cache.clear()
 
     def batch_size(self) -> int:
-        """Entries to read next: ``--batch``, fewer when entries fire many values each.
-
-        So one commit carries about COMMIT_VALUES_BUDGET values at most, whatever
-        the graph's fan-out (a wide graph's batch of 500 would hold Redis for tens
-        of milliseconds, and every other client with it).
-        """
-        per_entry = self._values_per_entry
-        if per_entry <= COMMIT_VALUES_BUDGET / self.settings.batch:
-            return self.settings.batch
-        return max(int(COMMIT_VALUES_BUDGET / per_entry), 1)
+        """Entries to read next (the budget's say)."""
+        return self.budget.size()
 
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
@@ -150,6 +139,7 @@ class Engine:
         reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
         if reply.fenced:
             raise LeaseLost(self.keys.label, reply.holder)
+        self.budget.weigh(reply.entries)
         return reply
 
     def claim_all(self) -> int:
@@ -227,6 +217,7 @@ class Engine:
             if fetched.fenced:
                 raise LeaseLost(self.keys.label, fetched.holder)
             entries = fetched.entries
+            self.budget.weigh(entries)
         if replies[0] is None:  # the script cache was flushed: commit through the loading path
             self.commit(batch)
             return True, entries
@@ -394,10 +385,7 @@ class Engine:
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
         result = batch.result
-        if batch.good:
-            # up at once when entries fire more, down slowly when they fire less
-            fired = len(result.fired) / len(batch.good)
-            self._values_per_entry = max(fired, 0.7 * self._values_per_entry + 0.3 * fired)
+        self.budget.fired(len(result.fired), len(batch.good))
         self.cache.update(batch.view.changed())
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:

@@ -18,10 +18,10 @@ from typing import Any, cast
 import redis
 
 from streamcalc import faults, metrics
-from streamcalc.engine import Batch, Engine, RawEntry
+from streamcalc.engine import Batch, Engine
 from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
-from streamcalc.scripts import LeaseToken
+from streamcalc.scripts import LeaseToken, RawEntry
 from streamcalc.settings import Settings
 
 #: The connection name of a worker: its consumer name and the id of its process.

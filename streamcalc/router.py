@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 
 from streamcalc import faults, metrics
-from streamcalc.engine import Engine, RawEntry
+from streamcalc.engine import Engine
 from streamcalc.errors import EntryError, LeaseLost, RedisStateError
 from streamcalc.keys import Namespace, partition_of
 from streamcalc.messages import decode_key, id_ms
 from streamcalc.partition import Tenure
-from streamcalc.scripts import CommitRequest, DeadLetter, Scripts
+from streamcalc.scripts import CommitRequest, DeadLetter, RawEntry, Scripts
 from streamcalc.store import graph_version
 
 _KEY = b"@key"

@@ -1,0 +1,35 @@
+"""Reads are sized by what entries weigh and fire: bounded memory and bounded commits."""
+
+from __future__ import annotations
+
+from streamcalc.budget import COMMIT_VALUES_BUDGET, READ_BYTES_BUDGET, Budget
+
+
+def entries(n: int, value_bytes: int) -> list[tuple[bytes, list[bytes] | None]]:
+    return [(f"{i}-0".encode(), [b"X", b"1" * value_bytes]) for i in range(n)]
+
+
+def test_reads_start_small_and_grow_fourfold_up_to_the_batch() -> None:
+    budget = Budget(500)
+    sizes = []
+    for _ in range(6):
+        sizes.append(budget.size())
+        budget.weigh(entries(budget.size(), 10))
+    assert sizes == [1, 4, 16, 64, 256, 500]
+
+
+def test_heavy_entries_are_read_a_few_at_a_time() -> None:
+    budget = Budget(500)
+    budget.weigh(entries(1, 6 * 1024 * 1024))  # the first read brings one 6 MiB entry
+    assert budget.size() == READ_BYTES_BUDGET // (6 * 1024 * 1024 + 1) == 2
+    for _ in range(20):  # lighter entries again: the size comes back, slowly
+        budget.weigh(entries(budget.size(), 100))
+    assert budget.size() == 500
+
+
+def test_entries_that_fire_many_values_make_small_batches() -> None:
+    budget = Budget(500)
+    for _ in range(5):
+        budget.weigh(entries(4, 10))
+    budget.fired(100 * 8, 8)
+    assert budget.size() == COMMIT_VALUES_BUDGET // 100
