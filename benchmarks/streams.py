@@ -20,6 +20,7 @@ from benchmarks.processes import Workers
 from benchmarks.workloads import Workload
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace, partition_of
+from streamcalc.scripts import LeaseToken
 from streamcalc.store import store_graph
 
 GROUP = "streamcalc"
@@ -191,8 +192,9 @@ def progress(client: redis.Redis, ns: str, parts: Sequence[Keys]) -> Progress:
     replies = pipe.execute(raise_on_error=False)
     count = len(parts)
     groups = [_group_of(r) for r in replies[:count]]
-    owners = [r.decode().rsplit(" ", 1)[0] if isinstance(r, bytes) else None
+    tokens = [LeaseToken.parse(r.decode()) if isinstance(r, bytes) else None
               for r in replies[count : 2 * count]]  # fmt: skip
+    owners = [token.consumer if token else None for token in tokens]
     members = replies[-1] if isinstance(replies[-1], int) else 0
     return Progress(t, groups, owners, members)
 
