@@ -47,12 +47,6 @@ def state_field(key: str, node: str) -> str:
     return f"{key}{KEY_SEPARATOR}{node}" if key else node
 
 
-def split_field(field: str) -> tuple[str, str]:
-    """(key, node) of a state field; the inverse of :func:`state_field`."""
-    key, sep, node = field.rpartition(KEY_SEPARATOR)
-    return (key, node) if sep else ("", field)
-
-
 class _Key:
     """A key of a partition: its prefix and a fixed suffix, read as an attribute."""
 

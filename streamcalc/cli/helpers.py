@@ -12,7 +12,7 @@ import msgspec
 import typer
 
 from streamcalc.errors import UsageError
-from streamcalc.keys import Keys, valid_namespace
+from streamcalc.keys import valid_namespace
 from streamcalc.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,11 +40,6 @@ def redis_client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
     client = connect(settings.redis_url)
     ping(client, settings.redis_url, wait_s=wait_s)
     return client
-
-
-def connect(redis_url: str, ns: str) -> tuple[redis.Redis, Keys]:
-    """A client and the namespace's keys: what most commands start with."""
-    return redis_client(build_settings(redis_url, ns)), Keys(ns)
 
 
 def connect_namespace(redis_url: str, ns: str) -> tuple[redis.Redis, Layout]:

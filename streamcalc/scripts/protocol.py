@@ -25,7 +25,6 @@ DEAD_DELIVERIES = b"@deliveries"
 #: An original field named like a letter's own (``@src``, ``@error``, ...) or starting
 #: with ``@in_`` is kept as ``@in_<name>``: ``@src`` as ``@in_src``.
 DEAD_ESCAPE = b"@in_"
-DEAD_IN_SRC = b"@in_src"
 #: Set on a dead letter that keeps only a prefix of its entry: it cannot be retried.
 DEAD_TRUNCATED = b"@truncated"
 #: Dead letters keep at most this many of an entry's fields (Lua's argument limit).
