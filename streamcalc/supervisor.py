@@ -30,7 +30,7 @@ import structlog
 from streamcalc.keys import Keys
 from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
-from streamcalc.store import connect
+from streamcalc.store import connect, partition_keys
 from streamcalc.worker import default_consumer_name
 
 #: A child that dies sooner than this after its start is restarted with growing delays.
@@ -174,10 +174,14 @@ class Supervisor:
         codes = [child.wait() for child in self.children.values()]
         # A child stopped before it could leave (say, while starting up) leaves its name behind.
         client = connect(self.settings.redis_url)
-        scripts = Scripts(client, Keys(self.settings.ns))
-        for name in self.names:
-            with contextlib.suppress(redis.RedisError):
-                scripts.leave(self.settings.group, name)
+        every = [Keys(self.settings.ns)]
+        with contextlib.suppress(redis.RedisError):
+            every += partition_keys(client, self.settings.ns)
+        for keys in dict.fromkeys(every):  # the routing stream's group and each partition's
+            scripts = Scripts(client, keys)
+            for name in self.names:
+                with contextlib.suppress(redis.RedisError):  # no such group: nothing to leave
+                    scripts.leave(self.settings.group, name)
         client.close()
         self.log.info("supervisor stopped", codes=codes)
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
