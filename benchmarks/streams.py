@@ -136,14 +136,7 @@ def group_sample(client: redis.Redis, key: str) -> Sample | None:
         groups: Any = client.xinfo_groups(key)
     except redis.ResponseError:
         return None
-    for g in groups:
-        if g["name"] in (GROUP, GROUP.encode()):
-            last = g["last-delivered-id"]
-            last_b = last if isinstance(last, bytes) else str(last).encode()
-            read = g.get("entries-read")
-            done = -1 if read is None else int(read) - int(g["pending"])
-            return Sample(t, int(g["consumers"]), int(g["pending"]), last_b, done)
-    return None
+    return _group_of(groups, t)
 
 
 @dataclass(slots=True)
@@ -199,7 +192,8 @@ def progress(client: redis.Redis, ns: str, parts: Sequence[Keys]) -> Progress:
     return Progress(t, groups, owners, members)
 
 
-def _group_of(groups: Any) -> Sample | None:
+def _group_of(groups: Any, t: float = 0.0) -> Sample | None:
+    """The workers' group in an XINFO GROUPS reply (None: no such group, or no stream)."""
     if not isinstance(groups, list):
         return None  # no stream yet (an error reply)
     for g in groups:
@@ -208,7 +202,7 @@ def _group_of(groups: Any) -> Sample | None:
             last_b = last if isinstance(last, bytes) else str(last).encode()
             read = g.get("entries-read")
             done = -1 if read is None else int(read) - int(g["pending"])
-            return Sample(0.0, int(g["consumers"]), int(g["pending"]), last_b, done)
+            return Sample(t, int(g["consumers"]), int(g["pending"]), last_b, done)
     return None
 
 

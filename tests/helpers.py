@@ -19,6 +19,18 @@ from streamcalc.settings import Settings
 from streamcalc.store import read_range, store_graph
 from streamcalc.worker import Worker
 
+#: The seed graph with names against the topological order: Z is computed first (rank 0),
+#: A from it (rank 1), so evaluating by name instead of rank would glitch.
+SEED_UNSORTED = """
+[defaults]
+ttl = "60s"
+[nodes.Z]
+fn = "add"
+args = ["C", "D", "E"]
+[nodes.A]
+expr = "Z * F"
+"""
+
 
 def load(r: redis.Redis, ns: str, toml: str) -> None:
     """Validate and store a graph given as TOML text."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from helpers import Background, dead_letters, drain, load, outputs, wait_for
+from helpers import SEED_UNSORTED, Background, dead_letters, drain, load, outputs, wait_for
 
 from streamcalc.keys import Keys
 from streamcalc.store import latest_values
@@ -51,18 +51,6 @@ def test_seed_scenario(redis_url: str, r: redis.Redis, ns: str, keys: Keys) -> N
     assert latest["A"] == (T0 + 3000, 4)  # the manual override (S7)
     assert latest["B"] == (T0 + 3000, 20)
     assert latest["C"] == (T0 + 2000, 1)
-
-
-# The seed graph with names against the topological order: Z is computed first, A from it.
-SEED_UNSORTED = """
-[defaults]
-ttl = "60s"
-[nodes.Z]
-fn = "add"
-args = ["C", "D", "E"]
-[nodes.A]
-expr = "Z * F"
-"""
 
 
 @pytest.mark.parametrize("batch", [1, 2, 100])

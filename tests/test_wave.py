@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from helpers import SEED_UNSORTED
 
 from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
@@ -17,18 +18,6 @@ from streamcalc.values import Value
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 T0 = 1_700_000_000_000
-
-# The seed graph with names whose order is not the topological one: Z is computed
-# first (rank 0), A from it (rank 1), so evaluating by name would glitch.
-SEED_UNSORTED = """
-[defaults]
-ttl = "60s"
-[nodes.Z]
-fn = "add"
-args = ["C", "D", "E"]
-[nodes.A]
-expr = "Z * F"
-"""
 
 
 @dataclass
