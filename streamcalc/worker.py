@@ -91,6 +91,7 @@ class Worker:
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
+        self._parent = os.getppid()
         self.redis_ok = False
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
@@ -347,6 +348,11 @@ class Worker:
             with contextlib.suppress(OSError):
                 Path(self.settings.heartbeat_file).touch()
             self._last_heartbeat = now
+            if os.getppid() != self._parent and not self.stopping:
+                # The supervisor is gone (killed): nobody would restart or stop us, so hand
+                # the partitions over rather than run on as an orphan.
+                self.log.warning("supervisor gone; stopping")
+                self.stop()
 
     def drain(self) -> int:
         """Process until no owned partition has anything left (for tests and tools)."""
