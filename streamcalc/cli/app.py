@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from streamcalc.cli.dead import app as dead_app
 from streamcalc.cli.demo import demo
 from streamcalc.cli.graph import app as graph_app
 from streamcalc.cli.graph import partition
+from streamcalc.cli.helpers import FORCE_CLUSTER
 from streamcalc.cli.history import history, tail
+from streamcalc.cli.options import option
 from streamcalc.cli.send import send
 from streamcalc.cli.status import status
 from streamcalc.cli.trim import trim
@@ -22,6 +26,23 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(
+    cluster: Annotated[
+        bool,
+        option(
+            "--cluster",
+            help="Redis is a Redis Cluster: reach each partition's slot owner "
+            "(found out from the server by itself otherwise).",
+        ),
+    ] = False,
+) -> None:
+    """A reactive computation engine on Redis Streams."""
+    FORCE_CLUSTER["on"] = cluster
+
+
 app.command("send")(send)
 app.command("partition")(partition)
 app.command("worker")(worker)

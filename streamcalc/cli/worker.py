@@ -65,6 +65,9 @@ def worker(
     log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
     log_level: Annotated[str, option("--log-level")] = "info",
     wait_s: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
+    cluster: Annotated[
+        bool, option("--cluster", help="Redis is a Redis Cluster (found out by itself otherwise).")
+    ] = False,
     export_values: Annotated[
         bool,
         option(
