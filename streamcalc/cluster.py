@@ -382,6 +382,9 @@ class SlotRouter(redis.Redis):
             for key, slot in zip(keys, slots, strict=True):
                 by_slot.setdefault(slot, []).append(key)
             return sum(int(self._on_slot(s, (args[0], *ks), options)) for s, ks in by_slot.items())
+        if head == "MGET":
+            pairs = zip(keys, slots, strict=True)
+            return [self._on_slot(s, ("MGET", k), options)[0] for k, s in pairs]
         if head in ("XREAD", "XREADGROUP"):
             return self._read_streams(args, options)
         raise redis.ResponseError(f"CROSSSLOT {name}: keys in different cluster slots")

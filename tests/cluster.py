@@ -75,9 +75,13 @@ class LocalCluster:
 
     masters: int = 3
     replicas: int = 0
+    spare: int = 0
+    """Masters that own no slot (joined after the others): nodes that own none of any key."""
     node_timeout_ms: int = 2000
     nodes: list[Node] = field(default_factory=list)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sc-cluster-")))
+    spares: list[int] = field(default_factory=list)
+    """The ports of the spare masters."""
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
         """Start every node, join them into one cluster, wait until it is ready."""
@@ -89,20 +93,30 @@ class LocalCluster:
         return self
 
     def _start(self, timeout: float) -> None:
-        ports = cluster_ports(self.masters * (1 + self.replicas))
+        ports = cluster_ports(self.masters * (1 + self.replicas) + self.spare)
+        ports, spares = ports[: len(ports) - self.spare], ports[len(ports) - self.spare :]
         for port in ports:
-            directory = self.root / str(port)
-            directory.mkdir()
-            node = Node(port, directory)
-            self.nodes.append(node)
-            self._launch(node)
-        for node in self.nodes:
-            _wait_ping(node, timeout)
+            self._add(port, timeout)
         create = ["redis-cli", "--cluster", "create"]
         create += [f"127.0.0.1:{port}" for port in ports]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=timeout)
         self.wait_ok(timeout)
+        for port in spares:
+            self._add(port, timeout)
+            add = ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{port}"]
+            add.append(f"127.0.0.1:{ports[0]}")
+            subprocess.run(add, check=True, capture_output=True, timeout=timeout)
+        self.spares = spares
+        self.wait_ok(timeout)
+
+    def _add(self, port: int, timeout: float) -> None:
+        directory = self.root / str(port)
+        directory.mkdir()
+        node = Node(port, directory)
+        self.nodes.append(node)
+        self._launch(node)
+        _wait_ping(node, timeout)
 
     def _launch(self, node: Node) -> None:
         args = [
