@@ -160,6 +160,16 @@ def slot_owner(client: redis.Redis, key: str) -> redis.Redis:
     return client
 
 
+def masters(client: redis.Redis) -> list[redis.Redis]:
+    """A plain client of every master that owns slots (just ``client`` off a cluster).
+
+    For what is per server: ``INFO`` (CPU, memory, command statistics) of each shard.
+    """
+    if isinstance(client, SlotRouter) and client.is_cluster():
+        return [client.node(address) for address in client.masters()]
+    return [client]
+
+
 def refresh(client: redis.Redis) -> None:
     """Read the slot table again before the next command (after a failover, say)."""
     if isinstance(client, SlotRouter):
@@ -180,11 +190,15 @@ _KEYLESS = frozenset(
      "LASTSAVE", "MEMORY", "ACL", "LOLWUT", "SWAPDB", "SCAN", "KEYS", "RANDOMKEY")
 )  # fmt: skip
 #: Commands every master must run (scripts are cached per node; flushing is per node).
-_EVERY_MASTER = frozenset(("SCRIPT LOAD", "SCRIPT FLUSH", "FLUSHALL", "FLUSHDB", "FUNCTION LOAD"))
+_EVERY_MASTER = frozenset(
+    ("SCRIPT LOAD", "SCRIPT FLUSH", "FLUSHALL", "FLUSHDB", "FUNCTION LOAD", "CONFIG RESETSTAT")
+)
 #: Multi-key commands whose keys may be split by slot and the counts added up.
 _SUMMED = frozenset(("DEL", "UNLINK", "EXISTS", "TOUCH"))
 #: Commands whose first argument is a subcommand, their key after it.
 _SUBCOMMANDS = frozenset(("XINFO", "XGROUP", "OBJECT"))
+#: Keyless commands with subcommands.
+_GROUPS = frozenset(("SCRIPT", "FUNCTION", "CONFIG"))
 _SCRIPTS = frozenset(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"))
 
 
@@ -195,7 +209,7 @@ def _text(arg: Any) -> str:
 def command_name(args: Sequence[Any]) -> str:
     """``XINFO GROUPS``, ``SCRIPT LOAD``, ``GET``: a command's name, upper case."""
     first = _text(args[0]).upper()
-    if " " not in first and len(args) > 1 and first in (_SUBCOMMANDS | {"SCRIPT", "FUNCTION"}):
+    if " " not in first and len(args) > 1 and first in _SUBCOMMANDS | _GROUPS:
         return f"{first} {_text(args[1]).upper()}"
     return first
 
