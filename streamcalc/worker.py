@@ -99,6 +99,7 @@ class Worker:
         self._last_heartbeat = 0.0
         self._parent = os.getppid()
         self.redis_ok = False
+        self._redis_trouble = "redis unreachable"
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -117,7 +118,7 @@ class Worker:
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
-            return False, "redis unreachable"
+            return False, self._redis_trouble
         paused = [t for t in self._held if t.engine.unrunnable]
         if paused:
             return False, f"graph cannot run: {paused[0].engine.unrunnable}"
@@ -184,6 +185,9 @@ class Worker:
                     failing = trouble
                     if trouble in ("connection", "down"):
                         self.redis_ok = False
+                        self._redis_trouble = (
+                            "redis cluster down" if trouble == "down" else "redis unreachable"
+                        )
                     refresh(self.client)
                     self._recover_all()
                     if trouble == "moved":  # the slot table is read again: retry at once
