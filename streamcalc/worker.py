@@ -27,12 +27,20 @@ import structlog
 from streamcalc import metrics
 from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
+from streamcalc.graph import Graph
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.store import (
+    connect,
+    fetch_graph,
+    graph_version,
+    latest_values,
+    partition_count,
+    ping,
+)
 from streamcalc.values import Value
 
 #: A worker without a graph says so at once, then again this often.
@@ -420,6 +428,19 @@ class Worker:
             result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
             self.log.debug("retention", result=msgspec.to_builtins(result))
 
+    def _observed_graph(self, tenure: Tenure) -> Graph | None:
+        """The graph the node gauges follow: the stored one, even before an idle engine reloads.
+
+        So a node removed from the graph leaves the gauges within one refresh.
+        """
+        engine = tenure.engine
+        if graph_version(self.client, tenure.keys) == engine.graph_version:
+            return engine.graph
+        try:
+            return fetch_graph(self.client, tenure.keys)[1]
+        except GraphError:
+            return engine.graph  # the engine reports it when it reloads
+
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
         count = max(self.partitions, 1)
@@ -438,7 +459,7 @@ class Worker:
                     if lag is not None:
                         metrics.STREAM_LAG.labels(label).set(lag)
         tenures = list(self.owned.values())
-        graph = tenures[0].engine.graph if tenures else None
+        graph = self._observed_graph(tenures[0]) if tenures else None
         if graph is None:
             return
         derived = list(graph.nodes)

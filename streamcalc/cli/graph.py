@@ -55,13 +55,17 @@ def graph_load(
 ) -> None:
     """Validate a graph file and replace the stored graph atomically, in every partition."""
     from streamcalc.graph import parse_graph_file
-    from streamcalc.store import partition_count, store_graph
+    from streamcalc.store import graph_version, partition_count, store_graph
 
     graph = parse_graph_file(file, _policy(plugins))  # before Redis is touched
     client = redis_client(build_settings(redis_url, ns))
+    before = graph_version(client, Keys(ns))
     version = store_graph(client, ns, graph, partitions=partitions)
     count = partition_count(client, ns)
     where = f" ({count} partitions)" if count > 1 else ""
+    if str(version) == before:
+        typer.echo(f"{file}: namespace {ns!r}{where} holds this graph already: version {version}")
+        return
     typer.echo(f"loaded {file} into namespace {ns!r}{where}: graph version {version}")
 
 

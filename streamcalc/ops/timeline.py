@@ -9,7 +9,7 @@ stream is not read: its entries are read once they reach their partition.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import NamedTuple
 
 import msgspec
@@ -141,7 +141,7 @@ def tail(
     where: Keys | Layout,
     *,
     start: str = "$",
-    node: str | None = None,
+    node: str | Collection[str] | None = None,
     key: str | None = None,
     block_ms: int = 1000,
     stop: Callable[[], bool] | None = None,
@@ -153,7 +153,8 @@ def tail(
     call is missed), ``0`` (everything still in the streams) or an entry ID
     (after it, in every stream). ``node`` and ``key`` keep only that node's or
     that key's values. What one read returns from several streams is yielded
-    in entry-ID order. Between reads (every ``block_ms`` at most) ``stop()`` is
+    in entry-ID order (``node`` may be several names: values of any of them).
+    Between reads (every ``block_ms`` at most) ``stop()`` is
     asked whether to end.
     """
     if start not in ("$", "0"):
@@ -165,7 +166,8 @@ def tail(
     else:
         readers = {where.output: where.partition or 0}
     after = {stream: _start_after(client, stream, start) for stream in readers}
-    return _follow(client, after, readers, block_ms, stop, node, key)
+    wanted = None if node is None else frozenset([node] if isinstance(node, str) else node)
+    return _follow(client, after, readers, block_ms, stop, wanted, key)
 
 
 def _start_after(client: redis.Redis, stream: str, start: str) -> str:
@@ -181,7 +183,7 @@ def _follow(
     partitions: dict[str, int],
     block_ms: int,
     stop: Callable[[], bool] | None,
-    node: str | None,
+    nodes: frozenset[str] | None,
     key: str | None,
 ) -> Iterator[Emitted]:
     count = page_size(TAIL_COUNT, len(after), least=10)
@@ -191,7 +193,7 @@ def _follow(
             for entry_id, fields in rows:
                 after[stream] = entry_id.decode()
                 output = _output_or_none(fields)
-                if output is None or (node is not None and output.node != node):
+                if output is None or (nodes is not None and output.node not in nodes):
                     continue
                 if key is None or output.key == key:
                     seen.append(Emitted(entry_id.decode(), output, partitions[stream]))
