@@ -17,6 +17,7 @@ commit fails, that speculation is thrown away and redone.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -52,6 +53,9 @@ from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
+#: A batch adds the counts of at most this many of its unknown names to the partition's set.
+UNKNOWN_NAMES_PER_BATCH = 50
+
 
 @dataclass(slots=True)
 class Batch:
@@ -64,6 +68,8 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
+    unknown_dead: Counter[str] = field(default_factory=Counter)
+    """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -247,7 +253,10 @@ class Engine:
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
         raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
+        batch.unknown_dead.clear()
         batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+        if self.graph.unknown == "dead":
+            self._refuse_unknown(batch)
         self._prefetch(self.graph, batch.good)
         view = batch.view = BatchView(self.cache, after.view if after is not None else None)
         result = batch.result = BatchResult()
@@ -291,6 +300,23 @@ class Engine:
                 continue
             good.append(entry)
         return good, bad, poison
+
+    def _refuse_unknown(self, batch: Batch) -> None:
+        """``unknown = "dead"``: an entry reading a name that is not a node is a dead letter."""
+        assert self._plan is not None
+        known = self._plan.known
+        good: list[Entry] = []
+        for entry in batch.good:
+            stray = [name for name, _ in entry.readings if name not in known]
+            if not stray:
+                good.append(entry)
+                continue
+            batch.unknown_dead.update(stray)
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            batch.bad.append(
+                (entry.id, f'{stray[0]!r}{more} is not a node of the graph (unknown = "dead")')
+            )
+        batch.good = good
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
         """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
@@ -382,6 +408,20 @@ class Engine:
             self.log.info("entries finished by another consumer", count=len(reply.gone))
         return False
 
+    def _count_unknown(self, batch: Batch) -> None:
+        """Count the batch's readings of names that are not nodes: the metric, and the
+        partition's bounded set of the most frequent ones (``status`` shows them)."""
+        assert self._plan is not None
+        metrics.UNKNOWN_READINGS.inc(batch.result.unknown)
+        names = Counter(batch.unknown_dead)
+        if batch.result.unknown:
+            known = self._plan.known
+            names.update(n for e in batch.good for n, _ in e.readings if n not in known)
+        try:
+            self.scripts.count_unknown(names.most_common(UNKNOWN_NAMES_PER_BATCH))
+        except redis.RedisError as exc:  # a statistic: the batch is committed all the same
+            self.log.warning("unknown names not counted", error=str(exc))
+
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
         result = batch.result
@@ -395,8 +435,8 @@ class Engine:
         metrics.READINGS.inc(result.readings)
         metrics.DERIVED.inc(len(result.fired))
         metrics.LATE_READINGS.inc(result.late)
-        if result.unknown:
-            metrics.UNKNOWN_READINGS.inc(result.unknown)
+        if result.unknown or batch.unknown_dead:
+            self._count_unknown(batch)
         metrics.EXPIRED_ARGS.inc(result.expired)
         if result.function_errors:
             metrics.FUNCTION_ERRORS.inc(len(result.function_errors))

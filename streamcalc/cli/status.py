@@ -32,7 +32,8 @@ def status(
     lag_capped, pending, consumers), router (the routing stream of a
     partitioned namespace, like a partition; null otherwise), members (name,
     expires_in_ms: the live workers of the group), totals (lag, lag_capped,
-    pending, owned).
+    pending, owned), unknown_names (name, count: the most frequent names read
+    that are not nodes of the graph, since it was loaded).
     """
     client, shape = connect_namespace(redis_url, ns)
     snapshot = ops.status(client, shape, group)
@@ -77,6 +78,9 @@ def status(
         f"out {about}{rates.output_per_s:.2f} values/s"
     )
     typer.echo(f"dead letters: {snapshot.dead_letters}")
+    if snapshot.unknown_names:
+        names = ", ".join(f"{u.name} ({u.count})" for u in snapshot.unknown_names[:10])
+        typer.echo(f"names read that are not nodes of the graph, most frequent: {names}")
 
 
 def _lag(lag: int | None, capped: bool) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "DEAD_SRC",
     "DEAD_TRUNCATED",
     "DEAD_VALUE_PREFIX",
+    "UNKNOWN_NAMES_KEPT",
     "CommitReply",
     "CommitRequest",
     "DeadLetter",
@@ -98,6 +99,7 @@ class Scripts:
         self._fetch: Script = client.register_script(script_source("fetch"))
         self._trim: Script = client.register_script(script_source("trim"))
         self._dead_retry: Script = client.register_script(script_source("dead_retry"))
+        self._unknown: Script = client.register_script(script_source("unknown"))
         k = keys
         self._commit_keys = [
             k.input, k.output, k.dead, k.slots, k.latest, k.meta, "", k.fresh, k.key_index,
@@ -128,7 +130,7 @@ class Scripts:
         args: list[ScriptArg] = [graph_hash, loaded_ms, len(definitions)]
         for node, definition in definitions.items():
             args += [node, definition]
-        return int(self._load_graph(keys=[k.graph, k.meta], args=args))
+        return int(self._load_graph(keys=[k.graph, k.meta, k.unknown], args=args))
 
     def leave(self, group: str, consumer: str) -> bool:
         """Run leave.lua: remove ``consumer`` unless it owns pending entries; True if removed."""
@@ -196,6 +198,18 @@ class Scripts:
         """Run dead_retry.lua: re-queue these dead letters to this partition's input stream."""
         reply = self._dead_retry(keys=[self.keys.dead, self.keys.input], args=list(ids))
         return DeadRetryReply.parse(reply)
+
+    def count_unknown(self, counts: Sequence[tuple[str, int]]) -> int:
+        """Run unknown.lua: add these counts of names that are not nodes to the partition's
+        bounded set of the most frequent ones (UNKNOWN_NAMES_KEPT); returns its size."""
+        args: list[ScriptArg] = [UNKNOWN_NAMES_KEPT]
+        for name, count in counts:
+            args += [name, count]
+        return int(self._unknown(keys=[self.keys.unknown], args=args))
+
+
+#: How many of the most frequent unknown names each partition keeps (see unknown.lua).
+UNKNOWN_NAMES_KEPT = 100
 
 
 def members_script(client: redis.Redis) -> Script:
