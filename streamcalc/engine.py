@@ -36,6 +36,7 @@ from streamcalc.scripts import (
     CommitReply,
     CommitRequest,
     DeadLetter,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     Scripts,
@@ -68,6 +69,8 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
+    poison: PoisonEntry | None = None
+    """A poison entry fetch.lua gave up on before reading it (its fields already cut)."""
     unknown_dead: Counter[str] = field(default_factory=Counter)
     """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     view: BatchView | None = None
@@ -141,8 +144,14 @@ class Engine:
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
     def read(self, count: int, start: str = ">") -> ReadReply:
-        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced."""
-        reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
+        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced.
+
+        Reading own pending entries, one delivered more than ``--max-deliveries``
+        times comes alone as the reply's ``poison``, never read whole (see fetch.lua).
+        """
+        s = self.settings
+        limit = s.max_deliveries if start == "0" else None
+        reply = self.scripts.read(s.group, self.consumer, self.token, count, start, limit)
         if reply.fenced:
             raise LeaseLost(self.keys.label, reply.holder)
         self.budget.weigh(reply.entries)
@@ -178,6 +187,12 @@ class Engine:
             if self._settle(batch, self.scripts.commit(batch.request)):
                 return
             self.prepare(batch)
+
+    def give_up(self, poison: PoisonEntry) -> None:
+        """Commit a poison entry as a dead letter (with its delivery count), and ack it."""
+        batch = Batch([(poison.id, poison.fields)], {poison.id: poison.deliveries})
+        batch.poison = poison
+        self.commit(self.prepare(batch))
 
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
@@ -380,10 +395,14 @@ class Engine:
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         letters: list[DeadLetter] = []
+        poison = batch.poison
         for entry_id, error in batch.bad:
             fields = fields_of.get(entry_id) or ()
             deliveries = batch.deliveries_of_poison.get(entry_id)
-            letters.append(DeadLetter(entry_id, error, "", fields, deliveries))
+            letter = DeadLetter(entry_id, error, "", fields, deliveries)
+            if poison is not None and poison.id.decode() == entry_id:
+                letter.cut, letter.total_fields = poison.cut, poison.total_fields
+            letters.append(letter)
         for entry, node, error in batch.result.function_errors:
             letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
         return letters

@@ -20,6 +20,7 @@ from redis.commands.core import Script
 
 from streamcalc.keys import Keys
 from streamcalc.scripts.protocol import (
+    BOUNDS,
     DEAD_BYTES_LIMIT,
     DEAD_DELIVERIES,
     DEAD_ERROR,
@@ -36,6 +37,7 @@ from streamcalc.scripts.protocol import (
     DeadRetryReply,
     LeaseReply,
     LeaseToken,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     ScriptArg,
@@ -63,6 +65,7 @@ __all__ = [
     "DeadRetryReply",
     "LeaseReply",
     "LeaseToken",
+    "PoisonEntry",
     "RawEntry",
     "ReadReply",
     "ScriptArg",
@@ -165,11 +168,23 @@ class Scripts:
         return ("EVALSHA", self._fetch.sha, 2, *keys, *args)
 
     def read(
-        self, group: str, consumer: str, token: str, count: int, start: str = ">"
+        self,
+        group: str,
+        consumer: str,
+        token: str,
+        count: int,
+        start: str = ">",
+        max_deliveries: int | None = None,
     ) -> ReadReply:
-        """Read up to ``count`` new (``>``) or own pending (``0``) entries, if we hold the lease."""
+        """Read up to ``count`` new (``>``) or own pending (``0``) entries, if we hold the lease.
+
+        With ``max_deliveries`` (own pending entries only), an entry this read would
+        deliver more often than that comes alone, cut, as the reply's ``poison``.
+        """
         keys = [self.keys.input, self.keys.lease(group)]
         args: list[ScriptArg] = ["read", group, consumer, token, count, start]
+        if max_deliveries is not None and start == "0":
+            args += [max_deliveries, *BOUNDS]
         return ReadReply.parse(self._fetch(keys=keys, args=args))
 
     def claim(self, group: str, consumer: str, token: str, count: int, cursor: str) -> ReadReply:
