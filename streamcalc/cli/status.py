@@ -36,7 +36,8 @@ def status(
     lag, lag_capped, pending, consumers), router (the routing stream of a
     partitioned namespace, like a partition; null otherwise), members (name,
     expires_in_ms: the live workers of the group), totals (lag, lag_capped,
-    pending, owned).
+    pending, owned), unknown_names (name, count: the most frequent names read
+    that are not nodes of the graph, since it was loaded).
     """
     client, shape = connect_namespace(redis_url, ns)
     snapshot = ops.status(client, shape, group)
@@ -76,6 +77,9 @@ def status(
     typer.echo("")
     typer.echo(_rates_line(snapshot.rates))
     typer.echo(f"dead letters: {snapshot.dead_letters}")
+    if snapshot.unknown_names:
+        names = ", ".join(f"{u.name} ({u.count})" for u in snapshot.unknown_names[:10])
+        typer.echo(f"names read that are not nodes of the graph, most frequent: {names}")
 
 
 def _rates_line(rates: ops.Rates) -> str:

@@ -19,7 +19,7 @@ from streamcalc.keys import Keys, Namespace
 from streamcalc.ops.rates import Rates, idle_s, rates
 from streamcalc.ops.streaminfo import ConsumerStatus, StreamStatus, combine, read_streams
 from streamcalc.ops.streams import Layout, as_text, id_key, layout, stream_keys
-from streamcalc.scripts import LeaseToken
+from streamcalc.scripts import UNKNOWN_NAMES_KEPT, LeaseToken
 from streamcalc.settings import DEFAULT_GROUP
 from streamcalc.store import server_time_ms
 
@@ -55,6 +55,13 @@ class Member(msgspec.Struct, frozen=True):
     expires_in_ms: int
 
 
+class UnknownName(msgspec.Struct, frozen=True):
+    """A name read that is not a node of the graph, and about how often (since the graph's load)."""
+
+    name: str
+    count: int
+
+
 class Totals(msgspec.Struct, frozen=True):
     """The group's lag and pending entries over every partition and the routing stream."""
 
@@ -83,6 +90,13 @@ class Status(msgspec.Struct, frozen=True):
     router: PartitionStatus | None = None
     members: list[Member] = msgspec.field(default_factory=list)
     totals: Totals | None = None
+    unknown_names: list[UnknownName] = msgspec.field(default_factory=list)
+    """The most frequent names read that are not nodes, most frequent first (at most
+    UNKNOWN_NAMES_SHOWN)."""
+
+
+#: How many of the most frequent unknown names ``status`` lists.
+UNKNOWN_NAMES_SHOWN = 20
 
 
 def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP) -> Status:
@@ -133,7 +147,22 @@ def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP
             pending=sum(p.pending for p in listed),
             owned=sum(p.owner is not None for p in listed),
         ),
+        unknown_names=_unknown_names(client, every),
     )
+
+
+def _unknown_names(client: redis.Redis, every: Sequence[Keys]) -> list[UnknownName]:
+    """The most frequent unknown names over every partition (each keeps its own few)."""
+    pipe = client.pipeline(transaction=False)
+    for keys in every:
+        pipe.zrevrange(keys.unknown, 0, UNKNOWN_NAMES_KEPT - 1, withscores=True)
+    counts: dict[str, int] = {}
+    for rows in pipe.execute():
+        for name, score in cast(list[tuple[bytes, float]], rows):
+            text = as_text(name)
+            counts[text] = counts.get(text, 0) + int(score)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [UnknownName(name, count) for name, count in ranked[:UNKNOWN_NAMES_SHOWN]]
 
 
 def _partition(
