@@ -11,7 +11,7 @@ from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
-from streamcalc.scripts import Scripts
+from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
 from streamcalc.values import Value, decode_value
 
@@ -181,6 +181,25 @@ def read_range(
     if reverse:
         return cast(list[StreamEntry], client.xrevrange(key, max=end, min=start, count=count))
     return cast(list[StreamEntry], client.xrange(key, min=start, max=end, count=count))
+
+
+FlatEntry = tuple[bytes, list[bytes]]
+"""An entry with its fields as Redis holds them: name, value, ... (a name may repeat)."""
+
+
+def read_flat(
+    client: redis.Redis,
+    key: str,
+    start: str = "-",
+    end: str = "+",
+    count: int | None = None,
+    *,
+    reverse: bool = False,
+) -> list[FlatEntry]:
+    """:func:`read_range` with every field kept: a field written twice shows twice."""
+    args = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
+    rows = range_script(client)(keys=[key], args=[*args, count or 2**31 - 1])
+    return [(entry_id, list(fields or ())) for entry_id, fields in rows]
 
 
 def latest_values(

@@ -28,6 +28,7 @@ from streamcalc import metrics
 from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
 from streamcalc.graph import Graph
+from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
@@ -45,6 +46,9 @@ from streamcalc.values import Value
 
 #: A worker without a graph says so at once, then again this often.
 NO_GRAPH_LOG_S = 60.0
+
+#: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
+BLOCKED_PREFIX = "blocked: "
 
 #: Error replies that say "not now" rather than "never".
 _TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -102,6 +106,7 @@ class Worker:
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
+        self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
         self.waiting_for_graph = False
@@ -124,6 +129,9 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, "redis unreachable"
+        blocked = blocked_call()
+        if blocked:
+            return False, blocked
         if self.waiting_for_graph:
             return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
@@ -259,7 +267,24 @@ class Worker:
                 tenure.renew()
 
     def _making_progress(self) -> bool:
+        """The lease keeper's question (its thread): renew? Not while a plugin call is
+        blocked past its timeout (the partitions go to a live worker), nor when stuck."""
+        blocked = blocked_call()
+        if blocked:
+            self._report_blocked(blocked)
+            return False
         return time.monotonic() - self.last_progress <= self.settings.stuck_after
+
+    def _report_blocked(self, blocked: str) -> None:
+        """Say once that a plugin blocks this worker: a log line, and for a supervisor
+        (``--processes``) the heartbeat file, which then reads ``blocked: ...``."""
+        if self._blocked_reported:
+            return
+        self._blocked_reported = True
+        self.log.error("worker blocked; its leases are left to expire", error=blocked)
+        if self.settings.heartbeat_file:
+            with contextlib.suppress(OSError):
+                Path(self.settings.heartbeat_file).write_text(f"{BLOCKED_PREFIX}{blocked}")
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
