@@ -1093,3 +1093,74 @@ def test_language_matches_the_reference_model(tree: FormulaTree, env: dict[str, 
     value = graph.evaluate("R", args)
     assert value == expected, text
     assert type(value) is type(expected), text
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(
+    ("inputs", "derived", "expected"),
+    [
+        ({"total_ot"}, {"total_out"}, [("total_ot", "total_out")]),  # a letter dropped
+        ({"total_outt"}, {"total_out"}, [("total_outt", "total_out")]),  # one added
+        ({"totl_out"}, {"total_out"}, [("totl_out", "total_out")]),
+        ({"toatl_out"}, {"total_out"}, [("toatl_out", "total_out")]),  # two swapped
+        ({"total_oat"}, {"total_out"}, [("total_oat", "total_out")]),  # one changed
+        ({"temp", "temo"}, set(), []),  # one changed between inputs: a family (a, b)
+        ({"dev1.in", "dev2.in", "dev12.in"}, {"dev3.eff"}, []),  # digits only
+        ({"boiler.temp", "boilr.temp"}, set(), [("boiler.temp", "boilr.temp")]),
+        ({"C", "D", "E", "F"}, {"A", "B"}, []),  # short names: one letter is no typo
+        ({"tmp"}, {"tap", "tmpx"}, [("tmp", "tmpx")]),
+        ({"flow"}, {"power"}, []),
+    ],
+)
+def test_near_misses(inputs: set[str], derived: set[str], expected: list[tuple[str, str]]) -> None:
+    from streamcalc.graph.validate import near_misses
+
+    assert near_misses(frozenset(inputs), frozenset(derived)) == expected
+
+
+def test_inputs_table_declares_the_inputs() -> None:
+    declared = '[inputs]\nnames = ["C", "D", "E", "F"]\n'
+    graph = parse(declared + SEED)
+    assert graph.declared_inputs == {"C", "D", "E", "F"}
+    assert graph.inputs == {"C", "D", "E", "F"}
+    assert parse(SEED).declared_inputs is None
+    # The declaration is the file's: the stored graph and its version are the same.
+    assert graph.version_hash == parse(SEED).version_hash
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (
+            'names = ["C", "D", "E"]',
+            "node B: argument F is neither a node nor declared in [inputs]",
+        ),
+        ('names = ["C", "D", "E", "FF"]', "(did you mean FF?)"),
+        (
+            'names = ["C", "D", "E", "F", "A"]',
+            "node A: declared in [inputs] but defined in [nodes]",
+        ),
+        ('names = ["C", "D", "E", "F", "1x"]', "bad input name '1x' in [inputs]"),
+        ('names = ["C", "C"]', "input C is declared twice"),
+        ('names = "C"', "[inputs] names must be a list of node names"),
+        ("names = [1]", "[inputs] names must be a list of node names"),
+        ('list = ["C"]', "unknown key 'list' in [inputs] (allowed: names)"),
+    ],
+)
+def test_inputs_table_errors(inputs: str, expected: str) -> None:
+    message = graph_error(f"[inputs]\n{inputs}\n{SEED}")
+    assert expected in message, message
+
+
+def test_input_warnings() -> None:
+    from streamcalc.graph.validate import input_warnings
+
+    graph = parse('[nodes.total_out]\nexpr = "a + b"\n[nodes.eff]\nexpr = "total_ot / a"\n')
+    (warning,) = input_warnings(graph.inputs, graph.nodes, graph.declared_inputs)
+    assert warning.startswith("input total_ot is close to node total_out: a typo?")
+    graph = parse('[inputs]\nnames = ["a", "b", "spare"]\n[nodes.s]\nexpr = "a + b"\n')
+    assert input_warnings(graph.inputs, graph.nodes, graph.declared_inputs) == (
+        "input spare is declared in [inputs] but no node uses it",
+    )

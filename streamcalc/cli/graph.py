@@ -22,13 +22,23 @@ GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
 
 @app.command("check")
 def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
-    """Validate a graph file offline (importing plugins only from --plugins modules)."""
+    """Validate a graph file offline (importing plugins only from --plugins modules).
+
+    Prints the inputs (declared in [inputs], or inferred: the arguments no node
+    defines) and warns about inferred inputs that look like typos of other nodes.
+    """
     from streamcalc.graph import parse_graph_file
+    from streamcalc.graph.validate import input_warnings
 
     graph = parse_graph_file(file, _policy(plugins))
-    for warning in graph.warnings:
+    for warning in (
+        *graph.warnings,
+        *input_warnings(graph.inputs, graph.nodes, graph.declared_inputs),
+    ):
         typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
+    how = "inferred" if graph.declared_inputs is None else "declared"
+    typer.echo(f"inputs ({how}): {', '.join(sorted(graph.inputs)) or '-'}")
 
 
 def _policy(plugins: str) -> PluginPolicy:

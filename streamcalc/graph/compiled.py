@@ -15,6 +15,7 @@ from streamcalc.graph.model import NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import (
     check_acyclic,
+    check_inputs,
     check_node,
     check_size,
     rank_nodes,
@@ -40,13 +41,16 @@ class Graph:
     message names ``source`` and the node) and compiles each derived node's
     function; ``parse_graph_text`` and ``from_definitions`` both end here.
     ``plugins`` says which plugin modules may be imported (none by default) and
-    their timeout: a worker passes its ``Settings.plugin_policy``.
+    their timeout: a worker passes its ``Settings.plugin_policy``. With
+    ``declared_inputs`` (a file's ``[inputs]``), an argument that is neither a
+    derived node nor declared is a GraphError naming it.
     """
 
     __slots__ = (
         "_definitions",
         "_downstream",
         "_functions",
+        "declared_inputs",
         "inputs",
         "nodes",
         "order",
@@ -60,6 +64,9 @@ class Graph:
     """Derived nodes by name, in name order."""
     inputs: frozenset[str]
     """Nodes used as arguments but not defined."""
+    declared_inputs: frozenset[str] | None
+    """The inputs a graph file's ``[inputs]`` table declares (None: no table; a graph read
+    back from Redis has none). Not part of the stored graph or its hash."""
     parents: Mapping[str, tuple[tuple[str, int], ...]]
     """Any node -> every (derived node, argument position) slot it feeds."""
     rank: Mapping[str, int]
@@ -75,6 +82,7 @@ class Graph:
         source: str = "<graph>",
         *,
         plugins: PluginPolicy = NO_PLUGINS,
+        declared_inputs: Iterable[str] | None = None,
     ) -> None:
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
@@ -97,6 +105,10 @@ class Graph:
 
         self.nodes = MappingProxyType({name: by_name[name] for name in sorted(by_name)})
         self.inputs = frozenset(parents) - frozenset(by_name)
+        self.declared_inputs = None
+        if declared_inputs is not None:
+            self.declared_inputs = frozenset(declared_inputs)
+            check_inputs(source, by_name, self.inputs, self.declared_inputs)
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
