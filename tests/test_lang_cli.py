@@ -84,3 +84,29 @@ def test_a_keyword_name_that_cannot_be_parsed_says_what_to_do(
     code, _, err = run(capsys, "graph", "check", str(path))
     assert code == 2 and err.count("\n") == 1
     assert "in is a Python keyword: write a node of that name in backquotes, `in`" in err
+
+
+def test_graph_show_renders_a_file_offline(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCALC_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens
+    path = write(tmp_path, PLANT)
+    code, out, _ = run(capsys, "graph", "show", str(path))
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "dev1.eff",
+        "=",
+        "dev1.out",
+        "/",
+        "dev1.in",
+        "ttl=60s",
+        "mode=consume",
+    ]
+    assert out.splitlines()[-1] == "inputs: dev1.in, dev1.out, dev2.out, temp, total_ot"
+    for fmt, marker in (("json", '"inputs"'), ("dot", "digraph"), ("mermaid", "flowchart")):
+        code, out, _ = run(capsys, "graph", "show", str(path), "--format", fmt)
+        assert code == 0 and marker in out and "dev1.eff" in out
+    code, out, err = run(capsys, "graph", "show", str(tmp_path / "missing.toml"))
+    assert code == 2 and out == "" and "missing.toml: cannot read file" in err
+    # Without a file it reads the stored graph: here Redis is unreachable, exit 1.
+    assert run(capsys, "graph", "show")[0] == 1

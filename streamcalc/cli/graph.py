@@ -94,18 +94,25 @@ def partition(
 
 @app.command("show")
 def graph_show(
+    file: Annotated[
+        Path | None, typer.Argument(help="Graph file (TOML) to show instead of the stored graph.")
+    ] = None,
     fmt: Annotated[str, option("--format", help="text, json, dot or mermaid.")] = "text",
+    plugins: PluginsOption = "",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Print the stored graph."""
-    from streamcalc.graph import render
+    """Print the stored graph, or a graph file's (offline: Redis is not touched)."""
+    from streamcalc.graph import parse_graph_file, render
     from streamcalc.store import fetch_graph
 
     if fmt not in ("text", "json", "dot", "mermaid"):
         raise UsageError(f"unknown format {fmt!r}: use text, json, dot or mermaid")
-    settings = build_settings(redis_url, ns)
-    _, graph = fetch_graph(redis_client(settings), Keys(ns))
-    if graph is None:
-        raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
+    if file is not None:
+        graph = parse_graph_file(file, _policy(plugins))
+    else:
+        settings = build_settings(redis_url, ns)
+        _, graph = fetch_graph(redis_client(settings), Keys(ns))
+        if graph is None:
+            raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
     typer.echo(render(graph, fmt).rstrip("\n"))
