@@ -109,10 +109,10 @@ def graph_show(
     if fmt not in ("text", "json", "dot", "mermaid"):
         raise UsageError(f"unknown format {fmt!r}: use text, json, dot or mermaid")
     if file is not None:
-        graph = parse_graph_file(file, _policy(plugins))
-    else:
-        settings = build_settings(redis_url, ns)
-        _, graph = fetch_graph(redis_client(settings), Keys(ns))
-        if graph is None:
-            raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
+        typer.echo(render(parse_graph_file(file, _policy(plugins)), fmt).rstrip("\n"))
+        return
+    settings = build_settings(redis_url, ns)
+    _, graph = fetch_graph(redis_client(settings), Keys(ns))
+    if graph is None:
+        raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
     typer.echo(render(graph, fmt).rstrip("\n"))
