@@ -25,13 +25,16 @@ def values(
     --json prints one object: node -> value, ts, age_s.
     """
     from streamcalc.ops import check_key
+    from streamcalc.ops.explain import require_nodes
     from streamcalc.store import fetch_graph, latest_values
 
     if key is not None:
         check_key(key)
     client, shape = connect_namespace(redis_url, ns)
-    if not nodes:  # every node of the graph: one HMGET, however many keys the partition holds
-        graph = fetch_graph(client, shape.root)[1]
+    graph = fetch_graph(client, shape.root)[1]
+    if nodes:
+        require_nodes(graph, nodes, ns)  # a typo is an error, not an empty answer
+    else:  # every node of the graph: one HMGET, however many keys the partition holds
         nodes = sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
     rows = latest_values(client, shape.of_key(key or ""), nodes, key or "") if nodes else {}
     now_ms = int(time.time() * 1000)
