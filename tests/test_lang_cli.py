@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from helpers import drain
 
 from streamcalc.cli import main
+from streamcalc.keys import Keys
 
 PLANT = """
 [defaults]
@@ -292,3 +295,33 @@ def test_explain_usage_and_runtime_errors(capsys: pytest.CaptureFixture[str]) ->
     for bad in (["bad name"], ["A", "--key", "a b"]):
         code, _, err = run(capsys, "explain", *bad, *dead)
         assert code == 2 and err.count("\n") == 1, bad
+
+
+def test_send_of_a_name_not_in_the_graph_warns_and_sends(
+    capsys: pytest.CaptureFixture[str],
+    seed: list[str],
+    ns: str,
+    r: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, out, err = run(capsys, "send", "CC=1", "D=2", *seed)
+    assert code == 0 and out.strip() == r.xrange(Keys(ns).input)[-1][0].decode()
+    assert err == (
+        f"streamcalc: warning: CC is not a node of the graph of namespace {ns!r} "
+        "(did you mean C?); sent anyway (workers count and skip such readings)\n"
+    )
+    code, _, err = run(capsys, "send", "C=1", "D=2", *seed)
+    assert code == 0 and err == ""
+    lines = tmp_path / "entries.jsonl"
+    lines.write_text('{"C": 1}\n{"X1": 2, "X2": 3}\n{"@ts": 5, "F": 1}\n')
+    code, out, err = run(capsys, "send", "--file", str(lines), *seed)
+    assert code == 0 and out == "sent 3 entries\n"
+    assert err.count("\n") == 1 and "X1, X2 are not nodes of the graph" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"Q": 1, "nope": 2}\n'))
+    code, out, err = run(capsys, "send", "--file", "-", *seed)
+    assert code == 0 and out == "sent 1 entries\n" and "nope is not a node" in err
+    assert r.xlen(Keys(ns).input) == 6  # every entry sent
+    # Before any graph is loaded, nothing is unknown yet.
+    code, _, err = run(capsys, "send", "CC=1", *seed[:2], "--ns", ns + "x")
+    assert code == 0 and err == ""

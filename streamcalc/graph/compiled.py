@@ -185,6 +185,19 @@ class Graph:
             nodes.append(node)
         return cls(nodes, source, plugins=plugins)
 
+    @staticmethod
+    def names_of(defs: Mapping[_Key, bytes]) -> frozenset[str]:
+        """Every node name of stored definitions (derived nodes and their arguments), read
+        without compiling anything: enough to tell a known name from a typo, fast."""
+        names: set[str] = set()
+        for key, text in defs.items():
+            names.add(key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
+            try:
+                names.update(_decoder.decode(text).args)
+            except msgspec.DecodeError:
+                continue  # what reads the graph for real reports it
+        return frozenset(names)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
