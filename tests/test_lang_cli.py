@@ -325,3 +325,22 @@ def test_send_of_a_name_not_in_the_graph_warns_and_sends(
     # Before any graph is loaded, nothing is unknown yet.
     code, _, err = run(capsys, "send", "CC=1", *seed[:2], "--ns", ns + "x")
     assert code == 0 and err == ""
+
+
+def test_explain_runs_no_plugin(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_url: str, ns: str
+) -> None:
+    common = ["--redis-url", redis_url, "--ns", ns]
+    path = write(
+        tmp_path,
+        '[nodes.eff]\nfn = "graph_plugins:explode"\nargs = ["p_in", "p_out"]\nmode = "latest"\n',
+    )
+    assert run(capsys, "graph", "load", str(path), "--plugins", "graph_plugins", *common)[0] == 0
+    send(capsys, common, "p_in=2", "p_out=1")
+    drain(redis_url, ns, plugins=("graph_plugins",))
+    shown = explain_json(capsys, common, "eff")
+    assert shown["state"] == "ready" and shown["value"] is None
+    assert shown["explanation"] == [
+        "every argument is there; explain does not run the plugin graph_plugins:explode "
+        "(a failure of it is a dead letter)"
+    ]

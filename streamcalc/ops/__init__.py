@@ -8,6 +8,7 @@ scripts (``scripts/dead_retry.lua``, ``scripts/trim.lua``) through their
 wrappers in :mod:`streamcalc.scripts`. One module a concern:
 
 - :mod:`~streamcalc.ops.snapshot`: ``status``: partitions, owners, lag, members, rates;
+- :mod:`~streamcalc.ops.explain`: ``explain``: a node's slots, and why it fired or not;
 - :mod:`~streamcalc.ops.streaminfo`: streams, groups and consumers, read in pipelines;
 - :mod:`~streamcalc.ops.timeline`: ``history`` (past values) and ``tail`` (new ones);
 - :mod:`~streamcalc.ops.dead_letters`: list, retry and purge dead letters;
@@ -21,6 +22,7 @@ partitions.
 """
 
 from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
+from streamcalc.ops.explain import Explanation, SlotView, explain
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
 from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Rates, Status, Totals, status
 from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
@@ -31,6 +33,7 @@ __all__ = [
     "ConsumerStatus",
     "DeadLetter",
     "Emitted",
+    "Explanation",
     "GroupStatus",
     "Layout",
     "Member",
@@ -39,6 +42,7 @@ __all__ = [
     "PartitionTrim",
     "PastValue",
     "Rates",
+    "SlotView",
     "Status",
     "StreamStatus",
     "StreamTrim",
@@ -49,6 +53,7 @@ __all__ = [
     "dead_list",
     "dead_purge",
     "dead_retry",
+    "explain",
     "history",
     "layout",
     "status",

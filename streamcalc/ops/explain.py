@@ -181,6 +181,12 @@ def _judge(
     if missing:
         words.append("waits for " + _and(_wanted(v, consume) for v in missing))
         return "waiting", None, None, words + stale
+    if definition.fn is not None and ":" in definition.fn:
+        words.append(
+            f"every argument is there; explain does not run the plugin {definition.fn} "
+            "(a failure of it is a dead letter)"
+        )
+        return "ready", None, None, words + stale
     args = [v.value for v in views if v.value is not None]
     try:
         value = graph.evaluate(node, args)
