@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from streamcalc.cli.helpers import build_settings, redis_client
-from streamcalc.cli.options import Namespace, RedisUrl, option, trusted
+from streamcalc.cli.options import GraphFormat, Namespace, RedisUrl, choice_option, option, trusted
 from streamcalc.cli.options import Plugins as PluginsOption
 from streamcalc.errors import StreamcalcError, UsageError
 from streamcalc.graph.plugins import PluginPolicy
@@ -97,7 +97,7 @@ def graph_show(
     file: Annotated[
         Path | None, typer.Argument(help="Graph file (TOML) to show instead of the stored graph.")
     ] = None,
-    fmt: Annotated[str, option("--format", help="text, json, dot or mermaid.")] = "text",
+    fmt: Annotated[GraphFormat, choice_option("--format", "How to print it.")] = GraphFormat.text,
     plugins: PluginsOption = "",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
@@ -106,13 +106,11 @@ def graph_show(
     from streamcalc.graph import parse_graph_file, render
     from streamcalc.store import fetch_graph
 
-    if fmt not in ("text", "json", "dot", "mermaid"):
-        raise UsageError(f"unknown format {fmt!r}: use text, json, dot or mermaid")
     if file is not None:
-        typer.echo(render(parse_graph_file(file, _policy(plugins)), fmt).rstrip("\n"))
+        typer.echo(render(parse_graph_file(file, _policy(plugins)), fmt.value).rstrip("\n"))
         return
     settings = build_settings(redis_url, ns)
     _, graph = fetch_graph(redis_client(settings), Keys(ns))
     if graph is None:
         raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
-    typer.echo(render(graph, fmt).rstrip("\n"))
+    typer.echo(render(graph, fmt.value).rstrip("\n"))
