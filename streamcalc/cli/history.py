@@ -52,9 +52,9 @@ def history(
     rows = ops.history(client, shape, node, key=key, since_ms=since, limit=limit)
     if not rows:  # a node no longer in the graph still has its history; a typo has none
         from streamcalc.ops.explain import require_nodes
-        from streamcalc.store import fetch_graph
+        from streamcalc.store import graph_names
 
-        require_nodes(fetch_graph(client, shape.root)[1], [node], ns)
+        require_nodes(graph_names(client, shape.root), [node], ns)
     rows.reverse()
     keyed = any(r.key for r in rows)  # the key column only where there are keys to show
     show(

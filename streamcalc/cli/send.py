@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
@@ -66,13 +66,12 @@ def _warn_unknown(producer: Producer, names: Iterable[str]) -> None:
     sent = {name for name in names if not name.startswith("@")}
     if not sent:
         return
-    from streamcalc.graph import Graph
+    from streamcalc.store import graph_names
 
     ns = producer.namespace.ns
-    defs = cast(dict[bytes, bytes], producer.client.hgetall(producer.namespace.root.graph))
-    if not defs:
+    known = graph_names(producer.client, producer.namespace.root)
+    if known is None:
         return  # no graph yet: every name is still to come
-    known = Graph.names_of(defs)
     unknown = sorted(sent - known)
     if not unknown:
         return

@@ -84,22 +84,21 @@ class Explanation(msgspec.Struct, frozen=True):
     """With every slot ready: why the function fails on them."""
 
 
-def unknown_node(node: str, graph: Graph | None, ns: str) -> StreamcalcError:
-    """The error of a node that is not in the graph (exit 1), with a suggestion."""
-    if graph is None:
+def unknown_node(node: str, known: frozenset[str] | None, ns: str) -> StreamcalcError:
+    """The error of a node the graph (its ``known`` names; None: no graph) does not have,
+    with a suggestion (exit 1)."""
+    if known is None:
         return StreamcalcError(f"unknown node {node}: no graph is loaded in namespace {ns!r}")
-    names = sorted(graph.inputs | set(graph.nodes))
-    close = difflib.get_close_matches(node, names, n=1)
+    close = difflib.get_close_matches(node, sorted(known), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return StreamcalcError(f"unknown node {node} in the graph of namespace {ns!r}{hint}")
 
 
-def require_nodes(graph: Graph | None, nodes: list[str], ns: str) -> None:
-    """Raise :func:`unknown_node` for the first of ``nodes`` that the graph does not have."""
-    known = frozenset() if graph is None else graph.inputs | set(graph.nodes)
+def require_nodes(known: frozenset[str] | None, nodes: list[str], ns: str) -> None:
+    """Raise :func:`unknown_node` for the first of ``nodes`` not among the ``known`` names."""
     for node in nodes:
-        if node not in known:
-            raise unknown_node(node, graph, ns)
+        if known is None or node not in known:
+            raise unknown_node(node, known, ns)
 
 
 def explain(client: redis.Redis, shape: Layout, node: str, key: str = "") -> Explanation:
@@ -109,8 +108,10 @@ def explain(client: redis.Redis, shape: Layout, node: str, key: str = "") -> Exp
     """
     keys = shape.of_key(key)
     _, graph = fetch_graph(client, keys)
-    require_nodes(graph, [node], shape.ns)
-    assert graph is not None
+    if graph is None or (node not in graph.nodes and node not in graph.inputs):
+        raise unknown_node(
+            node, None if graph is None else graph.inputs | set(graph.nodes), shape.ns
+        )
     now_ms = server_time_ms(client)
     feeds = sorted({parent for parent, _ in graph.parents.get(node, ())})
     definition = graph.nodes.get(node)
