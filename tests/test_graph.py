@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import math
 import operator
 import re
@@ -21,6 +23,7 @@ from model import Tree as FormulaTree
 
 from streamcalc.errors import FunctionError, GraphError, UsageError
 from streamcalc.graph import (
+    BUILTINS,
     FORMATS,
     Graph,
     NodeDef,
@@ -1164,3 +1167,130 @@ def test_input_warnings() -> None:
     assert input_warnings(graph.inputs, graph.nodes, graph.declared_inputs) == (
         "input spare is declared in [inputs] but no node uses it",
     )
+
+
+# --------------------------------------------------------------------------- nothing else compiles
+
+_PIECES = [
+    "a",
+    "b.c",
+    "dev1.in",
+    "in",
+    "if",
+    "else",
+    "not",
+    "and",
+    "or",
+    "lambda",
+    "is",
+    "for",
+    "`",
+    "`in`",
+    "`x.y`",
+    "__import__",
+    "__class__",
+    "os",
+    "sum",
+    "where",
+    "len",
+    "vmin",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ".",
+    ":",
+    ";",
+    "=",
+    ":=",
+    "'",
+    '"',
+    "#",
+    "\\",
+    "*",
+    "**",
+    "+",
+    "-",
+    "/",
+    "//",
+    "%",
+    "@",
+    "<",
+    "<=",
+    "==",
+    "!=",
+    ">",
+    ">=",
+    "~",
+    "&",
+    "|",
+    "^",
+    "<<",
+    "1",
+    "0.5",
+    "1e999",
+    "0x1f",
+    "1j",
+    "True",
+    "None",
+    " ",
+    "\n",
+]
+_ALLOWED_AST = (
+    ast.Expression,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Constant,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Call,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.And,
+    ast.Or,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Eq,
+    ast.NotEq,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=12).map("".join))
+def test_only_the_whitelist_compiles(text: str) -> None:
+    """Any text: an ExpressionError, or a formula made of allowed forms only, whose
+    evaluation fails (if at all) with a FunctionError."""
+    from streamcalc.graph.expr import ExpressionError, compile_expression
+    from streamcalc.graph.quoting import rewrite
+
+    try:
+        compiled = compile_expression(text)
+    except ExpressionError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    tree = ast.parse(rewrite(text.strip()).text, mode="eval")
+    assert all(isinstance(node, _ALLOWED_AST) for node in ast.walk(tree)), text
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        assert isinstance(call.func, ast.Name) and call.func.id in BUILTINS and not call.keywords
+    for constant in (n for n in ast.walk(tree) if isinstance(n, ast.Constant)):
+        assert type(constant.value) in (int, float)
+    graph = Graph([NodeDef("R", compiled.args, expr=text)])
+    for value in (0, 2, (1, 0, 3)):
+        with contextlib.suppress(FunctionError):
+            graph.evaluate("R", [value] * len(compiled.args))

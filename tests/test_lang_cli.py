@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -344,3 +346,17 @@ def test_explain_runs_no_plugin(
         "every argument is there; explain does not run the plugin graph_plugins:explode "
         "(a failure of it is a dead letter)"
     ]
+
+
+def test_a_python_syntax_warning_is_no_stray_line(tmp_path: Path) -> None:
+    """Python warns about "1if C" on stderr and parses on; graph check says one line."""
+    path = write(tmp_path, '[nodes.x]\nexpr = "C * 1if C"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamcalc", "graph", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "syntax error: invalid decimal literal at column 5" in proc.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,7 +135,10 @@ def compile_expression(text: str) -> CompiledExpression:
     except QuotingError as exc:
         raise ExpressionError(str(exc)) from None
     try:
-        tree = ast.parse(source.text, mode="eval")
+        with warnings.catch_warnings():
+            # "1if x": Python warns and parses on; here it is a syntax error, not a stray line.
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(source.text, mode="eval")
     except SyntaxError as exc:
         where = f" at column {source.column(exc.offset - 1) + 1}" if exc.offset else ""
         raise ExpressionError(f"syntax error: {exc.msg}{where}{_keyword_hint(text)}") from None
