@@ -181,7 +181,7 @@ def test_explain_says_what_a_node_waits_for(
     assert lines[2].split() == ["slot", "arg", "holds", "value", "ts", "age", "expired"]
     assert lines[3].split()[:5] == ["0", "C", "filled", "4", str(now)]
     assert lines[5].split() == ["2", "E", "empty", "-", "-", "-", "no"]
-    assert lines[-1] == "waiting: waits for a value of E (none received yet)"
+    assert lines[-2:] == ["state: waiting", "- waits for a value of E (none received yet)"]
     shown = explain_json(capsys, seed, "A")
     assert shown["state"] == "waiting" and shown["mode"] == "consume" and shown["ttl_ms"] == 60_000
     assert [s["status"] for s in shown["slots"]] == ["filled", "filled", "empty"]
@@ -265,9 +265,11 @@ def test_explain_of_an_input_and_of_a_key(
     assert code == 0
     assert out.splitlines()[0] == "C: input, key dev7"
     assert out.splitlines()[1].startswith("latest: 7  ts=1000  age=")
-    assert (
-        out.splitlines()[-1] == "input: C is an input: its values come from producers; it feeds A"
-    )
+    assert out.splitlines()[-3:] == [
+        "state: input",
+        "- C is an input: its values come from producers",
+        "- it feeds A",
+    ]
     shown = explain_json(capsys, seed, "C")  # the empty key has none
     assert shown["latest"] is None
     assert shown["explanation"][-1] == "no value of it has been received"
@@ -360,3 +362,18 @@ def test_a_python_syntax_warning_is_no_stray_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "syntax error: invalid decimal literal at column 5" in proc.stderr
+
+
+def test_explain_reads_the_partition_of_the_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_url: str, ns: str
+) -> None:
+    common = ["--redis-url", redis_url, "--ns", ns]
+    path = write(tmp_path, SEED)
+    assert run(capsys, "graph", "load", str(path), "--partitions", "4", *common)[0] == 0
+    for key, value in (("boiler-1", 1), ("boiler-2", 2), ("boiler-3", 3)):
+        send(capsys, common, f"C={value}", "D=1", "--key", key)
+    drain(redis_url, ns)
+    for key, value in (("boiler-1", 1), ("boiler-2", 2), ("boiler-3", 3)):
+        shown = explain_json(capsys, common, "A", "--key", key)
+        assert [s["value"] for s in shown["slots"]] == [value, 1, None], key
+        assert shown["slots"][0]["arg_latest"]["value"] == value

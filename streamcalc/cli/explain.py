@@ -66,7 +66,9 @@ def explain(
                 for s in result.slots
             ],
         )
-    typer.echo(f"{result.state}: " + "; ".join(result.explanation))
+    typer.echo(f"state: {result.state}")
+    for sentence in result.explanation:
+        typer.echo(f"- {sentence}")
 
 
 def _ttl(ttl_ms: int | None) -> str:
