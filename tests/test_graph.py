@@ -1165,7 +1165,7 @@ def test_input_warnings() -> None:
     assert warning.startswith("input total_ot is close to node total_out: a typo?")
     graph = parse('[inputs]\nnames = ["a", "b", "spare"]\n[nodes.s]\nexpr = "a + b"\n')
     assert input_warnings(graph.inputs, graph.nodes, graph.declared_inputs) == (
-        "input spare is declared in [inputs] but no node uses it",
+        "input spare is declared in [inputs] but no node uses it (its readings are not stored)",
     )
 
 

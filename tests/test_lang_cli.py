@@ -83,7 +83,10 @@ def test_declared_inputs_make_an_undeclared_one_an_error(
     code, out, err = run(capsys, "graph", "check", str(fixed))
     assert code == 0
     assert out.splitlines()[1] == "inputs (declared): dev1.in, dev1.out, dev2.out, temp"
-    assert err == f"{fixed}: warning: input spare is declared in [inputs] but no node uses it\n"
+    assert err == (
+        f"{fixed}: warning: input spare is declared in [inputs] but no node uses it "
+        "(its readings are not stored)\n"
+    )
 
 
 def test_a_keyword_name_that_cannot_be_parsed_says_what_to_do(

@@ -217,7 +217,8 @@ def input_warnings(
     another node's (``total_ot`` next to ``total_out``), declared ones nothing uses."""
     if declared is not None:
         return tuple(
-            f"input {name} is declared in [inputs] but no node uses it"
+            f"input {name} is declared in [inputs] but no node uses it "
+            "(its readings are not stored)"
             for name in sorted(declared - inputs)
         )
     derived = frozenset(derived)
