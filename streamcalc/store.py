@@ -165,6 +165,13 @@ def fetch_graph(
     return version.decode(), Graph.from_definitions(definitions, plugins=plugins)
 
 
+def graph_names(client: redis.Redis, keys: Keys) -> frozenset[str] | None:
+    """Every node name of the stored graph (None before any load), read without compiling it:
+    what telling a typo from a node needs, cheaply (``send``, ``values``)."""
+    definitions = cast(dict[bytes, bytes], client.hgetall(keys.graph))
+    return Graph.names_of(definitions) if definitions else None
+
+
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 

@@ -27,14 +27,17 @@ def values(
     since the epoch), age_s.
     """
     from streamcalc.ops import check_key
-    from streamcalc.store import fetch_graph, latest_values
+    from streamcalc.ops.explain import require_nodes
+    from streamcalc.store import graph_names, latest_values
 
     if key is not None:
         check_key(key)
     client, shape = connect_namespace(redis_url, ns)
-    if not nodes:  # every node of the graph: one HMGET, however many keys the partition holds
-        graph = fetch_graph(client, shape.root)[1]
-        nodes = sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
+    known = graph_names(client, shape.root)
+    if nodes:
+        require_nodes(known, nodes, ns)  # a typo is an error, not an empty answer
+    else:  # every node of the graph: one HMGET, however many keys the partition holds
+        nodes = sorted(known or ())
     rows = latest_values(client, shape.of_key(key or ""), nodes, key or "") if nodes else {}
     now_ms = int(time.time() * 1000)
     if as_json:
