@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--key", default=None, help="the plant's @key (default: none)")
     options = parser.parse_args()
 
-    client = redis.Redis.from_url(os.environ.get("STREAMCALC_REDIS_URL", "redis://localhost:6379/0"))
+    client = redis.Redis.from_url(
+        os.environ.get("STREAMCALC_REDIS_URL", "redis://localhost:6379/0")
+    )
     ns = os.environ.get("STREAMCALC_NS", "default")
     producer = Producer(client, ns, key=options.key, max_lag=100_000, on_full="wait")
 
