@@ -25,7 +25,7 @@ def demo(
         str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
 ) -> None:
-    """A = C + D + E, B = A * F end to end, on a private Redis: every value it computes."""
+    """Compute A = C + D + E, B = A * F end to end, on a private Redis."""
     from streamcalc.demo import run_demo
     from streamcalc.logs import configure_logging
 
