@@ -25,7 +25,7 @@ def demo(
         str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
 ) -> None:
-    """Compute A = C + D + E, B = A * F end to end, on a private Redis."""
+    """Run the example A = C + D + E, B = A * F end to end."""
     from streamcalc.demo import run_demo
     from streamcalc.logs import configure_logging
 
