@@ -1,4 +1,4 @@
-"""``streamcalc demo``: the seed's example end to end, on an embedded Redis when none is given."""
+"""``streamcalc demo``: the classic A = C + D + E, B = A * F end to end, on an embedded Redis."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def demo(
         str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
 ) -> None:
-    """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""
+    """Run the example A = C + D + E, B = A * F end to end."""
     from streamcalc.demo import run_demo
     from streamcalc.logs import configure_logging
 

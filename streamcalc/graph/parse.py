@@ -15,7 +15,7 @@ from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, UNKNOWN_POLICIES, Node
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import check_name, compile_expression
 
-#: The units a ttl is written in (SPEC §3); a bare number is seconds.
+#: The units a ttl is written in (docs/graph-file.md); a bare number is seconds.
 TTL_UNITS = ("ms", "s", "m", "h")
 
 
