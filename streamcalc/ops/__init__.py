@@ -20,7 +20,7 @@ namespace's :class:`~streamcalc.ops.streams.Layout` (every partition, and with
 partitions.
 """
 
-from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
+from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_recent, dead_retry
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
 from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Rates, Status, Totals, status
 from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
@@ -48,6 +48,7 @@ __all__ = [
     "check_key",
     "dead_list",
     "dead_purge",
+    "dead_recent",
     "dead_retry",
     "history",
     "layout",
