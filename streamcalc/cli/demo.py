@@ -8,7 +8,7 @@ import typer
 
 from streamcalc.cli.helpers import check_namespace
 from streamcalc.cli.options import option
-from streamcalc.cli.ui import DEFAULT_HOST, DEFAULT_PORT, Host, Port
+from streamcalc.cli.ui import DEFAULT_HOST, DEFAULT_PORT
 
 
 def demo(
@@ -33,8 +33,13 @@ def demo(
             help="Keep a simulated plant running and serve the live page (Ctrl-C stops).",
         ),
     ] = False,
-    host: Host = DEFAULT_HOST,
-    port: Port = DEFAULT_PORT,
+    host: Annotated[
+        str, option("--host", scope="demo", help="With --ui: the interface the page listens on.")
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int,
+        option("--port", scope="demo", help="With --ui: the page's port (0: any free one).", min=0),
+    ] = DEFAULT_PORT,
 ) -> None:
     """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis.
 

@@ -94,11 +94,11 @@ class LivePage:
             ("/api/dead", self.dead, ["GET"]),
             ("/api/keys", self.keys, ["GET"]),
             ("/api/live", self.live, ["GET"]),
-            ("/api/dead/retry", self.retry, ["POST"]),
-            ("/api/dead/purge", self.purge, ["POST"]),
         ]
         routes: list[Route | Mount] = [Route("/", self.index, methods=["GET"])]
         routes += [Route(path, _json_route(fn), methods=m) for path, fn, m in api]
+        routes.append(Route("/api/dead/retry", self.retry, methods=["POST"]))
+        routes.append(Route("/api/dead/purge", self.purge, methods=["POST"]))
         routes.append(Mount("/static", StaticFiles(directory=str(STATIC)), name="static"))
         return Starlette(routes=routes, lifespan=self._lifespan)
 

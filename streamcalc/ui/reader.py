@@ -465,6 +465,10 @@ def _node_state(
 
 
 def _slots(info: NodeInfo, slots: Slots, now_ms: int) -> list[SlotView]:
+    """Each slot's state: a value is expired once older than the TTL by the server's clock;
+    an emptied slot (ts kept) was emptied on expiry if older than the TTL against the newest
+    slot, else consumed by a firing."""
+    newest = max((slot[0] for slot in slots if slot is not None), default=0)
     views = []
     for position, (arg, slot) in enumerate(zip(info.args, slots, strict=True)):
         if slot is None:
@@ -473,7 +477,7 @@ def _slots(info: NodeInfo, slots: Slots, now_ms: int) -> list[SlotView]:
         ts, value = slot
         age = max(now_ms - ts, 0)
         if value is None:
-            state = "consumed"
+            state = "expired" if info.ttl_ms and newest - ts > info.ttl_ms else "consumed"
         else:
             state = "valid" if _valid(slot, now_ms, info.ttl_ms) else "expired"
         views.append(SlotView(position, arg, value, ts, age, state))
