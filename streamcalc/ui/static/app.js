@@ -84,6 +84,7 @@
       }
     }
     if (state.cy) state.cy.destroy();
+    state.bigGraph = false;
     const big = graph.nodes.length > 300;
     const cy = cytoscape({
       container: $("cy"),
@@ -118,14 +119,25 @@
         ranker: big ? "longest-path" : "network-simplex", animate: false, fit: true, padding: 24,
       },
     });
+    readableView(cy);
     cy.on("tap", "node", (event) => selectNode(event.target.id()));
     cy.on("tap", (event) => { if (event.target === cy) selectNode(null); });
     state.cy = cy;
     $("node-names").replaceChildren(...graph.nodes.slice(0, 5000).map((n) => el("option", { value: n.name })));
-    $("diagram-note").textContent = graph.nodes.length
-      ? `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots`
-      : "No graph loaded yet: streamcalc graph load FILE";
+    $("diagram-note").textContent = !graph.nodes.length
+      ? "No graph loaded yet: streamcalc graph load FILE"
+      : `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots` +
+        (state.bigGraph ? " · showing its inputs' corner: find a node or filter by prefix, fit shows all" : "");
     applyPrefix();
+  }
+
+  // A big graph fitted whole is a haze of dots: start at a readable zoom on its inputs instead.
+  function readableView(cy) {
+    if (cy.zoom() >= 0.35) return;
+    const box = cy.elements().boundingBox();
+    cy.zoom(0.6);
+    cy.pan({ x: 24 - box.x1 * 0.6, y: 24 - box.y1 * 0.6 });
+    state.bigGraph = true;
   }
 
   function paintValues(values) {
@@ -160,7 +172,13 @@
     const exact = state.cy.getElementById(text);
     const found = exact.length ? exact : state.cy.nodes().filter((n) => n.id().includes(text));
     found.addClass("match");
-    if (found.length) state.cy.animate({ fit: { eles: found, padding: 80 }, duration: 250 });
+    if (found.length) {
+      state.cy.fit(found, 80);
+      if (state.cy.zoom() > 1.2) {  // one node: close enough to read, with its neighbours
+        state.cy.zoom(1.2);
+        state.cy.center(found);
+      }
+    }
     if (found.length === 1) selectNode(found.id());
   }
 
@@ -204,8 +222,11 @@
       el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
       el("td", {}, age(s.age_ms)), el("td", {}, el("span", { class: "state " + s.state }, s.state)))));
     const numeric = d.recent.filter((v) => typeof v.value === "number");
-    $("d-recent-note").textContent = `${d.recent.length} among the newest ${d.recent_scanned} entries of its partition`;
-    drawNodeChart(info.name, numeric);
+    $("d-recent-note").textContent = d.recent.length
+      ? `${d.recent.length} among the newest ${d.recent_scanned} entries of its partition`
+      : `none among the newest ${d.recent_scanned} entries of its partition`;
+    $("d-chart").hidden = numeric.length === 0;
+    if (numeric.length) drawNodeChart(info.name, numeric);
   }
 
   function drawNodeChart(name, points) {
