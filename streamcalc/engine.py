@@ -17,6 +17,7 @@ commit fails, that speculation is thrown away and redone.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -35,6 +36,7 @@ from streamcalc.scripts import (
     CommitReply,
     CommitRequest,
     DeadLetter,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     Scripts,
@@ -52,6 +54,9 @@ from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
+#: A batch adds the counts of at most this many of its unknown names to the partition's set.
+UNKNOWN_NAMES_PER_BATCH = 50
+
 
 @dataclass(slots=True)
 class Batch:
@@ -64,6 +69,10 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
+    poison: PoisonEntry | None = None
+    """A poison entry fetch.lua gave up on before reading it (its fields already cut)."""
+    unknown_dead: Counter[str] = field(default_factory=Counter)
+    """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -135,8 +144,14 @@ class Engine:
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
     def read(self, count: int, start: str = ">") -> ReadReply:
-        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced."""
-        reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
+        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced.
+
+        Reading own pending entries, one delivered more than ``--max-deliveries``
+        times comes alone as the reply's ``poison``, never read whole (see fetch.lua).
+        """
+        s = self.settings
+        limit = s.max_deliveries if start == "0" else None
+        reply = self.scripts.read(s.group, self.consumer, self.token, count, start, limit)
         if reply.fenced:
             raise LeaseLost(self.keys.label, reply.holder)
         self.budget.weigh(reply.entries)
@@ -172,6 +187,12 @@ class Engine:
             if self._settle(batch, self.scripts.commit(batch.request)):
                 return
             self.prepare(batch)
+
+    def give_up(self, poison: PoisonEntry) -> None:
+        """Commit a poison entry as a dead letter (with its delivery count), and ack it."""
+        batch = Batch([(poison.id, poison.fields)], {poison.id: poison.deliveries})
+        batch.poison = poison
+        self.commit(self.prepare(batch))
 
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
@@ -247,7 +268,10 @@ class Engine:
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
         raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
+        batch.unknown_dead.clear()
         batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+        if self.graph.unknown == "dead":
+            self._refuse_unknown(batch)
         self._prefetch(self.graph, batch.good)
         view = batch.view = BatchView(self.cache, after.view if after is not None else None)
         result = batch.result = BatchResult()
@@ -291,6 +315,23 @@ class Engine:
                 continue
             good.append(entry)
         return good, bad, poison
+
+    def _refuse_unknown(self, batch: Batch) -> None:
+        """``unknown = "dead"``: an entry reading a name that is not a node is a dead letter."""
+        assert self._plan is not None
+        known = self._plan.known
+        good: list[Entry] = []
+        for entry in batch.good:
+            stray = [name for name, _ in entry.readings if name not in known]
+            if not stray:
+                good.append(entry)
+                continue
+            batch.unknown_dead.update(stray)
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            batch.bad.append(
+                (entry.id, f'{stray[0]!r}{more} is not a node of the graph (unknown = "dead")')
+            )
+        batch.good = good
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
         """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
@@ -354,10 +395,14 @@ class Engine:
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         letters: list[DeadLetter] = []
+        poison = batch.poison
         for entry_id, error in batch.bad:
             fields = fields_of.get(entry_id) or ()
             deliveries = batch.deliveries_of_poison.get(entry_id)
-            letters.append(DeadLetter(entry_id, error, "", fields, deliveries))
+            letter = DeadLetter(entry_id, error, "", fields, deliveries)
+            if poison is not None and poison.id.decode() == entry_id:
+                letter.cut, letter.total_fields = poison.cut, poison.total_fields
+            letters.append(letter)
         for entry, node, error in batch.result.function_errors:
             letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
         return letters
@@ -382,6 +427,20 @@ class Engine:
             self.log.info("entries finished by another consumer", count=len(reply.gone))
         return False
 
+    def _count_unknown(self, batch: Batch) -> None:
+        """Count the batch's readings of names that are not nodes: the metric, and the
+        partition's bounded set of the most frequent ones (``status`` shows them)."""
+        assert self._plan is not None
+        metrics.UNKNOWN_READINGS.inc(batch.result.unknown)
+        names = Counter(batch.unknown_dead)
+        if batch.result.unknown:
+            known = self._plan.known
+            names.update(n for e in batch.good for n, _ in e.readings if n not in known)
+        try:
+            self.scripts.count_unknown(names.most_common(UNKNOWN_NAMES_PER_BATCH))
+        except redis.RedisError as exc:  # a statistic: the batch is committed all the same
+            self.log.warning("unknown names not counted", error=str(exc))
+
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
         result = batch.result
@@ -395,8 +454,8 @@ class Engine:
         metrics.READINGS.inc(result.readings)
         metrics.DERIVED.inc(len(result.fired))
         metrics.LATE_READINGS.inc(result.late)
-        if result.unknown:
-            metrics.UNKNOWN_READINGS.inc(result.unknown)
+        if result.unknown or batch.unknown_dead:
+            self._count_unknown(batch)
         metrics.EXPIRED_ARGS.inc(result.expired)
         if result.function_errors:
             metrics.FUNCTION_ERRORS.inc(len(result.function_errors))

@@ -91,6 +91,10 @@ class Keys:
     )
     fresh = _Key("fresh", doc="Hash: node -> newest ts of its values over all keys (staleness).")
     key_index = _Key("keys", doc="Sorted set: key -> newest ts of its values (search, stalest).")
+    unknown = _Key(
+        "unknown",
+        doc="Sorted set: the most frequent names read that are not nodes -> how often (bounded).",
+    )
 
     def lease(self, group: str) -> str:
         """String: ``"<consumer> <epoch>"`` of the worker of ``group`` that owns the partition."""
@@ -108,6 +112,7 @@ class Keys:
             self.latest,
             self.fresh,
             self.key_index,
+            self.unknown,
         )
 
 

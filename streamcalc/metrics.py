@@ -26,6 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from streamcalc.errors import UsageError
 from streamcalc.values import Value
 
 ENTRIES = Counter("streamcalc_entries", "Input entries processed, by outcome.", ["outcome"])
@@ -166,7 +167,9 @@ def serve(
 ) -> HTTPServer:
     """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port`` from a daemon thread.
 
-    ``/healthz`` answers 200 with ``ok`` when ``health()`` says so, else 503 with its reason.
+    A port in use or a host that is not an interface of this machine is a
+    UsageError (exit 2). ``/healthz`` answers 200 with ``ok`` when ``health()``
+    says so, else 503 with its reason.
     A client gets 5 s to send its request (a half-open connection does not hold a
     thread for long), and up to 128 connections wait to be accepted.
     """
@@ -196,6 +199,10 @@ def serve(
         request_queue_size = 128
         daemon_threads = True
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:  # in use, not ours to bind, or no such interface: the user's to fix
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot serve /metrics on {host}:{port}: {reason}") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

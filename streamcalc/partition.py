@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -197,12 +197,16 @@ class Tenure:
         processed = 0
         deadline = time.monotonic() + budget_s
         while not stopping() and time.monotonic() < deadline:
-            batch = self.engine.read(self.engine.batch_size(), "0").entries
-            if not batch:
+            reply = self.engine.read(self.engine.batch_size(), "0")
+            if reply.poison is not None:  # delivered too often: a dead letter, never read whole
+                self.engine.give_up(reply.poison)
+                processed += 1
+                continue
+            if not reply.entries:
                 self.recovering = False
                 break
-            self.engine.process(batch, self._delivery_counts(batch))
-            processed += len(batch)
+            self.engine.process(reply.entries)
+            processed += len(reply.entries)
         return processed
 
     def pump(self, first: list[RawEntry], budget_s: float, stopping: Callable[[], bool]) -> int:
@@ -236,15 +240,3 @@ class Tenure:
                     engine.process(ahead)
                 break
         return processed
-
-    def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
-        ids = [entry_id for entry_id, _ in batch]
-        pending = self.client.xpending_range(
-            self.keys.input,
-            self.settings.group,
-            min=ids[0],  # Redis hands out entries in ID order
-            max=ids[-1],
-            count=len(ids) * 4 + 16,
-            consumername=self.consumer,
-        )
-        return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}

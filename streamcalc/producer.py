@@ -44,7 +44,7 @@ def entry_fields(
         if not valid_node_name(name):
             raise UsageError(f"bad node name {name!r}")
         try:
-            fields[name] = encode_value(normalize(raw))
+            fields[name] = encode_value(normalize(raw, exact=True))
         except ValueError as exc:
             raise UsageError(f"bad value for {name}: {exc}") from None
     if not any(not name.startswith("@") for name in fields):

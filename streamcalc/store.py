@@ -120,7 +120,7 @@ def store_graph(
         set_partitions(client, ns, partitions)
     count = partition_count(client, ns)
     loaded_ms = int(time.time() * 1000)
-    definitions = graph.definitions()
+    definitions = graph.stored()
     targets = Namespace(ns).partitions(count)
     if count > 1:
         targets = [Namespace(ns).root, *targets]

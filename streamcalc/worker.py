@@ -26,7 +26,7 @@ import structlog
 
 from streamcalc import metrics
 from streamcalc.engine import Engine
-from streamcalc.errors import GraphError, LeaseLost, RedisStateError
+from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
@@ -34,6 +34,9 @@ from streamcalc.router import Router
 from streamcalc.settings import Settings
 from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
 from streamcalc.values import Value
+
+#: A worker without a graph says so at once, then again this often.
+NO_GRAPH_LOG_S = 60.0
 
 #: Error replies that say "not now" rather than "never".
 _TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -93,6 +96,7 @@ class Worker:
         self._last_heartbeat = 0.0
         self._parent = os.getppid()
         self.redis_ok = False
+        self.waiting_for_graph = False
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -112,6 +116,8 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, "redis unreachable"
+        if self.waiting_for_graph:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
         if paused:
             return False, f"graph cannot run: {paused[0].engine.unrunnable}"
@@ -122,22 +128,61 @@ class Worker:
         return True, "ok"
 
     def start(self) -> None:
-        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded."""
-        ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
+        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded.
+
+        Both waits are logged at once, so a silent worker is never a puzzle;
+        the wait for a graph again every :data:`NO_GRAPH_LOG_S` seconds.
+        """
+        if not self._reach_redis():
+            return
         self.redis_ok = True
+        next_log = 0.0
         while not self.stopping:
             try:
                 if fetch_graph(self.client, self.keys)[1] is not None:
                     break
             except GraphError:
                 break  # a graph is stored; each partition pauses until one that runs is loaded
-            self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+            self.waiting_for_graph = True
+            if time.monotonic() >= next_log:
+                self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+                next_log = time.monotonic() + NO_GRAPH_LOG_S
             self._stopping.wait(1.0)
+        self.waiting_for_graph = False
+        self.last_progress = time.monotonic()
+
+    def _reach_redis(self) -> bool:
+        """Ping until Redis answers (True), ``--wait`` runs out (RedisUnavailable) or we stop.
+
+        A refused password is not worth waiting for: it raises at once.
+        """
+        deadline = time.monotonic() + self.settings.wait_s
+        delay = 0.05
+        while True:
+            try:
+                self.client.ping()
+            except redis.AuthenticationError:
+                ping(self.client, self.settings.redis_url)  # raises its one-line error
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                reason = f"cannot reach Redis at {self.settings.safe_url}: {exc}"
+                if time.monotonic() + delay > deadline:
+                    raise RedisUnavailable(reason) from None
+                if delay == 0.05:  # the first failure: say what we wait for, at once
+                    wait_s = self.settings.wait_s
+                    self.log.warning(f"waiting up to {wait_s:g}s for Redis", error=reason)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.05:
+                self.log.info("redis reached")
+            return True
 
     def run(self) -> None:
         """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
-        self.log.info("worker started")
+        if not self.stopping:
+            self.log.info("worker started")
         self._keeper.start()
         try:
             while not self.stopping:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from streamcalc.cli.dead import app as dead_app
@@ -18,11 +20,39 @@ from streamcalc.cli.worker import worker
 
 app = typer.Typer(
     name="streamcalc",
-    help="A reactive computation engine on Redis Streams.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    # Plain help, no colours or boxes: quick to start, and readable in any terminal or pipe.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        from importlib.metadata import version
+
+        typer.echo(f"streamcalc {version('streamcalc')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def streamcalc(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """A reactive computation engine on Redis Streams.
+
+    Producers append sensor readings to a stream; workers recompute the
+    derived values of a graph of formulas and append each to an output stream.
+    """
+
+
 app.command("send")(send)
 app.command("partition")(partition)
 app.command("worker")(worker)

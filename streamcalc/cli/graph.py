@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from streamcalc.cli.helpers import build_settings, redis_client
-from streamcalc.cli.options import Namespace, RedisUrl, option, trusted
+from streamcalc.cli.options import GraphFormat, Namespace, RedisUrl, choice_option, option, trusted
 from streamcalc.cli.options import Plugins as PluginsOption
 from streamcalc.errors import StreamcalcError, UsageError
 from streamcalc.graph.plugins import PluginPolicy
@@ -84,7 +84,7 @@ def partition(
 
 @app.command("show")
 def graph_show(
-    fmt: Annotated[str, option("--format", help="text, json, dot or mermaid.")] = "text",
+    fmt: Annotated[GraphFormat, choice_option("--format", "How to print it.")] = GraphFormat.text,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
@@ -92,10 +92,8 @@ def graph_show(
     from streamcalc.graph import render
     from streamcalc.store import fetch_graph
 
-    if fmt not in ("text", "json", "dot", "mermaid"):
-        raise UsageError(f"unknown format {fmt!r}: use text, json, dot or mermaid")
     settings = build_settings(redis_url, ns)
     _, graph = fetch_graph(redis_client(settings), Keys(ns))
     if graph is None:
         raise StreamcalcError(f"no graph loaded in namespace {ns!r} at {settings.safe_url}")
-    typer.echo(render(graph, fmt).rstrip("\n"))
+    typer.echo(render(graph, fmt.value).rstrip("\n"))

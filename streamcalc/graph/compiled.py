@@ -11,7 +11,7 @@ import msgspec
 
 from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
-from streamcalc.graph.model import NodeDef, graph_error
+from streamcalc.graph.model import UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import (
     check_acyclic,
@@ -30,6 +30,8 @@ NodeFunction: TypeAlias = Callable[[Sequence[Value]], Value]
 FunctionError (see :meth:`Graph.evaluate`)."""
 
 _encoder = msgspec.json.Encoder()
+#: The graph hash's field of ``[defaults] unknown`` (only when it is not the default).
+_UNKNOWN = b"@unknown"
 _decoder = msgspec.json.Decoder(NodeDef)
 
 
@@ -52,6 +54,7 @@ class Graph:
         "order",
         "parents",
         "rank",
+        "unknown",
         "version_hash",
         "warnings",
     )
@@ -68,6 +71,8 @@ class Graph:
     """Derived nodes by (rank, name): an evaluation order that respects dependencies."""
     version_hash: str
     """sha1 hex of the definitions: equal graphs have equal hashes."""
+    unknown: str
+    """What a reading of a name that is not a node does: ``ignore`` (counted) or ``dead``."""
 
     def __init__(
         self,
@@ -75,7 +80,11 @@ class Graph:
         source: str = "<graph>",
         *,
         plugins: PluginPolicy = NO_PLUGINS,
+        unknown: str = UNKNOWN_POLICIES[0],
     ) -> None:
+        if unknown not in UNKNOWN_POLICIES:
+            raise graph_error(source, f"bad unknown {unknown!r}: must be ignore or dead")
+        self.unknown = unknown
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
             if node.name in by_name:
@@ -109,6 +118,8 @@ class Graph:
         digest = hashlib.sha1(usedforsecurity=False)
         for name, text in self._definitions.items():
             digest.update(b"%s\0%s\n" % (name.encode(), text))
+        for option, value in self._options().items():  # only options off their defaults
+            digest.update(b"%s\0%s\n" % (option, value))
         self.version_hash = digest.hexdigest()
         self.warnings = size_warnings(by_name)
         """Where the graph comes near a limit (``graph check`` prints them)."""
@@ -148,6 +159,16 @@ class Graph:
         """Node name -> canonical JSON of its NodeDef; the same graph gives the same bytes."""
         return dict(self._definitions)
 
+    def stored(self) -> dict[str, bytes]:
+        """What the graph hash in Redis holds: :meth:`definitions` plus the graph's options
+        off their defaults, as ``@option`` fields (no node name starts with ``@``)."""
+        stored = dict(self._definitions)
+        stored.update((option.decode(), value) for option, value in self._options().items())
+        return stored
+
+    def _options(self) -> dict[bytes, bytes]:
+        return {} if self.unknown == UNKNOWN_POLICIES[0] else {_UNKNOWN: self.unknown.encode()}
+
     @classmethod
     def from_definitions(
         cls,
@@ -156,10 +177,14 @@ class Graph:
         *,
         plugins: PluginPolicy = NO_PLUGINS,
     ) -> Graph:
-        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it
+        """Rebuild a graph from ``stored()`` output (e.g. a Redis hash), revalidating it
         and compiling its node functions (``plugins`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
+        unknown = UNKNOWN_POLICIES[0]
         for key, text in defs.items():
+            if (key.encode() if isinstance(key, str) else key) == _UNKNOWN:
+                unknown = text.decode("utf-8", "backslashreplace")
+                continue
             try:
                 name = key.decode() if isinstance(key, bytes) else key
             except UnicodeDecodeError:
@@ -171,7 +196,7 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source, plugins=plugins)
+        return cls(nodes, source, plugins=plugins, unknown=unknown)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):

@@ -11,7 +11,7 @@ import msgspec
 
 from streamcalc.durations import duration_ms
 from streamcalc.graph.compiled import Graph
-from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, NodeDef, graph_error
+from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import check_name, compile_expression
 
@@ -30,7 +30,7 @@ class _NodeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _NODE_KEYS = frozenset(_NodeSpec.__struct_fields__)
-_DEFAULTS_KEYS = frozenset({"ttl", "mode"})
+_DEFAULTS_KEYS = frozenset({"ttl", "mode", "unknown"})
 _TOP_KEYS = frozenset({"defaults", "nodes"})
 
 
@@ -72,25 +72,30 @@ def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS)
         raise graph_error(
             source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, nodes)"
         )
-    ttl_ms, mode = _defaults(source, document.get("defaults", {}))
+    ttl_ms, mode, unknown_policy = _defaults(source, document.get("defaults", {}))
     tables = document.get("nodes", {})
     if not isinstance(tables, dict):
         raise graph_error(source, "nodes must be a table of [nodes.NAME] tables")
     if not tables:
         raise graph_error(source, "no nodes defined (add a [nodes.NAME] table)")
     nodes = [_node(source, name, tables[name], ttl_ms, mode) for name in sorted(tables)]
-    return Graph(nodes, source, plugins=plugins)
+    return Graph(nodes, source, plugins=plugins, unknown=unknown_policy)
 
 
-def _defaults(source: str, table: object) -> tuple[int, str]:
+def _defaults(source: str, table: object) -> tuple[int, str, str]:
     if not isinstance(table, dict):
         raise graph_error(source, "defaults must be a table")
     unknown = sorted(set(table) - _DEFAULTS_KEYS)
     if unknown:
-        raise graph_error(source, f"unknown key {unknown[0]!r} in [defaults] (allowed: ttl, mode)")
+        raise graph_error(
+            source, f"unknown key {unknown[0]!r} in [defaults] (allowed: ttl, mode, unknown)"
+        )
     ttl_ms = _ttl(source, None, table["ttl"]) if "ttl" in table else DEFAULT_TTL_MS
     mode = _mode(source, None, table["mode"]) if "mode" in table else MODES[0]
-    return ttl_ms, mode
+    policy = table.get("unknown", UNKNOWN_POLICIES[0])
+    if policy not in UNKNOWN_POLICIES:
+        raise graph_error(source, f"bad unknown {policy!r} in [defaults]: must be ignore or dead")
+    return ttl_ms, mode, policy
 
 
 def _node(source: str, name: str, table: object, ttl_ms: int, mode: str) -> NodeDef:

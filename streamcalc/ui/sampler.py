@@ -3,9 +3,11 @@
 A thread reads the namespace's status (partitions, owners, lag, pending,
 members), the newest dead letters, the key index's ends and each stream's
 ``entries-added`` counter once per interval, whatever the number of browsers
-watching; the rates of the charts are the counters' differences between two
-samples. :data:`HISTORY_S` seconds of samples are kept in a ring buffer, so a
-page opened late still shows the last minutes.
+watching; the rates are the counters' differences between two samples (so the
+status's own count of entries in the last minute, which reads up to 100,000
+entries, runs only for the first sample). :data:`HISTORY_S` seconds of
+samples are kept in a ring buffer, so a page opened late still shows the last
+minutes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import msgspec
 import redis
 
-from streamcalc.ops import DeadLetter, Status, dead_recent, status
+from streamcalc.ops import DeadLetter, Rates, Status, dead_recent, status
 from streamcalc.ops.streams import Layout, layout
 from streamcalc.settings import mask_url
 from streamcalc.ui.reader import KeyList, Reader
@@ -108,25 +110,31 @@ class Sampler:
     def _read(self) -> tuple[Overview, Sample]:
         client = self.reader.client
         shape = layout(client, self.reader.ns)
-        snapshot = status(client, shape, self.reader.group)
         added_in, added_out = _counters(client, shape)
-        letters = dead_recent(client, shape, DEAD_SHOWN)
-        keys = self.reader.key_list()
         now_ms = int(time.time() * 1000)
-        rates: tuple[float | None, float | None] = (None, None)
+        measured = None
         if self._counts is not None:
             then, before_in, before_out = self._counts
-            span_s = max(now_ms - then, 1) / 1000
-            rates = (
-                max(added_in - before_in, 0) / span_s,
-                max(added_out - before_out, 0) / span_s,
+            span_ms = max(now_ms - then, 1)
+            entries, values = max(added_in - before_in, 0), max(added_out - before_out, 0)
+            measured = Rates(
+                window_s=span_ms / 1000,
+                input_per_s=entries * 1000 / span_ms,
+                output_per_s=values * 1000 / span_ms,
+                input_entries=entries,
+                output_values=values,
+                estimated=False,
             )
         self._counts = (now_ms, added_in, added_out)
+        # Without rates of our own yet (the first sample), status counts them once.
+        snapshot = status(client, shape, self.reader.group, measured=measured)
+        letters = dead_recent(client, shape, DEAD_SHOWN)
+        keys = self.reader.key_list()
         totals = snapshot.totals
         sample = Sample(
             t_ms=now_ms,
-            input_per_s=rates[0],
-            output_per_s=rates[1],
+            input_per_s=None if measured is None else measured.input_per_s,
+            output_per_s=None if measured is None else measured.output_per_s,
             lag=totals.lag if totals else 0,
             pending=totals.pending if totals else 0,
             dead=snapshot.dead_letters,
