@@ -17,6 +17,7 @@ commit fails, that speculation is thrown away and redone.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,6 +37,7 @@ from streamcalc.scripts import (
     CommitReply,
     CommitRequest,
     DeadLetter,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     Scripts,
@@ -53,6 +55,9 @@ from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
+#: A batch adds the counts of at most this many of its unknown names to the partition's set.
+UNKNOWN_NAMES_PER_BATCH = 50
+
 
 @dataclass(slots=True)
 class Batch:
@@ -65,6 +70,14 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
+    poison: PoisonEntry | None = None
+    """A poison entry fetch.lua gave up on before reading it (its fields already cut)."""
+    unknown_dead: Counter[str] = field(default_factory=Counter)
+    """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
+    decoded: Sequence[RawEntry] | None = None
+    """The raw entries ``good`` and ``bad`` were decoded from (None: decode again)."""
+    prefetch: list[tuple[str, str]] | None = None
+    """(key, node) slot states whose HMGET was pipelined ahead of the commit in flight."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -137,8 +150,14 @@ class Engine:
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
     def read(self, count: int, start: str = ">") -> ReadReply:
-        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced."""
-        reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
+        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced.
+
+        Reading own pending entries, one delivered more than ``--max-deliveries``
+        times comes alone as the reply's ``poison``, never read whole (see fetch.lua).
+        """
+        s = self.settings
+        limit = s.max_deliveries if start == "0" else None
+        reply = self.scripts.read(s.group, self.consumer, self.token, count, start, limit)
         if reply.fenced:
             raise LeaseLost(self.keys.label, reply.holder)
         self.budget.weigh(reply.entries)
@@ -175,18 +194,43 @@ class Engine:
                 return
             self.prepare(batch)
 
+    def give_up(self, poison: PoisonEntry) -> None:
+        """Commit a poison entry as a dead letter (with its delivery count), and ack it."""
+        batch = Batch([(poison.id, poison.fields)], {poison.id: poison.deliveries})
+        batch.poison = poison
+        self.commit(self.prepare(batch))
+
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
-    def send(self, batch: Batch, read_ahead: int) -> None:
-        """Send the commit of ``batch`` (and a fenced read of up to ``read_ahead`` new entries)."""
+    def send(self, batch: Batch, read_ahead: int, upcoming: Batch | None = None) -> None:
+        """Send the commit of ``batch`` (and a fenced read of up to ``read_ahead`` new entries).
+
+        With ``upcoming`` (the batch to be prepared while this commit runs), decode it
+        and send the read of the slot state its waves need but the cache lacks first:
+        Redis answers that at once, instead of after the commit. (A commit writes only
+        slots its batch read, and those are cached, so the read sees what it would see
+        after the commit.) :meth:`prepare` of ``upcoming`` then takes that reply.
+        """
         faults.reached("before_commit")
         assert batch.request is not None
         pool = slot_owner(self.client, self.keys.input).connection_pool
         if self._conn is not None and self._pool is not pool:  # the slot moved to another node
-            self.reset_connection()
+            self.drop_connection()
         if self._conn is None:
             self._conn, self._pool = pool.get_connection(), pool
-        commands: list[tuple[Any, ...]] = [self.scripts.commit_command(batch.request)]
+        commands: list[tuple[Any, ...]] = []
+        if upcoming is not None and self._plan is not None and not self.unrunnable:
+            self._decode_batch(upcoming)
+            try:
+                missing = self.cache.missing(self._plan.graph, upcoming.good)
+            except BaseException:
+                self.cache.clear()
+                raise
+            if missing:
+                upcoming.prefetch = missing
+                fields = [state_field(key, node) for key, node in missing]
+                commands.append(("HMGET", self.keys.slots, *fields))
+        commands.append(self.scripts.commit_command(batch.request))
         if read_ahead:
             s = self.settings
             commands.append(
@@ -195,9 +239,21 @@ class Engine:
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
         except redis.ConnectionError as exc:
-            self._drop_connection()
-            refresh(self.client)
-            raise self._located(exc) from None
+            raise self._lost(exc) from None
+
+    def _take_prefetched(self, batch: Batch) -> None:
+        """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
+        missing, batch.prefetch = batch.prefetch, None
+        assert missing is not None and self.graph is not None
+        try:
+            blobs = self._conn.read_response()
+            self._fill(self.graph, missing, blobs)
+        except redis.ConnectionError as exc:
+            self.cache.clear()
+            raise self._lost(exc) from None
+        except BaseException:
+            self.cache.clear()  # the cache must not claim to cover what it failed to load
+            raise
 
     def receive(self, batch: Batch, read_ahead: int) -> tuple[bool, list[RawEntry]]:
         """The replies to :meth:`send`: (committed?, entries read ahead)."""
@@ -212,9 +268,7 @@ class Engine:
                     replies.append(None)
                     errors.append(exc)
         except redis.ConnectionError as exc:
-            self._drop_connection()
-            refresh(self.client)
-            raise self._located(exc) from None
+            raise self._lost(exc) from None
         if errors and not all(isinstance(error, NoScriptError) for error in errors):
             raise self._located(next(e for e in errors if not isinstance(e, NoScriptError)))
         # A NOSCRIPT read delivered nothing: the next read gets those entries.
@@ -236,14 +290,18 @@ class Engine:
             self._pool.release(self._conn)
             self._conn = self._pool = None
 
-    def reset_connection(self) -> None:
-        """Close the dedicated connection (replies may be left unread on it after an error)."""
+    def drop_connection(self) -> None:
+        """Close the dedicated connection (a reply on it is unread or was cut short)."""
         if self._conn is not None:
-            self._drop_connection()
-
-    def _drop_connection(self) -> None:
-        self._conn.disconnect()
+            self._conn.disconnect()
         self.close()
+
+    def _lost(self, exc: redis.ConnectionError) -> redis.RedisError:
+        """The dedicated connection failed: close it, look the slot owner up again."""
+        located = self._located(exc)
+        self.drop_connection()
+        refresh(self.client)
+        return located
 
     def _located(self, exc: redis.RedisError) -> redis.RedisError:
         """``exc`` naming the node and slot of this partition (for the worker's log)."""
@@ -265,8 +323,9 @@ class Engine:
             raise GraphUnrunnable(self.unrunnable)
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
-        raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
-        batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+        raw = self._decode_batch(batch)
+        if batch.prefetch is not None:
+            self._take_prefetched(batch)
         self._prefetch(self.graph, batch.good)
         view = batch.view = BatchView(self.cache, after.view if after is not None else None)
         result = batch.result = BatchResult()
@@ -277,6 +336,19 @@ class Engine:
         faults.reached("after_eval")
         batch.request = self._request(batch, raw)
         return batch
+
+    def _decode_batch(self, batch: Batch) -> Sequence[RawEntry]:
+        """Decode the batch's entries (but those finished by another consumer), unless done."""
+        if batch.decoded is None:
+            raw = batch.raw
+            if batch.gone:
+                raw = [e for e in raw if e[0].decode() not in batch.gone]
+            batch.unknown_dead.clear()
+            batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+            if self.graph is not None and self.graph.unknown == "dead":
+                self._refuse_unknown(batch)
+            batch.decoded = raw
+        return batch.decoded
 
     def _decode(
         self, raw: Iterable[RawEntry], deliveries: Mapping[bytes, int]
@@ -311,6 +383,23 @@ class Engine:
             good.append(entry)
         return good, bad, poison
 
+    def _refuse_unknown(self, batch: Batch) -> None:
+        """``unknown = "dead"``: an entry reading a name that is not a node is a dead letter."""
+        assert self._plan is not None
+        known = self._plan.known
+        good: list[Entry] = []
+        for entry in batch.good:
+            stray = [name for name, _ in entry.readings if name not in known]
+            if not stray:
+                good.append(entry)
+                continue
+            batch.unknown_dead.update(stray)
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            batch.bad.append(
+                (entry.id, f'{stray[0]!r}{more} is not a node of the graph (unknown = "dead")')
+            )
+        batch.good = good
+
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
         """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
         cache = self.cache
@@ -319,13 +408,19 @@ class Engine:
             if missing:
                 fields = [state_field(key, node) for key, node in missing]
                 blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
-                gens = self._plan.generations if self._plan is not None else {}
-                for (key, node), blob in zip(missing, blobs, strict=True):
-                    cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
+                self._fill(graph, missing, blobs)
         except BaseException:
             cache.clear()  # the cache must not claim to cover what it failed to load
             raise
         cache.evict(keep=len({entry.key for entry in entries}))
+
+    def _fill(
+        self, graph: Graph, missing: Sequence[tuple[str, str]], blobs: Sequence[bytes | None]
+    ) -> None:
+        gens = self._plan.generations if self._plan is not None else {}
+        cache = self.cache
+        for (key, node), blob in zip(missing, blobs, strict=True):
+            cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
 
     def _slots(self, key: str, node: str, blob: bytes | None, graph: Graph, gen: bytes) -> Slots:
         arity = len(graph.nodes[node].args)
@@ -373,10 +468,14 @@ class Engine:
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         letters: list[DeadLetter] = []
+        poison = batch.poison
         for entry_id, error in batch.bad:
             fields = fields_of.get(entry_id) or ()
             deliveries = batch.deliveries_of_poison.get(entry_id)
-            letters.append(DeadLetter(entry_id, error, "", fields, deliveries))
+            letter = DeadLetter(entry_id, error, "", fields, deliveries)
+            if poison is not None and poison.id.decode() == entry_id:
+                letter.cut, letter.total_fields = poison.cut, poison.total_fields
+            letters.append(letter)
         for entry, node, error in batch.result.function_errors:
             letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
         return letters
@@ -391,6 +490,7 @@ class Engine:
             self._committed(batch)
             return True
         metrics.CONFLICTS.inc()
+        batch.decoded = None
         if reply.outcome == "fenced":
             raise LeaseLost(self.keys.label, reply.holder)
         if reply.outcome == "graph":
@@ -400,6 +500,20 @@ class Engine:
             batch.gone |= reply.gone
             self.log.info("entries finished by another consumer", count=len(reply.gone))
         return False
+
+    def _count_unknown(self, batch: Batch) -> None:
+        """Count the batch's readings of names that are not nodes: the metric, and the
+        partition's bounded set of the most frequent ones (``status`` shows them)."""
+        assert self._plan is not None
+        metrics.UNKNOWN_READINGS.inc(batch.result.unknown)
+        names = Counter(batch.unknown_dead)
+        if batch.result.unknown:
+            known = self._plan.known
+            names.update(n for e in batch.good for n, _ in e.readings if n not in known)
+        try:
+            self.scripts.count_unknown(names.most_common(UNKNOWN_NAMES_PER_BATCH))
+        except redis.RedisError as exc:  # a statistic: the batch is committed all the same
+            self.log.warning("unknown names not counted", error=str(exc))
 
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
@@ -414,8 +528,8 @@ class Engine:
         metrics.READINGS.inc(result.readings)
         metrics.DERIVED.inc(len(result.fired))
         metrics.LATE_READINGS.inc(result.late)
-        if result.unknown:
-            metrics.UNKNOWN_READINGS.inc(result.unknown)
+        if result.unknown or batch.unknown_dead:
+            self._count_unknown(batch)
         metrics.EXPIRED_ARGS.inc(result.expired)
         if result.function_errors:
             metrics.FUNCTION_ERRORS.inc(len(result.function_errors))

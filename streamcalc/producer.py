@@ -44,7 +44,7 @@ def entry_fields(
         if not valid_node_name(name):
             raise UsageError(f"bad node name {name!r}")
         try:
-            fields[name] = encode_value(normalize(raw))
+            fields[name] = encode_value(normalize(raw, exact=True))
         except ValueError as exc:
             raise UsageError(f"bad value for {name}: {exc}") from None
     if not any(not name.startswith("@") for name in fields):
@@ -65,7 +65,7 @@ def _check_ts(raw: object) -> int:
 
 
 class Producer:
-    """Appends entries to the input stream of their key's partition (S12).
+    """Appends entries to the input stream of their key's partition (docs/streams.md).
 
     ``key``: the ``@key`` of every entry this producer sends (an entry's own
     ``@key`` wins). The partition count is read once, when the producer is made.

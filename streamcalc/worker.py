@@ -27,14 +27,29 @@ import structlog
 from streamcalc import metrics
 from streamcalc.cluster import classify, describe, refresh
 from streamcalc.engine import Engine
-from streamcalc.errors import GraphError, LeaseLost, RedisStateError
+from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
+from streamcalc.graph import Graph
+from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.store import (
+    connect,
+    fetch_graph,
+    graph_version,
+    latest_values,
+    partition_count,
+    ping,
+)
 from streamcalc.values import Value
+
+#: A worker without a graph says so at once, then again this often.
+NO_GRAPH_LOG_S = 60.0
+
+#: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
+BLOCKED_PREFIX = "blocked: "
 
 
 def _transient(exc: redis.RedisError) -> bool:
@@ -97,9 +112,13 @@ class Worker:
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
+        self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
         self._redis_trouble = "redis unreachable"
+        self.waiting_for_graph = False
+        self._in_flight: Tenure | None = None
+        """The partition whose last commit is in flight, settled in the next one's turn."""
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -119,6 +138,11 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, self._redis_trouble
+        blocked = blocked_call()
+        if blocked:
+            return False, blocked
+        if self.waiting_for_graph:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
         if paused:
             return False, f"graph cannot run: {paused[0].engine.unrunnable}"
@@ -129,22 +153,61 @@ class Worker:
         return True, "ok"
 
     def start(self) -> None:
-        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded."""
-        ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
+        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded.
+
+        Both waits are logged at once, so a silent worker is never a puzzle;
+        the wait for a graph again every :data:`NO_GRAPH_LOG_S` seconds.
+        """
+        if not self._reach_redis():
+            return
         self.redis_ok = True
+        next_log = 0.0
         while not self.stopping:
             try:
                 if fetch_graph(self.client, self.keys)[1] is not None:
                     break
             except GraphError:
                 break  # a graph is stored; each partition pauses until one that runs is loaded
-            self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+            self.waiting_for_graph = True
+            if time.monotonic() >= next_log:
+                self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+                next_log = time.monotonic() + NO_GRAPH_LOG_S
             self._stopping.wait(1.0)
+        self.waiting_for_graph = False
+        self.last_progress = time.monotonic()
+
+    def _reach_redis(self) -> bool:
+        """Ping until Redis answers (True), ``--wait`` runs out (RedisUnavailable) or we stop.
+
+        A refused password is not worth waiting for: it raises at once.
+        """
+        deadline = time.monotonic() + self.settings.wait_s
+        delay = 0.05
+        while True:
+            try:
+                self.client.ping()
+            except redis.AuthenticationError:
+                ping(self.client, self.settings.redis_url)  # raises its one-line error
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                reason = f"cannot reach Redis at {self.settings.safe_url}: {exc}"
+                if time.monotonic() + delay > deadline:
+                    raise RedisUnavailable(reason) from None
+                if delay == 0.05:  # the first failure: say what we wait for, at once
+                    wait_s = self.settings.wait_s
+                    self.log.warning(f"waiting up to {wait_s:g}s for Redis", error=reason)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.05:
+                self.log.info("redis reached")
+            return True
 
     def run(self) -> None:
         """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
-        self.log.info("worker started")
+        if not self.stopping:
+            self.log.info("worker started")
         self._keeper.start()
         try:
             while not self.stopping:
@@ -199,11 +262,12 @@ class Worker:
 
     def _recover_all(self) -> None:
         """A batch may have been cut short: re-read what each partition left pending for us."""
+        self._in_flight = None
         for tenure in self._tenures():
-            tenure.recovering = True
-            tenure.engine.reset_connection()  # its node may have changed, or a reply be unread
+            tenure.recover()  # drops its connection too: the slot's node may have changed
 
     def _groups_lost(self) -> None:
+        self._in_flight = None
         for tenure in self._tenures():
             tenure.group_lost()
         self._next_tick = 0.0
@@ -220,10 +284,28 @@ class Worker:
                 tenure.renew()
 
     def _making_progress(self) -> bool:
+        """The lease keeper's question (its thread): renew? Not while a plugin call is
+        blocked past its timeout (the partitions go to a live worker), nor when stuck."""
+        blocked = blocked_call()
+        if blocked:
+            self._report_blocked(blocked)
+            return False
         return time.monotonic() - self.last_progress <= self.settings.stuck_after
+
+    def _report_blocked(self, blocked: str) -> None:
+        """Say once that a plugin blocks this worker: a log line, and for a supervisor
+        (``--processes``) the heartbeat file, which then reads ``blocked: ...``."""
+        if self._blocked_reported:
+            return
+        self._blocked_reported = True
+        self.log.error("worker blocked; its leases are left to expire", error=blocked)
+        if self.settings.heartbeat_file:
+            with contextlib.suppress(OSError):
+                Path(self.settings.heartbeat_file).write_text(f"{BLOCKED_PREFIX}{blocked}")
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
+        self._settle_in_flight()
         for tenure in self._tenures():
             tenure.release()
         self.owned.clear()
@@ -319,25 +401,44 @@ class Worker:
             # an equal share of the time to the next tick; what an idle one leaves, the next gets
             share = (self._next_tick - time.monotonic()) / (len(tenures) - i)
             processed += self._step_one(tenure, share)
+        self._settle_in_flight()
         self._progress()
         if not processed and not self.stopping:
             self._wait()
         return processed
 
     def _step_one(self, tenure: Tenure, share: float) -> int:
+        """One partition's turn; the commit the turn before left in flight is settled in it."""
         budget = max(share, 0.01)
         try:
-            return tenure.step(budget, lambda: self.stopping)
+            processed = tenure.step(budget, lambda: self.stopping, self._settle_in_flight)
         except LeaseLost as exc:
-            self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
-            tenure.lost()
-            if tenure is self.router:
-                self.router = None
-            else:
-                self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
-            self._held = tuple(self._tenures())
-            self._next_tick = 0.0
-            return 0
+            self._lose(tenure, exc)
+            processed = 0
+        self._settle_in_flight()  # the turn did not need to (idle, paused or lost)
+        if tenure.in_flight is not None:
+            self._in_flight = tenure
+        return processed
+
+    def _settle_in_flight(self) -> None:
+        """End the commit a partition's turn left in flight (see :meth:`Tenure.step`)."""
+        tenure, self._in_flight = self._in_flight, None
+        if tenure is None:
+            return
+        try:
+            tenure.settle()
+        except LeaseLost as exc:
+            self._lose(tenure, exc)
+
+    def _lose(self, tenure: Tenure, exc: LeaseLost) -> None:
+        self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
+        tenure.lost()
+        if tenure is self.router:
+            self.router = None
+        else:
+            self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
+        self._held = tuple(self._tenures())
+        self._next_tick = 0.0
 
     def _wait(self) -> None:
         """Block until an owned partition has new entries, or the next tick is due."""
@@ -374,6 +475,7 @@ class Worker:
         while True:
             self.rebalance()
             processed = sum(self._step_one(t, 1.0) for t in self._tenures())
+            self._settle_in_flight()
             total += processed
             if not processed:
                 return total
@@ -388,6 +490,19 @@ class Worker:
         for tenure in self._tenures():
             result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
             self.log.debug("retention", result=msgspec.to_builtins(result))
+
+    def _observed_graph(self, tenure: Tenure) -> Graph | None:
+        """The graph the node gauges follow: the stored one, even before an idle engine reloads.
+
+        So a node removed from the graph leaves the gauges within one refresh.
+        """
+        engine = tenure.engine
+        if graph_version(self.client, tenure.keys) == engine.graph_version:
+            return engine.graph
+        try:
+            return fetch_graph(self.client, tenure.keys)[1]
+        except GraphError:
+            return engine.graph  # the engine reports it when it reloads
 
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
@@ -407,7 +522,7 @@ class Worker:
                     if lag is not None:
                         metrics.STREAM_LAG.labels(label).set(lag)
         tenures = list(self.owned.values())
-        graph = tenures[0].engine.graph if tenures else None
+        graph = self._observed_graph(tenures[0]) if tenures else None
         if graph is None:
             return
         derived = list(graph.nodes)

@@ -68,7 +68,7 @@ CLASSES = [
     (MasterDownError("Link with MASTER is down and replica-serve-stale-data is 'no'."), "down"),
     (ReadOnlyError("You can't write against a read only replica."), "moved"),
     (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "busy"),
-    (BusyLoadingError("Redis is loading the dataset in memory"), "busy"),
+    (BusyLoadingError("Redis is loading the dataset in memory"), "connection"),
     (redis.ConnectionError("Error 111 connecting to 127.0.0.1:30001."), "connection"),
     (redis.TimeoutError("Timeout reading from socket"), "connection"),
     (NoScriptError("No matching script. Please use EVAL."), None),
@@ -91,8 +91,8 @@ REPLIES = [
     ("CLUSTERDOWN Hash slot not served", "down"),
     ("CLUSTERDOWN The cluster is down and only accepts read commands", "down"),
     ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "down"),
-    ("LOADING Redis is loading the dataset in memory", "busy"),
-    ("LOADING Valkey is loading the dataset in memory", "busy"),
+    ("LOADING Redis is loading the dataset in memory", "connection"),
+    ("LOADING Valkey is loading the dataset in memory", "connection"),
     ("READONLY You can't write against a read only replica.", "moved"),
     ("OOM command not allowed when used memory > 'maxmemory'.", "busy"),
     (f"BUSY Redis is {BUSY}", "busy"),
@@ -496,9 +496,12 @@ def test_a_master_stopped_and_restarted_takes_the_cluster_down_and_back(
 
 
 def _metric(port: int, family: str) -> float:
-    """The sum of every sample of ``family`` on a worker's ``/metrics``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    """The sum of every sample of ``family`` on a worker's ``/metrics`` (-1: no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1.0
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
