@@ -515,6 +515,7 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
 ) -> None:
     from redis.cluster import RedisCluster
 
+    from streamcalc.consumer import Consumer
     from streamcalc.producer import Producer
 
     url = redis_cluster.node(redis_cluster.spares[0]).url
@@ -547,7 +548,24 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
         x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
         assert x4["X"][1] == 49 and x5["X"][1] == 49
         theirs_client.close()
+        consumer = Consumer(r, ns)  # reads every partition on its own master
+        assert consumer.latest(["X"], key="dev.5")["X"].value == 49
+        fired = consumer.subscribe(keys=["dev.4", "dev.5"], after="0", block_ms=100)
+        seen = [next(fired) for _ in range(20)]  # X and Y of each entry: L1 = X + Y fires
+        assert {v.key for v in seen} <= {"dev.4", "dev.5"} and "L1" in {v.node for v in seen}
     finally:
         r.close()
     demo = cli({**env, "STREAMCALC_DEMO_REDIS_URL": url}, "demo")
     assert "B = 9" in demo.stdout and "B = 20" in demo.stdout
+
+
+def test_cluster_forced_on_a_single_redis_is_a_one_line_error(
+    redis_url: str, env: dict[str, str]
+) -> None:
+    done = cli({**env, "STREAMCALC_REDIS_URL": redis_url}, "--cluster", "status", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("is not a cluster node (--cluster)"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    forced = cli({**env, "STREAMCALC_REDIS_URL": redis_url, "STREAMCALC_CLUSTER": "1"}, "status",
+                 check=False)  # fmt: skip
+    assert forced.returncode == 1 and "not a cluster node" in forced.stderr
