@@ -307,10 +307,9 @@ def test_every_command_through_a_node_that_owns_none_of_the_namespace(
             crew.start("solo", "--metrics-port", str(port := free_port()))
             wait_for(lambda: "B" in cli(env, "values", "--key", "routed.1", "--json").stdout, 60)
             wait_for(lambda: healthz(port) == 200, timeout=30)
-            for key in keys:
-                wait_for(
-                    lambda key=key: "B" in cli(env, "values", "--key", key, "--json").stdout, 30
-                )
+            space = Namespace(ns)
+            for key in keys:  # through the library: a command per key costs a second here
+                wait_for(lambda k=key: "B" in latest_values(r, space.of_key(k, P), ["B"], k), 30)
             values = json.loads(cli(env, "values", "--key", "dev.7", "--json").stdout)
             assert values["B"]["value"] == 16  # (7 + 1) * 2
             status = json.loads(cli(env, "status", "--json").stdout)
@@ -569,3 +568,29 @@ def test_cluster_forced_on_a_single_redis_is_a_one_line_error(
     forced = cli({**env, "STREAMCALC_REDIS_URL": redis_url, "STREAMCALC_CLUSTER": "1"}, "status",
                  check=False)  # fmt: skip
     assert forced.returncode == 1 and "not a cluster node" in forced.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_read_of_streams_in_several_slots_wakes_for_any_of_them(
+    redis_cluster: LocalCluster,
+) -> None:
+    ns = fresh_namespace()
+    streams = [keys.input for keys in Namespace(ns).partitions(P)]
+    assert len({redis_cluster.owner(s) for s in streams}) > 1  # on several masters
+    r = connect(redis_cluster.url)
+    try:
+        assert r.xread(dict.fromkeys(streams, "0"), block=100) is None  # type: ignore[arg-type]
+        later = threading.Timer(0.5, lambda: r.xadd(streams[-1], {"C": "1"}))
+        later.start()
+        t0 = time.monotonic()
+        reply = r.xread(dict.fromkeys(streams, "$"), block=10_000)  # type: ignore[arg-type]
+        waited = time.monotonic() - t0
+        later.join()
+        assert [name.decode() for name, _ in reply] == [streams[-1]]
+        assert 0.4 < waited < 3.0, waited  # woken by the entry, not by the timeout
+        r.xadd(streams[0], {"C": "2"})
+        found = r.xread(dict.fromkeys(streams, "0"), count=10)  # type: ignore[arg-type]
+        assert sorted(name.decode() for name, _ in found) == sorted([streams[0], streams[-1]])
+        r.delete(*streams)
+    finally:
+        r.close()
