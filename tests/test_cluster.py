@@ -317,6 +317,11 @@ def test_every_command_through_a_node_that_owns_none_of_the_namespace(
             assert all(p["owner"]["consumer"] == "solo" for p in status["partitions"]), status
             assert cli(env, "history", "B", "--key", "dev.7").stdout.split()[-2:] == ["16", "dev.7"]
             assert "dev.3" in cli(env, "dead", "list").stdout
+            lines = tmp_path / "entries.jsonl"
+            lines.write_text('{"C": 1, "D": 2, "@key": "dev.8"}\n{"C": 3, "D": 4}\n')
+            assert len(cli(env, "send", "--file", str(lines)).stdout.split()) >= 1
+            assert "retried 1" in cli(env, "dead", "retry", "--all").stdout
+            wait_for(lambda: "dev.3" in cli(env, "dead", "list").stdout, 30)  # dead again
             assert cli(env, "trim", "--max-len", "1").returncode == 0
             assert cli(env, "dead", "purge", "--all").returncode == 0
             assert "dev.3" not in cli(env, "dead", "list").stdout
