@@ -599,3 +599,21 @@ def test_a_blocking_read_of_streams_in_several_slots_wakes_for_any_of_them(
         r.delete(*streams)
     finally:
         r.close()
+
+
+def test_a_user_who_may_not_run_info_is_on_a_single_redis(
+    redis_url: str, r: redis.Redis, env: dict[str, str]
+) -> None:
+    user = "u" + uuid.uuid4().hex[:8]
+    r.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-info")
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:pw@")
+        client = connect(url)
+        try:
+            assert not is_cluster(client)  # INFO refused (NOPERM): asked, not assumed
+            assert client.ping()
+        finally:
+            client.close()
+        assert cli({**env, "STREAMCALC_REDIS_URL": url}, "status").returncode == 0
+    finally:
+        r.execute_command("ACL", "DELUSER", user)
