@@ -270,7 +270,7 @@ def test_hostile_graphs_and_state_written_to_redis_kill_no_worker_and_lose_nothi
     load(r, ns, GRAPH)
     good = r.hgetall(keys.graph)
     sent: list[str] = []
-    background = Background(redis_url, ns, lease_ms=1000)
+    background = Background(redis_url, ns, lease_ms=1000, export_values=True)
     with background:
         for round_ in range(len(HOSTILE_GRAPHS) * 2):
             if round_ % 2 == 0:  # a hostile graph, announced as a new version
@@ -281,6 +281,7 @@ def test_hostile_graphs_and_state_written_to_redis_kill_no_worker_and_lose_nothi
                 pipe.execute()
             else:
                 _hostile_state(r, keys, rng)
+                background.worker.observe_group()  # the gauges read the garbage too
             for _ in range(5):
                 sent.append(r.xadd(keys.input, {"X": str(rng.randrange(100)), "Y": "1"}).decode())
             time.sleep(0.2)
