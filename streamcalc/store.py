@@ -113,7 +113,9 @@ def store_graph(
     ``partitions``, the namespace's partition count is set first (see
     :func:`set_partitions`). Each partition gets its own copy of the graph in
     its own hash slot, replaced in one script: each partition's entries see
-    either the old graph or the new one.
+    either the old graph or the new one. Loading the graph every partition
+    already holds writes nothing and returns the stored version: no worker
+    reloads or recomputes anything.
     """
     ns = keys if isinstance(keys, str) else keys.ns
     if partitions is not None:
@@ -124,6 +126,12 @@ def store_graph(
     targets = Namespace(ns).partitions(count)
     if count > 1:
         targets = [Namespace(ns).root, *targets]
+    pipe = client.pipeline(transaction=False)
+    for target in targets:
+        pipe.hmget(target.meta, "graph_hash", "graph_version")
+    stored = pipe.execute()
+    if all(h == graph.version_hash.encode() and v for h, v in stored):
+        return int(stored[-1][1])  # the same graph everywhere: nothing to do, no new version
     version = 0
     for target in targets:
         version = Scripts(client, target).load_graph(graph.version_hash, loaded_ms, definitions)
@@ -155,6 +163,13 @@ def fetch_graph(
     if not definitions:
         return (version or b"0").decode(), None
     return version.decode(), Graph.from_definitions(definitions, plugins=plugins)
+
+
+def graph_names(client: redis.Redis, keys: Keys) -> frozenset[str] | None:
+    """Every node name of the stored graph (None before any load), read without compiling it:
+    what telling a typo from a node needs, cheaply (``send``, ``values``)."""
+    definitions = cast(dict[bytes, bytes], client.hgetall(keys.graph))
+    return Graph.names_of(definitions) if definitions else None
 
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]

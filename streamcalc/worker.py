@@ -26,15 +26,26 @@ import structlog
 
 from streamcalc import metrics
 from streamcalc.engine import Engine
-from streamcalc.errors import GraphError, LeaseLost, RedisStateError
+from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
+from streamcalc.graph import Graph
 from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.store import (
+    connect,
+    fetch_graph,
+    graph_version,
+    latest_values,
+    partition_count,
+    ping,
+)
 from streamcalc.values import Value
+
+#: A worker without a graph says so at once, then again this often.
+NO_GRAPH_LOG_S = 60.0
 
 #: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
 BLOCKED_PREFIX = "blocked: "
@@ -98,6 +109,7 @@ class Worker:
         self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
+        self.waiting_for_graph = False
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -120,6 +132,8 @@ class Worker:
         blocked = blocked_call()
         if blocked:
             return False, blocked
+        if self.waiting_for_graph:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
         if paused:
             return False, f"graph cannot run: {paused[0].engine.unrunnable}"
@@ -130,22 +144,61 @@ class Worker:
         return True, "ok"
 
     def start(self) -> None:
-        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded."""
-        ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
+        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded.
+
+        Both waits are logged at once, so a silent worker is never a puzzle;
+        the wait for a graph again every :data:`NO_GRAPH_LOG_S` seconds.
+        """
+        if not self._reach_redis():
+            return
         self.redis_ok = True
+        next_log = 0.0
         while not self.stopping:
             try:
                 if fetch_graph(self.client, self.keys)[1] is not None:
                     break
             except GraphError:
                 break  # a graph is stored; each partition pauses until one that runs is loaded
-            self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+            self.waiting_for_graph = True
+            if time.monotonic() >= next_log:
+                self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+                next_log = time.monotonic() + NO_GRAPH_LOG_S
             self._stopping.wait(1.0)
+        self.waiting_for_graph = False
+        self.last_progress = time.monotonic()
+
+    def _reach_redis(self) -> bool:
+        """Ping until Redis answers (True), ``--wait`` runs out (RedisUnavailable) or we stop.
+
+        A refused password is not worth waiting for: it raises at once.
+        """
+        deadline = time.monotonic() + self.settings.wait_s
+        delay = 0.05
+        while True:
+            try:
+                self.client.ping()
+            except redis.AuthenticationError:
+                ping(self.client, self.settings.redis_url)  # raises its one-line error
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                reason = f"cannot reach Redis at {self.settings.safe_url}: {exc}"
+                if time.monotonic() + delay > deadline:
+                    raise RedisUnavailable(reason) from None
+                if delay == 0.05:  # the first failure: say what we wait for, at once
+                    wait_s = self.settings.wait_s
+                    self.log.warning(f"waiting up to {wait_s:g}s for Redis", error=reason)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.05:
+                self.log.info("redis reached")
+            return True
 
     def run(self) -> None:
         """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
-        self.log.info("worker started")
+        if not self.stopping:
+            self.log.info("worker started")
         self._keeper.start()
         try:
             while not self.stopping:
@@ -400,6 +453,19 @@ class Worker:
             result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
             self.log.debug("retention", result=msgspec.to_builtins(result))
 
+    def _observed_graph(self, tenure: Tenure) -> Graph | None:
+        """The graph the node gauges follow: the stored one, even before an idle engine reloads.
+
+        So a node removed from the graph leaves the gauges within one refresh.
+        """
+        engine = tenure.engine
+        if graph_version(self.client, tenure.keys) == engine.graph_version:
+            return engine.graph
+        try:
+            return fetch_graph(self.client, tenure.keys)[1]
+        except GraphError:
+            return engine.graph  # the engine reports it when it reloads
+
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
         count = max(self.partitions, 1)
@@ -418,7 +484,7 @@ class Worker:
                     if lag is not None:
                         metrics.STREAM_LAG.labels(label).set(lag)
         tenures = list(self.owned.values())
-        graph = tenures[0].engine.graph if tenures else None
+        graph = self._observed_graph(tenures[0]) if tenures else None
         if graph is None:
             return
         derived = list(graph.nodes)

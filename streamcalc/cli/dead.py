@@ -9,7 +9,7 @@ import typer
 from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
-from streamcalc.errors import UsageError
+from streamcalc.errors import StreamcalcError, UsageError
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_help=True)
@@ -72,17 +72,21 @@ def dead_retry(
     """Re-queue dead letters as new input entries (and delete them from the dead letters).
 
     Each letter goes back to the input stream of its own partition; a given ID
-    is looked for in every partition's dead letters.
+    is looked for in every partition's dead letters. An ID not found is an
+    error (exit 1), after the others are retried.
     """
     if bool(ids) == everything:
         raise UsageError("give dead-letter IDs or --all, not both or neither")
     selected = None if everything else [ops.check_id(i) for i in ids or []]
     client, shape = connect_namespace(redis_url, ns)
     retried = ops.dead_retry(client, shape, selected)
-    message = f"retried {retried} dead letter{'' if retried == 1 else 's'}"
+    typer.echo(f"retried {retried} dead letter{'' if retried == 1 else 's'}")
     if selected is not None and retried < len(selected):
-        message += f" ({len(selected) - retried} not found or without fields)"
-    typer.echo(message)
+        missing = len(selected) - retried
+        raise StreamcalcError(  # exit 1: a script must not take a retry that did nothing for done
+            f"{missing} of the {len(selected)} given IDs not found in namespace {ns!r}'s "
+            "dead letters (or without fields to re-queue)"
+        )
 
 
 @app.command("purge")

@@ -1,12 +1,13 @@
 """Every option of the command line, each tied to its env var here and nowhere else.
 
 :func:`option` names an option's environment variable ``STREAMCALC_<OPTION>``
-(SPEC §5: ``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
+(``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
 its options with it, and the options most commands take are defined once below.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any
 
@@ -61,6 +62,37 @@ def duration_option(flag: str, help: str) -> Any:
         parser=partial(duration, flag=flag),
         metavar="DURATION",
     )
+
+
+class LogFormat(StrEnum):
+    """``--log-format``: JSON lines, the console renderer, or auto (console on a terminal)."""
+
+    auto = "auto"
+    json = "json"
+    console = "console"
+
+
+class LogLevel(StrEnum):
+    """``--log-level``: the least severe level logged."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class GraphFormat(StrEnum):
+    """``graph show --format``."""
+
+    text = "text"
+    json = "json"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+def choice_option(flag: str, help: str) -> Any:
+    """An option of fixed choices (an Enum): listed in help, completed, any letter case."""
+    return option(flag, help=help, case_sensitive=False)
 
 
 RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]

@@ -11,15 +11,17 @@ import typer
 
 from streamcalc.cli.helpers import build_settings
 from streamcalc.cli.options import (
+    LogFormat,
+    LogLevel,
     Namespace,
     Plugins,
     RedisUrl,
+    choice_option,
     duration,
     duration_option,
     option,
     trusted,
 )
-from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings
 
 
@@ -57,13 +59,21 @@ def worker(
         int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
     ] = 100_000,
     metrics_port: Annotated[
-        int | None, option("--metrics-port", help="Serve /metrics, /healthz.")
+        int | None,
+        option("--metrics-port", min=1, max=65535, help="Port of /metrics and /healthz."),
     ] = None,
     metrics_host: Annotated[
         str, option("--metrics-host", help="Interface of /metrics (127.0.0.1: this host only).")
     ] = "0.0.0.0",
-    log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
-    log_level: Annotated[str, option("--log-level")] = "info",
+    log_format: Annotated[
+        LogFormat,
+        choice_option(
+            "--log-format", "Log lines as JSON, for the console, or auto (console on a terminal)."
+        ),
+    ] = LogFormat.auto,
+    log_level: Annotated[
+        LogLevel, choice_option("--log-level", "The least severe level logged.")
+    ] = LogLevel.info,
     wait_s: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
     export_values: Annotated[
         bool,
@@ -86,12 +96,9 @@ def worker(
     """Run a consumer of the group until SIGTERM/SIGINT."""
     from streamcalc.logs import configure_logging
 
-    if log_format not in ("json", "console", "auto"):
-        raise UsageError(f"unknown log format {log_format!r}: use json, console or auto")
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise UsageError(f"unknown log level {log_level!r}")
     # Each option is named after the setting it sets (the flags are spelled out above).
     given = {k: v for k, v in locals().items() if k in _SETTINGS and k not in ("redis_url", "ns")}
+    given["log_format"] = log_format.value
     settings = build_settings(
         redis_url,
         ns,
@@ -100,11 +107,11 @@ def worker(
         heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
         **_retention(retain),
     )
-    configure_logging(log_format, log_level)
+    configure_logging(log_format.value, log_level.value)
     if processes > 1:
         from streamcalc.supervisor import supervise
 
-        raise typer.Exit(supervise(settings, processes, log_level))
+        raise typer.Exit(supervise(settings, processes, log_level.value))
     _run_worker(settings)
 
 

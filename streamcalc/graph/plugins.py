@@ -26,7 +26,7 @@ from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 from streamcalc.values import Value
 
 Plugin: TypeAlias = Callable[[list[Value]], object]
-"""A user's plugin callable: ``f(args: list) -> value`` (SPEC section 3)."""
+"""A user's plugin callable: ``f(args: list) -> value`` (docs/graph-file.md, Plugins)."""
 
 
 class UnknownFunction(Exception):

@@ -16,31 +16,14 @@ import msgspec
 import redis
 
 from streamcalc.keys import Keys, Namespace
-from streamcalc.messages import id_ms
+from streamcalc.ops.rates import Rates, idle_s, rates
 from streamcalc.ops.streaminfo import ConsumerStatus, StreamStatus, combine, read_streams
-from streamcalc.ops.streams import Layout, as_text, layout, page_size, stream_keys
+from streamcalc.ops.streams import Layout, as_text, id_key, layout, stream_keys
 from streamcalc.scripts import UNKNOWN_NAMES_KEPT, LeaseToken
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.store import StreamEntry, server_time_ms
+from streamcalc.store import server_time_ms
 
 _NAMES = ("in", "out", "dead")
-
-#: Rates are measured over this window, ending at the Redis server's clock.
-RATE_WINDOW_MS = 60_000
-#: At most this many entries (over all partitions) are read to measure a rate; a busier
-#: window is estimated from the time span of the newest entries read.
-RATE_SAMPLE_CAP = 10_000
-
-
-class Rates(msgspec.Struct, frozen=True):
-    """Input entries and output values per second over the last ``window_s`` seconds."""
-
-    window_s: float
-    input_per_s: float
-    output_per_s: float
-    input_entries: int  # entries of `in` in the window (at most RATE_SAMPLE_CAP)
-    output_values: int  # entries of `out` in the window (at most RATE_SAMPLE_CAP)
-    estimated: bool  # a window held more entries than were read: rate estimated
 
 
 class Owner(msgspec.Struct, frozen=True):
@@ -116,13 +99,22 @@ class Status(msgspec.Struct, frozen=True):
 UNKNOWN_NAMES_SHOWN = 20
 
 
-def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP) -> Status:
+def status(
+    client: redis.Redis,
+    where: Keys | Layout,
+    group: str = DEFAULT_GROUP,
+    *,
+    measured: Rates | None = None,
+) -> Status:
     """A snapshot of the namespace: every partition's streams, group, owner; rates, members.
 
     ``where`` is the namespace's :class:`Layout` (or the keys of its root,
     whose layout is then read). Each part is read separately (not one atomic
     snapshot); that is what an operator's view needs, and it never blocks
     Redis for long: every step is one pipeline over all partitions.
+    ``measured``: rates the caller counted itself (the live page, which samples
+    every second, counts them from its samples); without, they are counted
+    from the streams' entry IDs.
     """
     shape = layout(client, where.ns) if isinstance(where, Keys) else where
     every = shape.everything()
@@ -148,7 +140,11 @@ def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP
         graph_version=as_text(version) if version else "0",
         streams=streams,
         dead_letters=streams["dead"].length,
-        rates=_rates(client, shape.partitions, now_ms),
+        rates=msgspec.structs.replace(
+            rates(client, shape.partitions, now_ms) if measured is None else measured,
+            input_idle_s=idle_s(_newest(parts, "in"), now_ms),
+            output_idle_s=idle_s(_newest(parts, "out"), now_ms),
+        ),
         group=group,
         partition_count=shape.count,
         partitions=parts,
@@ -220,33 +216,7 @@ def _members(client: redis.Redis, ns: str, group: str, now_ms: int) -> list[Memb
     return sorted(members, key=lambda m: m.name)
 
 
-def _rates(client: redis.Redis, partitions: Sequence[Keys], now_ms: int) -> Rates:
-    """Entries per second of every partition's ``in`` and ``out`` (not the routing stream's).
-
-    The newest entries of the window are read from every stream in one
-    pipeline, at most RATE_SAMPLE_CAP in all.
-    """
-    cap = page_size(RATE_SAMPLE_CAP, len(partitions), least=10)
-    start = f"{max(now_ms - RATE_WINDOW_MS, 0)}-0"
-    pipe = client.pipeline(transaction=False)
-    for keys in partitions:
-        pipe.xrevrange(keys.input, "+", start, count=cap)
-        pipe.xrevrange(keys.output, "+", start, count=cap)
-    rates = [_rate(rows, now_ms, cap) for rows in pipe.execute()]
-    ins, outs = rates[0::2], rates[1::2]
-    return Rates(
-        window_s=RATE_WINDOW_MS / 1000,
-        input_per_s=sum(rate for _, rate, _ in ins),
-        output_per_s=sum(rate for _, rate, _ in outs),
-        input_entries=sum(n for n, _, _ in ins),
-        output_values=sum(n for n, _, _ in outs),
-        estimated=any(estimated for _, _, estimated in rates),
-    )
-
-
-def _rate(rows: list[StreamEntry], now_ms: int, cap: int) -> tuple[int, float, bool]:
-    """(entries in the window, entries per second, estimated) from the newest entries' IDs."""
-    if len(rows) < cap:
-        return len(rows), len(rows) * 1000 / RATE_WINDOW_MS, False
-    span_ms = max(now_ms - id_ms(rows[-1][0]), 1)
-    return len(rows), len(rows) * 1000 / span_ms, True
+def _newest(parts: Sequence[PartitionStatus], name: str) -> str | None:
+    """The newest entry ID of the partitions' streams called ``name``."""
+    lasts = [last for p in parts if (last := p.streams[name].last_id) is not None]
+    return max(lasts, key=id_key) if lasts else None

@@ -17,7 +17,7 @@ from streamcalc.messages import MAX_VALUE_BYTES
 
 ScriptArg = str | bytes | int | float
 
-#: Fields a dead letter adds to the original entry's fields (SPEC section 2).
+#: Fields a dead letter adds to the original entry's fields (docs/streams.md).
 DEAD_ERROR = b"@error"
 DEAD_SRC = b"@src"
 DEAD_NODE = b"@node"
