@@ -16,7 +16,7 @@ import redis
 from helpers import drain, load
 from ui_support import PageProcess, alive, call, children, poll
 
-from streamcalc.embedded import free_port
+from streamcalc.embedded import EmbeddedRedis, free_port
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace
 from streamcalc.producer import Producer
@@ -260,3 +260,25 @@ def test_demo_ui_runs_a_plant_and_stops_cleanly(env: dict[str, str]) -> None:
         assert time.monotonic() - started < 20
         assert "demo stopped" in "".join(page.output)
         poll(lambda: not any(alive(p) for p in redis_children), timeout=10)
+
+
+def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> None:
+    """No graph yet: an empty diagram; Redis gone: one-line 503s, and the page recovers."""
+    server = EmbeddedRedis().start()
+    try:
+        with PageProcess({**env, "STREAMCALC_REDIS_URL": server.url}, "ui") as page:
+            assert call(f"{page.url}/api/graph")[2]["nodes"] == []
+            live = call(f"{page.url}/api/live")[2]
+            assert live["values"]["nodes"] == {} and live["error"] is None
+            port = server.port
+            server.stop()
+            code, kind, body = call(f"{page.url}/api/live")
+            assert code == 503 and kind == "application/json" and "\n" not in body["error"]
+            server = EmbeddedRedis(port=port).start()
+            with redis.Redis.from_url(server.url) as fresh:
+                load(fresh, ns, SEED)
+            poll(lambda: call(f"{page.url}/api/live")[0] == 200, timeout=30)
+            assert poll(lambda: call(f"{page.url}/api/graph")[2]["nodes"], timeout=30)
+            assert page.proc.poll() is None
+    finally:
+        server.stop()

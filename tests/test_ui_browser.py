@@ -100,6 +100,9 @@ def test_diagram_shows_every_node_and_a_sent_value_within_3s(
         assert ids == ["A", "B", "C", "D", "E", "F"]
         assert page.evaluate("window.streamcalc.cy.edges().length") == 5
         page.evaluate("window.notReloaded = true")
+        before = page.evaluate("window.streamcalc.refreshes")
+        time.sleep(3)
+        assert page.evaluate("window.streamcalc.refreshes") - before >= 3  # once a second
         send(env, "C=4", "D=5", "E=6")
         sent = time.monotonic()
         page.wait_for_function(

@@ -12,7 +12,7 @@
     meta: null, graphVersion: null, graph: null, cy: null,
     key: null,             // null: let the server pick (the newest key of a keyed namespace)
     selected: null, lastT: 0, series: null, charts: {}, nodeChart: null,
-    values: null, updatedAt: 0, busy: false,
+    values: null, updatedAt: 0, refreshes: 0, busy: false,
   };
   window.streamcalc = state;  // for people poking at the page, and for its tests
 
@@ -417,6 +417,7 @@
       showError(live.error);
       if (state.selected) refreshNode();
       state.updatedAt = Date.now();
+      state.refreshes += 1;
       $("live-dot").className = "dot on";
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (err) {
