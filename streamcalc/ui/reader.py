@@ -22,7 +22,7 @@ from streamcalc.errors import EntryError, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.render import formula
 from streamcalc.keys import Keys, state_field, valid_key
-from streamcalc.messages import decode_entry, decode_output, id_ms
+from streamcalc.messages import decode_entry, decode_output
 from streamcalc.ops.streams import Layout, as_text, id_key, layout, page_size
 from streamcalc.settings import DEFAULT_GROUP
 from streamcalc.state import Slots, TamperedState, decode_slots, generation
@@ -244,23 +244,21 @@ class Reader:
     def _state(
         self, keys: Keys, graph: Graph, key: str, names: Sequence[str]
     ) -> tuple[dict[str, tuple[int, Value]], dict[str, Slots], int]:
-        derived = list(graph.order)
+        derived = [n for n in names if n in graph.nodes]
+        now_ms = server_time_ms(self.client)  # apart: TIME belongs to no partition's slot
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         pipe.hmget(keys.latest, [state_field(key, n) for n in names])
         if derived:
             pipe.hmget(keys.slots, [state_field(key, n) for n in derived])
         replies = pipe.execute()
-        seconds, micros = replies[0]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
         latest = {
             name: parsed
-            for name, raw in zip(names, replies[1], strict=True)
+            for name, raw in zip(names, replies[0], strict=True)
             if (parsed := _latest(raw)) is not None
         }
         slots: dict[str, Slots] = {}
         definitions = graph.definitions()
-        for name, blob in zip(derived, replies[2] if derived else [], strict=True):
+        for name, blob in zip(derived, replies[1] if derived else [], strict=True):
             try:
                 gen = generation(definitions[name])
                 slots[name] = decode_slots(blob, len(graph.nodes[name].args), gen)
@@ -322,15 +320,14 @@ class Reader:
     def key_list(self) -> KeyList:
         """How many keys the namespace holds, its :data:`KEY_LIST` stalest and newest keys."""
         shape = self.layout()
+        now_ms = server_time_ms(self.client)
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         for keys in shape.partitions:
             pipe.zcard(keys.key_index)
             pipe.zrange(keys.key_index, 0, KEY_LIST - 1, withscores=True)
             pipe.zrevrange(keys.key_index, 0, KEY_LIST - 1, withscores=True)
         replies = pipe.execute()
-        now_ms = _ms(replies[0])
-        counts, lows, highs = replies[1::3], replies[2::3], replies[3::3]
+        counts, lows, highs = replies[0::3], replies[1::3], replies[2::3]
         numbers = [shape.number(k) or 0 for k in shape.partitions]
         stalest = _rows(lows, numbers, now_ms)
         newest = _rows(highs, numbers, now_ms)
@@ -405,11 +402,6 @@ def check_prefix(prefix: str) -> str:
     if prefix and not valid_key(prefix):
         raise UsageError(f"bad key prefix {prefix!r}: only characters a key may hold")
     return prefix
-
-
-def _ms(reply: Sequence[int | bytes]) -> int:
-    seconds, micros = reply
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _rows(
@@ -504,8 +496,3 @@ def _why(info: NodeInfo, slots: Sequence[SlotView], graph: Graph) -> str:
         if names:
             parts.append(f"{', '.join(dict.fromkeys(names))} {label}")
     return "waits for a value of " + "; ".join(parts)
-
-
-def entry_age(entry_id: str, now_ms: int) -> int:
-    """How long ago an entry of this ID was written, by the server's clock."""
-    return max(now_ms - id_ms(entry_id), 0)
