@@ -257,4 +257,13 @@ def test_screenshot_of_the_demo_plant(env: dict[str, str], page: Any) -> None:
         time.sleep(1.5)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "live-page.png"), full_page=True)
+        page.fill("#key", "boiler-4")  # silent from 5 s to 20 s after the start: goes stale
+        page.dispatch_event("#key", "change")
+        page.wait_for_function(
+            "window.streamcalc.values.key === 'boiler-4'"
+            " && window.streamcalc.cy.getElementById('flow').data('freshness') === 'stale'",
+            timeout=30_000,
+        )
+        assert border(page, "flow") == RED
+        page.locator(".diagram-card").screenshot(path=str(SHOTS / "live-page-stale.png"))
         assert demo.stop() == 0

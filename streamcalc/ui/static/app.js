@@ -11,7 +11,7 @@
   const state = {
     meta: null, graphVersion: null, graph: null, cy: null,
     key: null,             // null: let the server pick (the newest key of a keyed namespace)
-    selected: null, lastT: 0, series: null, charts: {}, nodeChart: null,
+    selected: null, hovered: null, note: "", lastT: 0, series: null, charts: {}, nodeChart: null,
     values: null, updatedAt: 0, refreshes: 0, busy: false,
   };
   window.streamcalc = state;  // for people poking at the page, and for its tests
@@ -112,6 +112,9 @@
           "target-arrow-shape": "triangle", "curve-style": big ? "haystack" : "bezier",
           "arrow-scale": 0.9,
         } },
+        // An argument the node waits for (its slot holds no valid value): a dashed edge.
+        { selector: "edge[?waiting]", style: { "line-style": "dashed", "line-color": "#39404c", "target-arrow-color": "#39404c" } },
+        { selector: "edge[?filled]", style: { "line-color": "#3f8f55", "target-arrow-color": "#3f8f55" } },
         { selector: ".hidden", style: { display: "none" } },
       ],
       layout: {
@@ -120,11 +123,13 @@
       },
     });
     readableView(cy);
+    cy.on("mouseover", "node", (event) => { state.hovered = event.target.id(); describeNode(state.hovered); });
+    cy.on("mouseout", "node", () => { state.hovered = null; $("diagram-note").textContent = state.note; });
     cy.on("tap", "node", (event) => selectNode(event.target.id()));
     cy.on("tap", (event) => { if (event.target === cy) selectNode(null); });
     state.cy = cy;
     $("node-names").replaceChildren(...graph.nodes.slice(0, 5000).map((n) => el("option", { value: n.name })));
-    $("diagram-note").textContent = !graph.nodes.length
+    state.note = $("diagram-note").textContent = !graph.nodes.length
       ? "No graph loaded yet: streamcalc graph load FILE"
       : `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots` +
         (state.bigGraph ? " · showing its inputs' corner: find a node or filter by prefix, fit shows all" : "");
@@ -151,7 +156,27 @@
         if (node.data("label") !== label) node.data("label", label);
         if (node.data("freshness") !== fresh) node.data("freshness", fresh);
       });
+      state.cy.edges().forEach((edge) => {
+        const st = values.nodes[edge.target().id()];
+        const known = !!(st && st.arity);
+        const waiting = known && st.waits_for.includes(edge.source().id());
+        if (edge.data("waiting") !== waiting) edge.data("waiting", waiting);
+        if (edge.data("filled") !== (known && !waiting)) edge.data("filled", known && !waiting);
+      });
     });
+    if (state.hovered) describeNode(state.hovered);
+  }
+
+  // The line under the diagram tells about the node under the pointer.
+  function describeNode(name) {
+    const info = state.graph.nodes.find((n) => n.name === name);
+    const st = state.values && state.values.nodes[name];
+    if (!info) return;
+    const parts = [info.formula || name + ": an input"];
+    parts.push("ttl " + ttl(info.ttl_ms));
+    if (st && st.value !== null) parts.push(`${value(st.value)}, ${age(st.age_ms)} old (${st.freshness})`);
+    if (st && st.waits_for && st.waits_for.length) parts.push("waits for " + st.waits_for.join(", "));
+    $("diagram-note").textContent = parts.join(" · ");
   }
 
   function applyPrefix() {
