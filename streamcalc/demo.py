@@ -1,7 +1,8 @@
-"""``streamcalc demo``: the seed's example end to end, on a private Redis unless one is given.
+"""``streamcalc demo``: A = C + D + E, B = A * F end to end, on a private Redis unless one is given.
 
-The graph is the seed's (A = C + D + E, B = A * F, values valid 60 s, consume
-mode) and so is the sequence of inputs. The demo prints the seed's "DataLog":
+The graph (A = C + D + E, B = A * F, values valid 60 s, consume mode) and the
+sequence of inputs are those of the classic Celery + locks design
+(docs/coming-from-celery.md). The demo prints its "DataLog":
 every node value with its time, grouped by the input entry whose wave made it.
 
 ``demo --ui`` runs a small simulated plant instead (:func:`run_live_demo`): a
@@ -59,7 +60,7 @@ Echo = Callable[[str], None]
 
 
 def run_demo(redis_url: str | None, ns: str, echo: Echo = print) -> None:
-    """Run the seed scenario and print its data log; leaves nothing running."""
+    """Run the classic scenario and print its data log; leaves nothing running."""
     server = EmbeddedRedis().start() if redis_url is None else None
     url = server.url if server is not None else str(redis_url)
     try:

@@ -4,7 +4,7 @@ A worker holds a :class:`Tenure` for every partition it owns. Taking the
 partition means taking its lease, loading its graph with an empty state cache,
 claiming every entry still pending for anyone (the previous owner can no longer
 commit them: its lease is gone) and processing those in stream order before
-anything new (S10). Every read and claim goes through ``fetch.lua``, fenced by
+anything new (one owner, stream order). Every read and claim goes through ``fetch.lua``, fenced by
 the lease like every commit, so a worker that lost the lease gets nothing more.
 """
 
@@ -135,7 +135,7 @@ class Tenure:
         self.engine.token = ""
 
     def _ensure_group(self) -> None:
-        """Create the consumer group at ID 0 (and the stream) unless it exists (S9)."""
+        """Create the consumer group at ID 0 (and the stream) unless it exists."""
         try:
             self.client.xgroup_create(self.keys.input, self.settings.group, id="0", mkstream=True)
         except redis.ResponseError as exc:

@@ -1,4 +1,4 @@
-"""``streamcalc demo``: the seed's example end to end, on an embedded Redis when none is given."""
+"""``streamcalc demo``: the classic A = C + D + E, B = A * F end to end, on an embedded Redis."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def demo(
         option("--port", scope="demo", help="With --ui: the page's port (0: any free one).", min=0),
     ] = DEFAULT_PORT,
 ) -> None:
-    """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis.
+    """Run the example A = C + D + E, B = A * F end to end, on an embedded Redis.
 
     With --ui: a simulated plant of a few boilers instead, with the live page.
     """

@@ -1,5 +1,5 @@
 --[[
-lease.lua: take, renew or give back the lease of one partition (S12).
+lease.lua: take, renew or give back the lease of one partition (docs/keys-and-partitions.md).
 
 The lease is a string "<consumer> <epoch> <instance>" that expires after
 lease_ms unless its owner renews it. Every take draws a new epoch, so a token
