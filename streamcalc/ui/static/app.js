@@ -12,7 +12,7 @@
     meta: null, graphVersion: null, graph: null, cy: null,
     key: null,             // null: let the server pick (the newest key of a keyed namespace)
     selected: null, hovered: null, note: "", lastT: 0, series: null, charts: {}, nodeChart: null,
-    values: null, updatedAt: 0, refreshes: 0, busy: false,
+    values: null, deadShown: null, updatedAt: 0, refreshes: 0, busy: false,
   };
   window.streamcalc = state;  // for people poking at the page, and for its tests
 
@@ -240,12 +240,21 @@
     $("d-ts").textContent = st.ts === null ? "–" : st.ts + "  " + clock(st.ts);
     $("d-ttl").textContent = ttl(info.ttl_ms) + (info.kind === "input" && info.ttl_ms ? " (shortest of the nodes it feeds)" : "");
     $("d-mode").textContent = info.mode || "–";
-    $("d-feeds").textContent = d.feeds.length ? d.feeds.join(", ") : "nothing";
-    $("d-why").textContent = d.why;
+    const ex = d.explain;  // what `streamcalc explain` says, word for word
+    $("d-feeds").textContent = ex.feeds.length ? ex.feeds.join(", ") : "nothing";
+    $("d-why").replaceChildren(
+      el("span", { class: "state " + ex.state }, ex.state), " ",
+      ...ex.explanation.flatMap((line, i) => (i ? [el("br"), line] : [line])));
     $("d-slots").hidden = info.kind === "input";
-    fill($("d-slots").tBodies[0], d.slots.map((s) => el("tr", {},
-      el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
-      el("td", {}, age(s.age_ms)), el("td", {}, el("span", { class: "state " + s.state }, s.state)))));
+    fill($("d-slots").tBodies[0], ex.slots.map((s) => {
+      const shown = s.status === "filled" ? (s.expired ? "expired" : "valid") : s.status;
+      const own = s.arg_latest ? `${value(s.arg_latest.value)} · ${age(s.arg_latest.age_s * 1000)}` : "–";
+      return el("tr", {},
+        el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
+        el("td", {}, s.age_s === null ? "–" : age(s.age_s * 1000)),
+        el("td", {}, el("span", { class: "state " + shown }, shown)),
+        el("td", { class: "muted" }, own));
+    }));
     const numeric = d.recent.filter((v) => typeof v.value === "number");
     $("d-recent-note").textContent = d.recent.length
       ? `${d.recent.length} among the newest ${d.recent_scanned} entries of its partition`
@@ -342,10 +351,14 @@
     paintKeys(o.keys);
   }
 
+  // Rows that do not change are not rebuilt: a click on one of their buttons must land.
   function paintDead(letters) {
     const actions = state.meta && state.meta.allow_actions;
     $("dead-actions").hidden = !actions || !letters.length;
     $("dead-empty").hidden = letters.length > 0;
+    const signature = letters.map((d) => d.partition + "/" + d.id).join(" ");
+    if (signature === state.deadShown) return;
+    state.deadShown = signature;
     fill($("dead").tBodies[0], letters.map((d) => {
       const fields = Object.entries(d.fields).map(([k, v]) => `${k}=${v}`).join(" ");
       const buttons = actions ? [
@@ -363,8 +376,15 @@
   }
 
   function keyRow(k) {
-    return el("tr", { class: "clickable", onclick: () => chooseKey(k.key) },
+    return el("tr", { class: "clickable", "data-key": k.key, onclick: () => chooseKey(k.key) },
       el("td", {}, k.key), el("td", { class: "num" }, age(k.age_ms)), el("td", { class: "num" }, k.partition));
+  }
+
+  function paintKeyTable(tbody, rows) {
+    const same = tbody.rows.length === rows.length &&
+      rows.every((k, i) => tbody.rows[i].dataset.key === k.key);
+    if (!same) return fill(tbody, rows.map(keyRow));
+    rows.forEach((k, i) => { tbody.rows[i].cells[1].textContent = age(k.age_ms); });
   }
 
   function paintKeys(keys) {
@@ -372,8 +392,8 @@
     $("keybox").hidden = !keys.keyed;
     if (!keys.keyed) return;
     $("key-count").textContent = num(keys.count) + " keys";
-    fill($("stalest").tBodies[0], keys.stalest.map(keyRow));
-    fill($("newest").tBodies[0], keys.newest.map(keyRow));
+    paintKeyTable($("stalest").tBodies[0], keys.stalest);
+    paintKeyTable($("newest").tBodies[0], keys.newest);
   }
 
   function chooseKey(key) {
