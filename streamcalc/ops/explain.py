@@ -101,13 +101,18 @@ def require_nodes(known: frozenset[str] | None, nodes: list[str], ns: str) -> No
             raise unknown_node(node, known, ns)
 
 
-def explain(client: redis.Redis, shape: Layout, node: str, key: str = "") -> Explanation:
+def explain(
+    client: redis.Redis, shape: Layout, node: str, key: str = "", *, graph: Graph | None = None
+) -> Explanation:
     """Explain ``node`` of ``key`` (the empty key by default) from the committed state.
 
+    ``graph``: the stored graph when the caller holds it already (the live page
+    does: compiling a big graph for every click would cost more than the rest).
     Raises StreamcalcError (exit 1) for a node the stored graph does not have.
     """
     keys = shape.of_key(key)
-    _, graph = fetch_graph(client, keys)
+    if graph is None:
+        _, graph = fetch_graph(client, keys)
     if graph is None or (node not in graph.nodes and node not in graph.inputs):
         raise unknown_node(
             node, None if graph is None else graph.inputs | set(graph.nodes), shape.ns
