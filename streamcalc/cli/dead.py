@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import StreamcalcError, UsageError
@@ -31,6 +30,8 @@ def dead_list(
     entry), fields (the original entry's fields, as a retry re-queues them),
     partition (null for the routing stream's of a partitioned namespace).
     """
+    from streamcalc import ops
+
     client, shape = connect_namespace(redis_url, ns)
     letters = ops.dead_list(client, shape, count, from_id)
     show(
@@ -73,6 +74,8 @@ def dead_retry(
     is looked for in every partition's dead letters. An ID not found is an
     error (exit 1), after the others are retried.
     """
+    from streamcalc import ops
+
     if bool(ids) == everything:
         raise UsageError("give dead-letter IDs or --all, not both or neither")
     selected = None if everything else [ops.check_id(i) for i in ids or []]
@@ -98,6 +101,8 @@ def dead_purge(
     ns: Namespace = DEFAULT_NS,
 ) -> None:
     """Delete dead letters of every partition: the given IDs, those --older-than, or --all."""
+    from streamcalc import ops
+
     if sum((bool(ids), everything, older_than_ms is not None)) != 1:
         raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
     checked = [ops.check_id(i) for i in ids] if ids else None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from streamcalc.cli.helpers import build_settings, redis_client
 from streamcalc.cli.options import GraphFormat, Namespace, RedisUrl, choice_option, option, trusted
 from streamcalc.cli.options import Plugins as PluginsOption
-from streamcalc.errors import StreamcalcError, UsageError
-from streamcalc.graph.plugins import PluginPolicy
+from streamcalc.errors import StreamcalcError
 from streamcalc.keys import Keys
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+
+if TYPE_CHECKING:
+    from streamcalc.graph.plugins import PluginPolicy
 
 app = typer.Typer(help="Check, load and show the dependency graph.", no_args_is_help=True)
 
@@ -33,6 +35,8 @@ def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
 
 def _policy(plugins: str) -> PluginPolicy:
     """Import nothing, unless told which modules to trust: then they must resolve."""
+    from streamcalc.graph.plugins import PluginPolicy
+
     modules = trusted(plugins)
     return PluginPolicy(modules, load=True) if modules else PluginPolicy()
 
@@ -76,11 +80,10 @@ def partition(
 ) -> None:
     """Print the partition of a key and the input stream its entries go to."""
     from streamcalc.keys import Namespace as Layout
-    from streamcalc.keys import partition_of, valid_key
+    from streamcalc.keys import check_key, partition_of
     from streamcalc.store import partition_count
 
-    if not valid_key(key):
-        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    check_key(key)
     count = partition_count(redis_client(build_settings(redis_url, ns)), ns)
     p = partition_of(key, count)
     typer.echo(f"{p} {Layout(ns).partition(p, count).input}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show, to_json, value_cell, when
 from streamcalc.cli.options import (
     JsonFlag,
@@ -20,9 +19,10 @@ from streamcalc.cli.options import (
     option,
 )
 from streamcalc.errors import UsageError
-from streamcalc.graph import valid_node_name
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
-from streamcalc.store import server_time_ms
+
+if TYPE_CHECKING:
+    from streamcalc import ops
 
 
 def history(
@@ -44,6 +44,10 @@ def history(
     --json prints a list of objects: ts, value, entry_id, source ("in" or
     "out"), key ("" for the empty key), partition.
     """
+    from streamcalc import ops
+    from streamcalc.graph import valid_node_name
+    from streamcalc.store import server_time_ms
+
     if not valid_node_name(node):
         raise UsageError(f"bad node name {node!r}")
     if key is not None:
@@ -88,6 +92,9 @@ def tail(
     time. --json prints one object per line: id, node, value, ts (ms since the
     epoch), src, key, partition.
     """
+    from streamcalc import ops
+    from streamcalc.graph import valid_node_name
+
     for node in nodes or []:
         if not valid_node_name(node):
             raise UsageError(f"bad node name {node!r}")

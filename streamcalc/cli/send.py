@@ -17,6 +17,7 @@ from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
     from streamcalc.producer import Fields, Producer
+    from streamcalc.settings import Settings
 
 
 def send(
@@ -41,8 +42,7 @@ def send(
     settings = build_settings(redis_url, ns)
     if readings:
         fields = entry_fields(_parse_pairs(readings), ts, key)
-        producer = Producer(redis_client(settings), ns)
-        typer.echo(producer.append_fields([fields])[0])
+        typer.echo(_send_one(settings, fields))
         return
     assert file is not None
     if file == "-":
@@ -55,6 +55,25 @@ def send(
             raise UsageError(f"{file}: {exc.strerror}") from None
         batch = list(_json_entries(lines, file, key))  # every line valid before anything is sent
         _send_all(Producer(redis_client(settings), ns, key=key), batch)
+
+
+def _send_one(settings: Settings, fields: Fields) -> str:
+    """Append one entry and return its ID: on the quick client, or on redis-py when it must."""
+    from streamcalc.keys import Namespace
+    from streamcalc.resp import FullClientNeeded, QuickRedis
+
+    try:
+        with QuickRedis(settings.redis_url) as quick:
+            namespace = Namespace(settings.ns)
+            raw = quick.execute("HGET", namespace.root.meta, "partitions")
+            key = fields.get("@key", "")
+            stream = namespace.of_key(str(key), int(raw) if raw else 1).input
+            flat = [part for pair in fields.items() for part in pair]
+            return bytes(quick.execute("XADD", stream, "*", *flat)).decode()
+    except FullClientNeeded:  # nothing was written: a cluster, TLS, ... redis-py does it
+        from streamcalc.producer import Producer
+
+        return Producer(redis_client(settings), settings.ns).append_fields([fields])[0]
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import UsageError
@@ -31,6 +30,8 @@ def trim(
     streams). floor is the lowest ID some group still needs (null: no group on
     that stream; "0-0": no group on in yet, so nothing goes).
     """
+    from streamcalc import ops
+
     if max_age_ms is None and max_len is None:
         raise UsageError("give --max-age, --max-len or both")
     client, shape = connect_namespace(redis_url, ns)
