@@ -72,7 +72,7 @@ def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["worker", "--log-format", "xml"], "'xml' is not one of"),
         (["graph", "show", "--format", "png"], "'png' is not one of"),
         (["worker", "--metrics-port", "70000"], "'--metrics-port'"),
-        (["history"], "Missing argument 'node'"),
+        (["history"], "Missing argument 'NODE'"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(

@@ -58,7 +58,9 @@ def _partition(number: int | None) -> str:
 
 
 AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
-Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs.", show_default=False)]
+Ids = Annotated[
+    list[str] | None, typer.Argument(metavar="ID...", help="Dead-letter IDs.", show_default=False)
+]
 
 
 @app.command("retry")
@@ -68,8 +70,9 @@ def dead_retry(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Re-queue dead letters as new input entries (and delete them from the dead letters).
+    """Re-queue dead letters as input entries.
 
+    A retried letter is deleted from the dead letters.
     Each letter goes back to the input stream of its own partition; a given ID
     is looked for in every partition's dead letters. An ID not found is an
     error (exit 1), after the others are retried.
@@ -100,7 +103,10 @@ def dead_purge(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Delete dead letters of every partition: the given IDs, those --older-than, or --all."""
+    """Delete dead letters of every partition.
+
+    The given IDs, those --older-than a duration, or --all.
+    """
     from streamcalc import ops
 
     if sum((bool(ids), everything, older_than_ms is not None)) != 1:

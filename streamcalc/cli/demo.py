@@ -1,4 +1,4 @@
-"""``streamcalc demo``: the seed's example end to end, on an embedded Redis when none is given."""
+"""``streamcalc demo``: a worked example end to end, on an embedded Redis when none is given."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ def demo(
         str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
 ) -> None:
-    """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""
+    """Run a worked example end to end, on a private Redis.
+
+    It loads A = C + D + E and B = A * F (values valid 60 s), sends four
+    entries and prints each value as it fires: a reading that arrives with
+    its partner, a glitch that never happens, a manual override.
+    """
     from streamcalc.demo import run_demo
     from streamcalc.logs import configure_logging
 

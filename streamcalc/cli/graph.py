@@ -19,12 +19,15 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Check, load and show the dependency graph.", no_args_is_help=True)
 
-GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
+GraphFile = Annotated[Path, typer.Argument(metavar="FILE", help="Graph file (TOML).")]
 
 
 @app.command("check")
 def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
-    """Validate a graph file offline (importing plugins only from --plugins modules)."""
+    """Check a graph file without Redis.
+
+    Plugins are imported only from --plugins modules (then each must resolve).
+    """
     from streamcalc.graph import parse_graph_file
 
     graph = parse_graph_file(file, _policy(plugins))
@@ -57,7 +60,11 @@ def graph_load(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Validate a graph file and replace the stored graph atomically, in every partition."""
+    """Check a graph file and store it: running workers pick it up.
+
+    The stored graph is replaced atomically in every partition; loading the
+    graph the namespace already holds changes nothing.
+    """
     from streamcalc.graph import parse_graph_file
     from streamcalc.store import graph_version, partition_count, store_graph
 
@@ -74,11 +81,14 @@ def graph_load(
 
 
 def partition(
-    key: Annotated[str, typer.Argument(help="An entry's @key.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="An entry's @key.")],
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Print the partition of a key and the input stream its entries go to."""
+    """Print a key's partition and its input stream.
+
+    For producers that XADD directly: "3 sc:{default:3}:in".
+    """
     from streamcalc.keys import Namespace as Layout
     from streamcalc.keys import check_key, partition_of
     from streamcalc.store import partition_count

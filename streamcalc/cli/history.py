@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def history(
-    node: Annotated[str, typer.Argument(help="The node.")],
+    node: Annotated[str, typer.Argument(metavar="NODE", help="The node.")],
     since_ms: Annotated[
         int | None, duration_option("--since", "Only entries written this long ago or later")
     ] = None,
@@ -72,7 +72,11 @@ def history(
 def tail(
     from_id: Annotated[
         str,
-        option("--from", help="'$' = from now on, '0' = all in the stream, or an entry ID."),
+        option(
+            "--from",
+            metavar="ID",
+            help="'$': from now on, '0': all in the streams, or an entry ID.",
+        ),
     ] = "$",
     count: Annotated[
         int | None, option("--count", min=1, help="Stop after this many values.")

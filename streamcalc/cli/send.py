@@ -22,19 +22,33 @@ if TYPE_CHECKING:
 
 def send(
     readings: Annotated[
-        list[str] | None, typer.Argument(help="NODE=VALUE pairs; VALUE is JSON (4, -1.5, [1,2]).")
+        list[str] | None,
+        typer.Argument(
+            metavar="NODE=VALUE...",
+            help="Readings; VALUE is JSON: 4, -1.5, [1,2].",
+            show_default=False,
+        ),
     ] = None,
-    ts: Annotated[int | None, option("--ts", help="Event time, ms since the epoch.")] = None,
+    ts: Annotated[
+        int | None,
+        option("--ts", metavar="MS", help="Event time, ms since the epoch (default: now)."),
+    ] = None,
     file: Annotated[
-        str | None, option("--file", "-f", help="JSON lines to append ('-' = stdin).")
+        str | None,
+        option("--file", "-f", metavar="FILE", help="JSON lines to append ('-': stdin)."),
     ] = None,
     key: Annotated[
-        str | None, option("--key", help="The entries' @key (they go to its partition).")
+        str | None,
+        option("--key", metavar="KEY", help="The entries' @key (they go to its partition)."),
     ] = None,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Append one entry (prints its ID), or many from a JSON-lines file."""
+    """Append readings to the input stream.
+
+    One entry from NODE=VALUE pairs (its ID is printed), or one entry per line
+    of a JSON-lines file ({"C": 4, "@ts": 1700000000000}).
+    """
     from streamcalc.producer import Producer, entry_fields
 
     if bool(readings) == bool(file):

@@ -23,7 +23,7 @@ def status(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Show partitions, owners, streams, lag, pending, workers and rates.
+    """Show partitions, owners, lag, workers and rates.
 
     --json prints one object: ns, graph_version, streams (in, out, dead: key,
     length, first_id, last_id, groups: name, pending, last_delivered_id, lag,

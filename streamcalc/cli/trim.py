@@ -22,8 +22,9 @@ def trim(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Drop old entries of in, out and dead, never one a consumer group has not acknowledged.
+    """Drop processed history of in, out and dead.
 
+    Never an entry a consumer group has not acknowledged.
     Every partition's streams are trimmed (--max-len bounds each stream of each
     partition). --json prints one object: dry_run, streams (in, out, dead: key,
     removed, length, floor; summed over the partitions), partitions (partition,

@@ -73,7 +73,10 @@ def _graph_nodes(graph: Graph | None) -> list[str]:
 
 
 def values(
-    nodes: Annotated[list[str] | None, typer.Argument(help="Nodes (default: all).")] = None,
+    nodes: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NODE]...", help="Nodes (default: every node of the graph)."),
+    ] = None,
     key: KeyOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
