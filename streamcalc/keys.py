@@ -9,7 +9,7 @@ the membership of the workers. Every key of one partition shares one hash tag,
 so each partition is one Redis Cluster slot and every Lua script can declare
 all of its keys.
 
-Hash fields of keyed state (S11): the empty key's fields are the node names, as
+Hash fields of keyed state: the empty key's fields are the node names, as
 in an unkeyed namespace; key ``k``'s fields are ``k|node`` (``|`` occurs in
 neither a key nor a node name).
 """
@@ -47,7 +47,7 @@ def check_key(key: str) -> str:
 
 
 def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key`` (S12): zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
+    """The partition of ``key``: zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
     return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
 
 
@@ -96,7 +96,7 @@ class Keys:
     meta = _Key("meta", doc="Hash: graph version, hash, load time; ``partitions`` in the root's.")
     slots = _Key("slots", doc="Hash: state field of a derived node -> its argument slots.")
     latest = _Key(
-        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest (S1).'
+        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest value.'
     )
     fresh = _Key("fresh", doc="Hash: node -> newest ts of its values over all keys (staleness).")
     key_index = _Key("keys", doc="Sorted set: key -> newest ts of its values (search, stalest).")

@@ -65,7 +65,7 @@ def _check_ts(raw: object) -> int:
 
 
 class Producer:
-    """Appends entries to the input stream of their key's partition (S12).
+    """Appends entries to the input stream of their key's partition (docs/streams.md).
 
     ``key``: the ``@key`` of every entry this producer sends (an entry's own
     ``@key`` wins). The partition count is read once, when the producer is made.

@@ -55,6 +55,11 @@ def history(
     client, shape = connect_namespace(redis_url, ns)
     since = None if since_ms is None else server_time_ms(client) - since_ms
     rows = ops.history(client, shape, node, key=key, since_ms=since, limit=limit)
+    if not rows:  # a node no longer in the graph still has its history; a typo has none
+        from streamcalc.ops.explain import require_nodes
+        from streamcalc.store import graph_names
+
+        require_nodes(graph_names(client, shape.root), [node], ns)
     rows.reverse()
     keyed = any(r.key for r in rows)  # the key column only where there are keys to show
     show(

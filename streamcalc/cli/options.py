@@ -1,7 +1,7 @@
 """Every option of the command line, each tied to its env var here and nowhere else.
 
 :func:`option` names an option's environment variable ``STREAMCALC_<OPTION>``
-(SPEC §5: ``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
+(``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
 its options with it, and the options most commands take are defined once below.
 """
 

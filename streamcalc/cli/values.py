@@ -21,7 +21,6 @@ from streamcalc.keys import check_key
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
-    from streamcalc.graph import Graph
     from streamcalc.resp import QuickRedis
     from streamcalc.settings import Settings
     from streamcalc.values import Value
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, tuple[int, Value]]:
     """Latest (ts, value) of ``nodes`` (None: the graph's) of ``key``, on the quick client
     when it can (one round trip for the graph and the partition count, one for the values),
-    else on redis-py."""
+    else on redis-py. A node the graph does not have is an error (exit 1)."""
     from streamcalc.resp import FullClientNeeded, QuickRedis
 
     try:
@@ -38,38 +37,42 @@ def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, 
             return _latest_quick(quick, settings.ns, nodes, key)
     except FullClientNeeded:
         pass
-    from streamcalc.store import fetch_graph, latest_values
+    from streamcalc.store import graph_names, latest_values
 
     client, shape = connect_namespace(settings.redis_url, settings.ns)
-    if nodes is None:
-        nodes = _graph_nodes(fetch_graph(client, shape.root)[1])
-    return latest_values(client, shape.of_key(key), nodes, key) if nodes else {}
+    names = _wanted(graph_names(client, shape.root), nodes, settings.ns)
+    return latest_values(client, shape.of_key(key), names, key) if names else {}
 
 
 def _latest_quick(
     quick: QuickRedis, ns: str, nodes: list[str] | None, key: str
 ) -> dict[str, tuple[int, Value]]:
+    from streamcalc.graph import Graph
     from streamcalc.keys import Namespace as Layout
     from streamcalc.keys import state_field
     from streamcalc.values import decode_latest
 
     root = Layout(ns).root
     raw_count, flat = quick.pipeline([("HGET", root.meta, "partitions"), ("HGETALL", root.graph)])
-    if nodes is None:
-        from streamcalc.graph import Graph
-
-        stored = dict(zip(flat[0::2], flat[1::2], strict=True))
-        nodes = _graph_nodes(Graph.from_definitions(stored) if stored else None)
-    if not nodes:
+    stored = dict(zip(flat[0::2], flat[1::2], strict=True))
+    names = _wanted(Graph.names_of(stored) if stored else None, nodes, ns)
+    if not names:
         return {}
     partition = Layout(ns).of_key(key, int(raw_count) if raw_count else 1)
-    found = quick.execute("HMGET", partition.latest, *(state_field(key, n) for n in nodes))
-    return decode_latest(zip(nodes, found, strict=True), partition.latest)
+    found = quick.execute("HMGET", partition.latest, *(state_field(key, n) for n in names))
+    return decode_latest(zip(names, found, strict=True), partition.latest)
 
 
-def _graph_nodes(graph: Graph | None) -> list[str]:
-    """Every node of the graph, inputs and derived, by name (none without a graph)."""
-    return sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
+def _wanted(known: frozenset[str] | None, nodes: list[str] | None, ns: str) -> list[str]:
+    """The nodes to read: the given ones, each a node of the graph (a typo is an error,
+    not an empty answer), or every node of the graph."""
+    if nodes is None:
+        return sorted(known or ())
+    if known is None or not known.issuperset(nodes):
+        from streamcalc.ops.explain import require_nodes
+
+        require_nodes(known, nodes, ns)
+    return nodes
 
 
 def values(

@@ -96,6 +96,9 @@ def worker(
     wait_s: Annotated[
         float, option("--wait", help="Seconds to wait for Redis at start (then exit 1).")
     ] = 30.0,
+    cluster: Annotated[
+        bool, option("--cluster", help="Redis is a Redis Cluster (found out by itself otherwise).")
+    ] = False,
     export_values: Annotated[
         bool,
         option(

@@ -19,8 +19,8 @@ import redis
 from streamcalc.errors import EntryError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import OutputValue, decode_entry, decode_output
-from streamcalc.ops.streams import Layout, check_id, id_key, page_size, pages, read_new
-from streamcalc.store import StreamEntry, read_range
+from streamcalc.ops.streams import Layout, check_id, flat_pages, id_key, page_size, read_new
+from streamcalc.store import FlatEntry, read_range
 from streamcalc.values import Value
 
 #: Entries read per XREVRANGE page by :func:`history` (shared by all the streams it reads).
@@ -50,33 +50,38 @@ class Emitted(NamedTuple):
 
 def _backwards(
     client: redis.Redis, key: str, since_ms: int | None, page: int = HISTORY_PAGE
-) -> Iterator[StreamEntry]:
-    """Entries of ``key`` newest first, down to ID time ``since_ms``, read in pages."""
+) -> Iterator[FlatEntry]:
+    """Entries of ``key`` newest first, down to ID time ``since_ms``, read in pages; their
+    fields as Redis holds them (a field written twice is seen twice)."""
     low = f"{since_ms}-0" if since_ms is not None else "-"
-    return pages(client, key, low, "+", page, reverse=True)
+    return flat_pages(client, key, low, "+", page, reverse=True)
 
 
-def _reading(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
-    """The value of ``node`` in an input entry; None when the entry does not decode (dead)."""
-    flat = [part for pair in fields.items() for part in pair]
+def _reading(entry_id: bytes, fields: list[bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an input entry; None when the entry does not decode (dead:
+    a field written twice, too)."""
     try:
-        entry = decode_entry(entry_id, flat)
+        entry = decode_entry(entry_id, fields)
     except EntryError:
         return None
     return PastValue(entry.ts, dict(entry.readings)[node], entry.id, "in", entry.key)
 
 
-def _fired(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
-    """The value of ``node`` in an output entry; None for another node's or a foreign entry."""
-    output = output_or_none(fields)
+def _fired(entry_id: bytes, fields: list[bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an output entry; None for another node's or a foreign entry
+    (one with a field written twice is no output entry)."""
+    mapping = dict(zip(fields[0::2], fields[1::2], strict=True))
+    if len(mapping) * 2 != len(fields):
+        return None
+    output = output_or_none(mapping)
     if output is None or output.node != node:
         return None
     return PastValue(output.ts, output.value, entry_id.decode(), "out", output.key)
 
 
 def _values(
-    rows: Iterable[StreamEntry],
-    decode: Callable[[bytes, dict[bytes, bytes], str], PastValue | None],
+    rows: Iterable[FlatEntry],
+    decode: Callable[[bytes, list[bytes], str], PastValue | None],
     node: str,
     key: str | None,
     partition: int,
@@ -84,7 +89,7 @@ def _values(
     """The values of ``node`` (of ``key``, None: any) that ``decode`` finds in ``rows``."""
     field = node.encode()
     for entry_id, fields in rows:
-        if field not in fields:
+        if field not in fields[0::2]:
             continue
         value = decode(entry_id, fields, node)
         if value is not None and (key is None or value.key == key):
