@@ -20,6 +20,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from streamcalc.errors import UsageError
+
 _NS_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 
@@ -35,6 +37,13 @@ def valid_namespace(ns: str) -> bool:
 def valid_key(key: str) -> bool:
     """True when ``key`` may be an entry's ``@key``: 1-128 of ``A-Z a-z 0-9 _ . : / -``."""
     return _KEY_PATTERN.fullmatch(key) is not None
+
+
+def check_key(key: str) -> str:
+    """``key`` if it may be an entry's ``@key``, else a UsageError saying what a key is."""
+    if not valid_key(key):
+        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    return key
 
 
 def partition_of(key: str, partitions: int) -> int:
