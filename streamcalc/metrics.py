@@ -151,12 +151,25 @@ class _EveryFamily:
 
 def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms: int) -> None:
     """Set each derived node's staleness from the newest ts of its values over all keys,
-    and the value gauge of each scalar node of ``values`` (the empty key's, when exported)."""
-    for node, ts in newest.items():
-        NODE_STALENESS.labels(node).set(max(now_ms - ts, 0) / 1000)
-    for node, value in values.items():
-        if not isinstance(value, tuple):
-            NODE_VALUE.labels(node).set(value)
+    and the value gauge of each scalar node of ``values`` (the empty key's, when exported).
+
+    A node set before and missing now (removed from the graph, say) loses its
+    series, so a dashboard never shows a node that no longer exists.
+    """
+    staleness = {node: max(now_ms - ts, 0) / 1000 for node, ts in newest.items()}
+    scalars = {node: v for node, v in values.items() if not isinstance(v, tuple)}
+    for gauge, current in ((NODE_STALENESS, staleness), (NODE_VALUE, scalars)):
+        shown = _NODE_SERIES.setdefault(gauge._name, set())
+        for gone in shown - current.keys():
+            gauge.remove(gone)
+        for node, number in current.items():
+            gauge.labels(node).set(number)
+        shown.clear()
+        shown.update(current)
+
+
+#: The node label values each node gauge of this process has a series of.
+_NODE_SERIES: dict[str, set[str]] = {}
 
 
 def serve(

@@ -11,7 +11,7 @@ from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
-from streamcalc.scripts import Scripts
+from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
 from streamcalc.values import Value, decode_value
 
@@ -113,7 +113,9 @@ def store_graph(
     ``partitions``, the namespace's partition count is set first (see
     :func:`set_partitions`). Each partition gets its own copy of the graph in
     its own hash slot, replaced in one script: each partition's entries see
-    either the old graph or the new one.
+    either the old graph or the new one. Loading the graph every partition
+    already holds writes nothing and returns the stored version: no worker
+    reloads or recomputes anything.
     """
     ns = keys if isinstance(keys, str) else keys.ns
     if partitions is not None:
@@ -124,6 +126,12 @@ def store_graph(
     targets = Namespace(ns).partitions(count)
     if count > 1:
         targets = [Namespace(ns).root, *targets]
+    pipe = client.pipeline(transaction=False)
+    for target in targets:
+        pipe.hmget(target.meta, "graph_hash", "graph_version")
+    stored = pipe.execute()
+    if all(h == graph.version_hash.encode() and v for h, v in stored):
+        return int(stored[-1][1])  # the same graph everywhere: nothing to do, no new version
     version = 0
     for target in targets:
         version = Scripts(client, target).load_graph(graph.version_hash, loaded_ms, definitions)
@@ -157,6 +165,13 @@ def fetch_graph(
     return version.decode(), Graph.from_definitions(definitions, plugins=plugins)
 
 
+def graph_names(client: redis.Redis, keys: Keys) -> frozenset[str] | None:
+    """Every node name of the stored graph (None before any load), read without compiling it:
+    what telling a typo from a node needs, cheaply (``send``, ``values``)."""
+    definitions = cast(dict[bytes, bytes], client.hgetall(keys.graph))
+    return Graph.names_of(definitions) if definitions else None
+
+
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -173,6 +188,25 @@ def read_range(
     if reverse:
         return cast(list[StreamEntry], client.xrevrange(key, max=end, min=start, count=count))
     return cast(list[StreamEntry], client.xrange(key, min=start, max=end, count=count))
+
+
+FlatEntry = tuple[bytes, list[bytes]]
+"""An entry with its fields as Redis holds them: name, value, ... (a name may repeat)."""
+
+
+def read_flat(
+    client: redis.Redis,
+    key: str,
+    start: str = "-",
+    end: str = "+",
+    count: int | None = None,
+    *,
+    reverse: bool = False,
+) -> list[FlatEntry]:
+    """:func:`read_range` with every field kept: a field written twice shows twice."""
+    args = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
+    rows = range_script(client)(keys=[key], args=[*args, count or 2**31 - 1])
+    return [(entry_id, list(fields or ())) for entry_id, fields in rows]
 
 
 def latest_values(

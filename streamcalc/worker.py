@@ -27,16 +27,28 @@ import structlog
 from streamcalc import metrics
 from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
+from streamcalc.graph import Graph
+from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.store import (
+    connect,
+    fetch_graph,
+    graph_version,
+    latest_values,
+    partition_count,
+    ping,
+)
 from streamcalc.values import Value
 
 #: A worker without a graph says so at once, then again this often.
 NO_GRAPH_LOG_S = 60.0
+
+#: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
+BLOCKED_PREFIX = "blocked: "
 
 #: Error replies that say "not now" rather than "never".
 _TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -94,6 +106,7 @@ class Worker:
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
+        self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
         self.waiting_for_graph = False
@@ -116,6 +129,9 @@ class Worker:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
             return False, "redis unreachable"
+        blocked = blocked_call()
+        if blocked:
+            return False, blocked
         if self.waiting_for_graph:
             return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
@@ -251,7 +267,24 @@ class Worker:
                 tenure.renew()
 
     def _making_progress(self) -> bool:
+        """The lease keeper's question (its thread): renew? Not while a plugin call is
+        blocked past its timeout (the partitions go to a live worker), nor when stuck."""
+        blocked = blocked_call()
+        if blocked:
+            self._report_blocked(blocked)
+            return False
         return time.monotonic() - self.last_progress <= self.settings.stuck_after
+
+    def _report_blocked(self, blocked: str) -> None:
+        """Say once that a plugin blocks this worker: a log line, and for a supervisor
+        (``--processes``) the heartbeat file, which then reads ``blocked: ...``."""
+        if self._blocked_reported:
+            return
+        self._blocked_reported = True
+        self.log.error("worker blocked; its leases are left to expire", error=blocked)
+        if self.settings.heartbeat_file:
+            with contextlib.suppress(OSError):
+                Path(self.settings.heartbeat_file).write_text(f"{BLOCKED_PREFIX}{blocked}")
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
@@ -420,6 +453,19 @@ class Worker:
             result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
             self.log.debug("retention", result=msgspec.to_builtins(result))
 
+    def _observed_graph(self, tenure: Tenure) -> Graph | None:
+        """The graph the node gauges follow: the stored one, even before an idle engine reloads.
+
+        So a node removed from the graph leaves the gauges within one refresh.
+        """
+        engine = tenure.engine
+        if graph_version(self.client, tenure.keys) == engine.graph_version:
+            return engine.graph
+        try:
+            return fetch_graph(self.client, tenure.keys)[1]
+        except GraphError:
+            return engine.graph  # the engine reports it when it reloads
+
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
         count = max(self.partitions, 1)
@@ -438,7 +484,7 @@ class Worker:
                     if lag is not None:
                         metrics.STREAM_LAG.labels(label).set(lag)
         tenures = list(self.owned.values())
-        graph = tenures[0].engine.graph if tenures else None
+        graph = self._observed_graph(tenures[0]) if tenures else None
         if graph is None:
             return
         derived = list(graph.nodes)

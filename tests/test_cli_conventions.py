@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import load, wait_for
+from helpers import drain, load, wait_for
 
 from streamcalc.cli import main
 from streamcalc.embedded import free_port
@@ -228,3 +230,143 @@ def test_a_worker_without_a_graph_is_not_ready_and_says_so_once(
         assert log.read_text().count("no graph loaded") == 1
         load(r, ns, SEED_TOML)
         wait_for(lambda: healthz(port)[0] == 200, timeout=20)
+
+
+def test_no_color_is_honoured_on_a_terminal(env: dict[str, str]) -> None:
+    import os
+    import pty
+
+    def console_log(**extra: str) -> bytes:
+        leader, follower = pty.openpty()
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "streamcalc", "worker", "--log-format", "console",
+                 "--wait", "0.3"],
+                env={**env, "STREAMCALC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                     **extra},
+                stderr=follower, stdout=subprocess.DEVNULL, timeout=60, check=False,
+            )  # fmt: skip
+            os.set_blocking(leader, False)
+            chunks = []
+            with contextlib.suppress(OSError):
+                while chunk := os.read(leader, 65536):
+                    chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(leader)
+            os.close(follower)
+
+    coloured = console_log()
+    assert b"waiting up to" in coloured and b"\x1b[" in coloured
+    plain = console_log(NO_COLOR="1")
+    assert b"waiting up to" in plain and b"\x1b[" not in plain
+
+
+# -- values, history and tail for people ---------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], redis_url: str, ns: str, *args: str) -> tuple[int, str]:
+    code, out, err = run(capsys, *args, "--redis-url", redis_url, "--ns", ns)
+    assert err == "", err
+    return code, out
+
+
+def test_times_are_readable_and_json_keeps_epoch_ms(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    from datetime import datetime
+
+    load(r, ns, SEED_TOML)
+    ts = 1_764_590_400_123  # 2025-12-01 12:00:00.123 UTC
+    local = (
+        datetime.fromtimestamp(ts / 1000).astimezone().isoformat(sep=" ", timespec="milliseconds")
+    )
+    assert cli(capsys, redis_url, ns, "send", "C=4", "--ts", str(ts))[0] == 0
+    drain(redis_url, ns)
+    code, out = cli(capsys, redis_url, ns, "values", "C")
+    assert code == 0 and local in out and str(ts) not in out
+    code, out = cli(capsys, redis_url, ns, "values", "C", "--json")
+    assert json.loads(out)["C"]["ts"] == ts
+    code, out = cli(capsys, redis_url, ns, "history", "C")
+    assert code == 0 and local in out.splitlines()[1]
+    code, out = cli(capsys, redis_url, ns, "history", "C", "--json")
+    assert json.loads(out)[0]["ts"] == ts
+
+
+def test_vectors_do_not_break_the_columns_of_values(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    load(r, ns, SEED_TOML)
+    vector = "[" + ",".join(str(i + 0.5) for i in range(500)) + "]"
+    assert cli(capsys, redis_url, ns, "send", f"C={vector}", "D=1.5", "E=[1,2]")[0] == 0
+    drain(redis_url, ns)
+    code, out = cli(capsys, redis_url, ns, "values")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert [row.split()[0] for row in rows] == ["C", "D", "E"]
+    date = re.compile(r"\d{4}-\d\d-\d\d ")
+    starts = {header.index("time"), *(date.search(row).start() for row in rows)}  # type: ignore[union-attr]
+    assert len(starts) == 1  # the time column starts at the same place on every line
+    assert "500 values]" in rows[0] and len(rows[0]) < 120
+    code, out = cli(capsys, redis_url, ns, "values", "C", "--json")
+    assert len(json.loads(out)["C"]["value"]) == 500  # --json has it whole
+
+
+def test_tail_of_several_nodes(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    load(r, ns, SEED_TOML + '[nodes.G]\nexpr = "B + 1"\n')
+    r.xadd(Keys(ns).input, {"C": "1", "D": "1", "E": "1", "F": "3"})
+    drain(redis_url, ns)
+    code, out = cli(capsys, redis_url, ns, "tail", "--from", "0", "--count", "2",
+                    "--node", "A", "--node", "G")  # fmt: skip
+    assert code == 0
+    assert [line.split()[1:3] for line in out.splitlines()] == [["A", "3"], ["G", "10"]]
+
+
+def test_loading_the_same_graph_again_changes_nothing(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "plant.toml"
+    path.write_text(SEED_TOML)
+    code, out = cli(capsys, redis_url, ns, "graph", "load", str(path))
+    assert (code, out.split()[-3:]) == (0, ["graph", "version", "1"])
+    path.write_text("# the same graph, written otherwise\n" + SEED_TOML.replace('"', "'"))
+    code, out = cli(capsys, redis_url, ns, "graph", "load", str(path))
+    assert code == 0 and "holds this graph already: version 1" in out
+    assert r.hget(Keys(ns).meta, "graph_version") == b"1"
+    path.write_text(SEED_TOML + '[nodes.G]\nexpr = "B + 1"\n')
+    code, out = cli(capsys, redis_url, ns, "graph", "load", str(path))
+    assert (code, out.split()[-3:]) == (0, ["graph", "version", "2"])
+
+
+def test_a_removed_node_leaves_values_and_the_gauges(
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    r: redis.Redis,
+    ns: str,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    keys = Keys(ns)
+    load(r, ns, SEED_TOML + '[nodes.G]\nexpr = "B + 1"\n')
+    port = free_port()
+    with worker_process(env, tmp_path / "worker.log", "--metrics-port", str(port),
+                        "--export-values"):  # fmt: skip
+        r.xadd(keys.input, {"C": "1", "D": "1", "E": "1", "F": "3"})
+        wait_for(lambda: 'streamcalc_node_value{node="G"} 10.0' in scrape(port), timeout=30)
+        assert 'streamcalc_node_staleness_seconds{node="G"}' in scrape(port)
+        load(r, ns, SEED_TOML)
+        wait_for(lambda: 'node="G"' not in scrape(port), timeout=30)  # gauges refresh every 5 s
+        assert 'streamcalc_node_value{node="B"} 9.0' in scrape(port)
+    code, out = cli(capsys, redis_url, ns, "values")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["A", "B", "C", "D", "E", "F"]
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()  # type: ignore[no-any-return]
+    except OSError:
+        return ""

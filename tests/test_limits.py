@@ -1,10 +1,16 @@
-"""Limits a careless producer meets: huge integers (exact or a dead letter, never rounded)."""
+"""Limits a careless producer meets: huge integers (exact or a dead letter, never rounded),
+fields written twice (shown as they are)."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import redis
 from helpers import dead_letters, drain, load
 
+from streamcalc import ops
+from streamcalc.cli import main
 from streamcalc.keys import Keys
 
 
@@ -20,3 +26,25 @@ def test_huge_integers_are_exact_end_to_end_or_dead_letters(
     assert r.hget(keys.latest, "X").split()[1] == str(2**62 + 1).encode()  # type: ignore[union-attr]
     (letter,) = dead_letters(r, keys)
     assert letter["@src"] == rounded and "integer beyond +-(2^63 - 1)" in letter["@error"]
+
+
+def test_dead_list_and_history_show_a_field_written_twice_faithfully(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    good = r.xadd(keys.input, {"X": "1"}).decode()
+    twice = r.execute_command("XADD", keys.input, "*", "X", "7", "Y", "0", "X", "8").decode()
+    r.execute_command("XADD", keys.output, "*", "S", "5", "@ts", "1", "@src", good, "S", "6")
+    drain(redis_url, ns)
+    (letter,) = ops.dead_list(r, keys)
+    assert letter.src == twice
+    assert letter.pairs == [("X", "7"), ("Y", "0"), ("X", "8")]
+    assert main(["dead", "list", "--redis-url", redis_url, "--ns", ns]) == 0
+    assert "X=7 Y=0 X=8" in capsys.readouterr().out
+    assert main(["dead", "list", "--json", "--redis-url", redis_url, "--ns", ns]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["pairs"] == [["X", "7"], ["Y", "0"], ["X", "8"]]
+    # history: the entry with X twice went to dead letters, so it is no reading of X (it was
+    # shown as X = 8), and the hand-written out entry with S twice is no value of S
+    assert [(v.value, v.entry_id) for v in ops.history(r, keys, "X")] == [(1, good)]
+    assert [v.value for v in ops.history(r, keys, "S")] == [2]

@@ -183,7 +183,7 @@ def test_history_since_and_limit(
     code, out, _ = cli(capsys, redis_url, ns, "history", "X", "--limit", "2")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["entry", "id", "source", "ts", "value"]
+    assert lines[0].split() == ["entry", "id", "source", "time", "value"]
     assert [line.split()[0] for line in lines[1:]] == [x2, x3]  # oldest first
 
 

@@ -8,6 +8,7 @@ import typer
 
 from streamcalc.cli.dead import app as dead_app
 from streamcalc.cli.demo import demo
+from streamcalc.cli.explain import explain
 from streamcalc.cli.graph import app as graph_app
 from streamcalc.cli.graph import partition
 from streamcalc.cli.history import history, tail
@@ -56,6 +57,7 @@ app.command("send")(send)
 app.command("partition")(partition)
 app.command("worker")(worker)
 app.command("values")(values)
+app.command("explain")(explain)
 app.command("demo")(demo)
 app.command("status")(status)
 app.command("tail")(tail)

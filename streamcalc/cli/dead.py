@@ -28,8 +28,10 @@ def dead_list(
     """List dead letters of every partition, oldest first.
 
     --json prints a list of objects: id, error, src, node (null for a bad
-    entry), fields (the original entry's fields, as a retry re-queues them),
-    partition (null for the routing stream's of a partitioned namespace).
+    entry), fields (the original entry's fields; of a name written twice, the
+    last), partition (null for the routing stream's of a partitioned
+    namespace), pairs (every original field as [name, value], in order, as a
+    retry re-queues them: a name written twice is there twice).
     """
     client, shape = connect_namespace(redis_url, ns)
     letters = ops.dead_list(client, shape, count, from_id)
@@ -44,7 +46,7 @@ def dead_list(
                 letter.src,
                 letter.node or "-",
                 letter.error,
-                " ".join(f"{k}={v}" for k, v in letter.fields.items()),
+                " ".join(f"{k}={v}" for k, v in letter.pairs),
             ]
             for letter in letters
         ],

@@ -22,13 +22,23 @@ GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
 
 @app.command("check")
 def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
-    """Validate a graph file offline (importing plugins only from --plugins modules)."""
+    """Validate a graph file offline (importing plugins only from --plugins modules).
+
+    Prints the inputs (declared in [inputs], or inferred: the arguments no node
+    defines) and warns about inferred inputs that look like typos of other nodes.
+    """
     from streamcalc.graph import parse_graph_file
+    from streamcalc.graph.validate import input_warnings
 
     graph = parse_graph_file(file, _policy(plugins))
-    for warning in graph.warnings:
+    for warning in (
+        *graph.warnings,
+        *input_warnings(graph.inputs, graph.nodes, graph.declared_inputs),
+    ):
         typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
+    how = "inferred" if graph.declared_inputs is None else "declared"
+    typer.echo(f"inputs ({how}): {', '.join(sorted(graph.inputs)) or '-'}")
 
 
 def _policy(plugins: str) -> PluginPolicy:
@@ -55,13 +65,17 @@ def graph_load(
 ) -> None:
     """Validate a graph file and replace the stored graph atomically, in every partition."""
     from streamcalc.graph import parse_graph_file
-    from streamcalc.store import partition_count, store_graph
+    from streamcalc.store import graph_version, partition_count, store_graph
 
     graph = parse_graph_file(file, _policy(plugins))  # before Redis is touched
     client = redis_client(build_settings(redis_url, ns))
+    before = graph_version(client, Keys(ns))
     version = store_graph(client, ns, graph, partitions=partitions)
     count = partition_count(client, ns)
     where = f" ({count} partitions)" if count > 1 else ""
+    if str(version) == before:
+        typer.echo(f"{file}: namespace {ns!r}{where} holds this graph already: version {version}")
+        return
     typer.echo(f"loaded {file} into namespace {ns!r}{where}: graph version {version}")
 
 
@@ -84,14 +98,21 @@ def partition(
 
 @app.command("show")
 def graph_show(
+    file: Annotated[
+        Path | None, typer.Argument(help="Graph file (TOML) to show instead of the stored graph.")
+    ] = None,
     fmt: Annotated[GraphFormat, choice_option("--format", "How to print it.")] = GraphFormat.text,
+    plugins: PluginsOption = "",
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Print the stored graph."""
-    from streamcalc.graph import render
+    """Print the stored graph, or a graph file's (offline: Redis is not touched)."""
+    from streamcalc.graph import parse_graph_file, render
     from streamcalc.store import fetch_graph
 
+    if file is not None:
+        typer.echo(render(parse_graph_file(file, _policy(plugins)), fmt.value).rstrip("\n"))
+        return
     settings = build_settings(redis_url, ns)
     _, graph = fetch_graph(redis_client(settings), Keys(ns))
     if graph is None:

@@ -60,6 +60,37 @@ def age(ms: int) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def when(ms: int) -> str:
+    """An event time for people: local time, ISO style, to the millisecond, with its offset.
+
+    ``2026-12-01 13:10:25.123+01:00``; a ts too far out for a calendar stays in ms.
+    """
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+    return moment.isoformat(sep=" ", timespec="milliseconds")
+
+
+#: A value column shows at most this many characters; a longer vector is shortened.
+VALUE_WIDTH = 40
+
+
+def value_cell(value: object) -> str:
+    """A value for a table: its JSON text, a long vector cut to its first elements and its length.
+
+    ``[1.5,2.0,3.25,... 4096 values]``: the columns stay aligned; ``--json`` has it whole.
+    """
+    text = to_json(value)
+    if len(text) <= VALUE_WIDTH or not isinstance(value, list | tuple):
+        return text
+    suffix = f",... {len(value)} values]"
+    head = text[: VALUE_WIDTH - len(suffix)]
+    return head[: head.rfind(",")] + suffix
+
+
 def to_json(obj: object) -> str:
     """``obj`` as one line of JSON: a struct, a list of them, or a value (``4``, ``[1.0,2.0]``)."""
     return msgspec.json.encode(obj).decode()

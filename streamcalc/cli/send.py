@@ -43,10 +43,12 @@ def send(
         fields = entry_fields(_parse_pairs(readings), ts, key)
         producer = Producer(redis_client(settings), ns)
         typer.echo(producer.append_fields([fields])[0])
+        _warn_unknown(producer, fields)
         return
     assert file is not None
     if file == "-":
-        _send_stream(Producer(redis_client(settings), ns, key=key), sys.stdin, "<stdin>")
+        producer = Producer(redis_client(settings), ns, key=key)
+        _warn_unknown(producer, _send_stream(producer, sys.stdin, "<stdin>"))
     else:
         path = Path(file)
         try:
@@ -54,7 +56,36 @@ def send(
         except OSError as exc:
             raise UsageError(f"{file}: {exc.strerror}") from None
         batch = list(_json_entries(lines, file, key))  # every line valid before anything is sent
-        _send_all(Producer(redis_client(settings), ns, key=key), batch)
+        producer = Producer(redis_client(settings), ns, key=key)
+        _send_all(producer, batch)
+        _warn_unknown(producer, {name for fields in batch for name in fields})
+
+
+def _warn_unknown(producer: Producer, names: Iterable[str]) -> None:
+    """One line on stderr naming the sent names the stored graph does not have (if any)."""
+    sent = {name for name in names if not name.startswith("@")}
+    if not sent:
+        return
+    from streamcalc.store import graph_names
+
+    ns = producer.namespace.ns
+    known = graph_names(producer.client, producer.namespace.root)
+    if known is None:
+        return  # no graph yet: every name is still to come
+    unknown = sorted(sent - known)
+    if not unknown:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    what = "is not a node" if len(unknown) == 1 else "are not nodes"
+    typer.echo(
+        f"streamcalc: warning: {', '.join(unknown[:5])}{more} {what} of the graph of "
+        f"namespace {ns!r}{hint}; sent anyway (workers count and skip such readings)",
+        err=True,
+    )
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, object]:
@@ -101,11 +132,16 @@ def _send_all(producer: Producer, batch: list[Fields], chunk: int = 1000) -> Non
     typer.echo(f"sent {len(batch)} entries")
 
 
-def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: int = 1000) -> None:
+def _send_stream(
+    producer: Producer, stream: Iterable[str], source: str, chunk: int = 1000
+) -> set[str]:
+    """Send JSON lines as they come; returns the names of the readings sent."""
+    names: set[str] = set()
     sent = 0
     batch: list[Fields] = []
     try:
         for fields in _json_entries(stream, source, producer.key):
+            names.update(fields)
             batch.append(fields)
             if len(batch) >= chunk:
                 producer.append_fields(batch)
@@ -117,3 +153,4 @@ def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: 
         producer.append_fields(batch)
         sent += len(batch)
     typer.echo(f"sent {sent} entries")
+    return names

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streamcalc.cli.helpers import age, connect_namespace, to_json
+from streamcalc.cli.helpers import age, connect_namespace, table, value_cell, when
 from streamcalc.cli.options import JsonFlag, KeyOption, Namespace, RedisUrl
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
@@ -20,19 +20,24 @@ def values(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Latest value of each node of a key (default: the empty key), with its ts and age.
+    """Show the latest value of each node, its time and its age.
 
-    --json prints one object: node -> value, ts, age_s.
+    Nodes of the graph (default: all of them) of one key (default: the empty
+    key). Times are local; --json prints one object: node -> value, ts (ms
+    since the epoch), age_s.
     """
     from streamcalc.ops import check_key
-    from streamcalc.store import fetch_graph, latest_values
+    from streamcalc.ops.explain import require_nodes
+    from streamcalc.store import graph_names, latest_values
 
     if key is not None:
         check_key(key)
     client, shape = connect_namespace(redis_url, ns)
-    if not nodes:  # every node of the graph: one HMGET, however many keys the partition holds
-        graph = fetch_graph(client, shape.root)[1]
-        nodes = sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
+    known = graph_names(client, shape.root)
+    if nodes:
+        require_nodes(known, nodes, ns)  # a typo is an error, not an empty answer
+    else:  # every node of the graph: one HMGET, however many keys the partition holds
+        nodes = sorted(known or ())
     rows = latest_values(client, shape.of_key(key or ""), nodes, key or "") if nodes else {}
     now_ms = int(time.time() * 1000)
     if as_json:
@@ -45,7 +50,11 @@ def values(
     if not rows:
         typer.echo("no values yet" if key is None else f"no values of key {key!r} yet")
         return
-    width = max(len(node) for node in rows)
-    for node, (ts, value) in sorted(rows.items()):
-        text = to_json(value)
-        typer.echo(f"{node:<{width}}  {text:<20}  ts={ts}  age={age(now_ms - ts)}")
+    table(
+        ["node", "value", "time", "age"],
+        [
+            [node, value_cell(value), when(ts), age(now_ms - ts)]
+            for node, (ts, value) in sorted(rows.items())
+        ],
+        right=[3],
+    )

@@ -15,6 +15,7 @@ from streamcalc.graph.model import UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import (
     check_acyclic,
+    check_inputs,
     check_node,
     check_size,
     rank_nodes,
@@ -42,13 +43,16 @@ class Graph:
     message names ``source`` and the node) and compiles each derived node's
     function; ``parse_graph_text`` and ``from_definitions`` both end here.
     ``plugins`` says which plugin modules may be imported (none by default) and
-    their timeout: a worker passes its ``Settings.plugin_policy``.
+    their timeout: a worker passes its ``Settings.plugin_policy``. With
+    ``declared_inputs`` (a file's ``[inputs]``), an argument that is neither a
+    derived node nor declared is a GraphError naming it.
     """
 
     __slots__ = (
         "_definitions",
         "_downstream",
         "_functions",
+        "declared_inputs",
         "inputs",
         "nodes",
         "order",
@@ -63,6 +67,9 @@ class Graph:
     """Derived nodes by name, in name order."""
     inputs: frozenset[str]
     """Nodes used as arguments but not defined."""
+    declared_inputs: frozenset[str] | None
+    """The inputs a graph file's ``[inputs]`` table declares (None: no table; a graph read
+    back from Redis has none). Not part of the stored graph or its hash."""
     parents: Mapping[str, tuple[tuple[str, int], ...]]
     """Any node -> every (derived node, argument position) slot it feeds."""
     rank: Mapping[str, int]
@@ -81,6 +88,7 @@ class Graph:
         *,
         plugins: PluginPolicy = NO_PLUGINS,
         unknown: str = UNKNOWN_POLICIES[0],
+        declared_inputs: Iterable[str] | None = None,
     ) -> None:
         if unknown not in UNKNOWN_POLICIES:
             raise graph_error(source, f"bad unknown {unknown!r}: must be ignore or dead")
@@ -106,6 +114,10 @@ class Graph:
 
         self.nodes = MappingProxyType({name: by_name[name] for name in sorted(by_name)})
         self.inputs = frozenset(parents) - frozenset(by_name)
+        self.declared_inputs = None
+        if declared_inputs is not None:
+            self.declared_inputs = frozenset(declared_inputs)
+            check_inputs(source, by_name, self.inputs, self.declared_inputs)
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
@@ -197,6 +209,22 @@ class Graph:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
         return cls(nodes, source, plugins=plugins, unknown=unknown)
+
+    @staticmethod
+    def names_of(defs: Mapping[_Key, bytes]) -> frozenset[str]:
+        """Every node name of stored definitions (derived nodes and their arguments), read
+        without compiling anything: enough to tell a known name from a typo, fast."""
+        names: set[str] = set()
+        for key, text in defs.items():
+            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            if name.startswith("@"):
+                continue  # a setting of the graph, not a node
+            names.add(name)
+            try:
+                names.update(_decoder.decode(text).args)
+            except msgspec.DecodeError:
+                continue  # what reads the graph for real reports it
+        return frozenset(names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):

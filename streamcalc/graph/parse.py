@@ -31,7 +31,8 @@ class _NodeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 _NODE_KEYS = frozenset(_NodeSpec.__struct_fields__)
 _DEFAULTS_KEYS = frozenset({"ttl", "mode", "unknown"})
-_TOP_KEYS = frozenset({"defaults", "nodes"})
+_TOP_KEYS = frozenset({"defaults", "inputs", "nodes"})
+_INPUTS_KEYS = frozenset({"names"})
 
 
 def parse_duration_ms(value: object) -> int:
@@ -70,7 +71,7 @@ def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS)
     unknown = sorted(set(document) - _TOP_KEYS)
     if unknown:
         raise graph_error(
-            source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, nodes)"
+            source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, inputs, nodes)"
         )
     ttl_ms, mode, unknown_policy = _defaults(source, document.get("defaults", {}))
     tables = document.get("nodes", {})
@@ -79,7 +80,26 @@ def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS)
     if not tables:
         raise graph_error(source, "no nodes defined (add a [nodes.NAME] table)")
     nodes = [_node(source, name, tables[name], ttl_ms, mode) for name in sorted(tables)]
-    return Graph(nodes, source, plugins=plugins, unknown=unknown_policy)
+    declared = _inputs(source, document["inputs"]) if "inputs" in document else None
+    return Graph(nodes, source, plugins=plugins, unknown=unknown_policy, declared_inputs=declared)
+
+
+def _inputs(source: str, table: object) -> list[str]:
+    """``[inputs] names = [...]``: the inputs a graph declares (then no other is allowed)."""
+    if not isinstance(table, dict):
+        raise graph_error(source, "inputs must be a table: [inputs] names = [...]")
+    unknown = sorted(set(table) - _INPUTS_KEYS)
+    if unknown:
+        raise graph_error(source, f"unknown key {unknown[0]!r} in [inputs] (allowed: names)")
+    names = table.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise graph_error(source, "[inputs] names must be a list of node names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise graph_error(source, f"input {name} is declared twice in [inputs]")
+        seen.add(name)
+    return names
 
 
 def _defaults(source: str, table: object) -> tuple[int, str, str]:

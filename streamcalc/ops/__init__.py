@@ -8,6 +8,7 @@ scripts (``scripts/dead_retry.lua``, ``scripts/trim.lua``) through their
 wrappers in :mod:`streamcalc.scripts`. One module a concern:
 
 - :mod:`~streamcalc.ops.snapshot`: ``status``: partitions, owners, lag, members, rates;
+- :mod:`~streamcalc.ops.explain`: ``explain``: a node's slots, and why it fired or not;
 - :mod:`~streamcalc.ops.rates`: input and output rates, counted from entry IDs;
 - :mod:`~streamcalc.ops.streaminfo`: streams, groups and consumers, read in pipelines;
 - :mod:`~streamcalc.ops.timeline`: ``history`` (past values) and ``tail`` (new ones);
@@ -22,6 +23,7 @@ partitions.
 """
 
 from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
+from streamcalc.ops.explain import Explanation, SlotView, explain
 from streamcalc.ops.rates import Rates
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
 from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Status, Totals, status
@@ -33,6 +35,7 @@ __all__ = [
     "ConsumerStatus",
     "DeadLetter",
     "Emitted",
+    "Explanation",
     "GroupStatus",
     "Layout",
     "Member",
@@ -41,6 +44,7 @@ __all__ = [
     "PartitionTrim",
     "PastValue",
     "Rates",
+    "SlotView",
     "Status",
     "StreamStatus",
     "StreamTrim",
@@ -51,6 +55,7 @@ __all__ = [
     "dead_list",
     "dead_purge",
     "dead_retry",
+    "explain",
     "history",
     "layout",
     "status",

@@ -44,6 +44,7 @@ from streamcalc.scripts.protocol import (
     TrimReply,
     TrimRequest,
     original_fields,
+    original_pairs,
     reply_text,
 )
 
@@ -74,6 +75,8 @@ __all__ = [
     "TrimRequest",
     "members_script",
     "original_fields",
+    "original_pairs",
+    "range_script",
     "script_source",
 ]
 
@@ -225,6 +228,11 @@ class Scripts:
 
 #: How many of the most frequent unknown names each partition keeps (see unknown.lua).
 UNKNOWN_NAMES_KEPT = 100
+
+
+def range_script(client: redis.Redis) -> Script:
+    """range.lua, registered on ``client``: XRANGE/XREVRANGE with fields as a flat list."""
+    return client.register_script(script_source("range"))
 
 
 def members_script(client: redis.Redis) -> Script:

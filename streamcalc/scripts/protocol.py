@@ -167,11 +167,17 @@ def original_fields(letter: dict[bytes, bytes]) -> dict[bytes, bytes]:
     A letter's own fields (``DEAD_LETTER_FIELDS``) are left out, and an original
     field stored as ``@in_<name>`` (because it collided with them) gets its name back.
     """
-    return {
-        (b"@" + name[4:] if name.startswith(DEAD_ESCAPE) else name): value
-        for name, value in letter.items()
+    return dict(original_pairs([part for pair in letter.items() for part in pair]))
+
+
+def original_pairs(letter: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """:func:`original_fields` of a letter's flat fields, in order: a name the entry
+    carried twice (XADD allows it) is there twice."""
+    return [
+        (b"@" + name[4:] if name.startswith(DEAD_ESCAPE) else name, value)
+        for name, value in zip(letter[0::2], letter[1::2], strict=True)
         if name not in DEAD_LETTER_FIELDS
-    }
+    ]
 
 
 @dataclass(frozen=True, slots=True)
