@@ -110,6 +110,8 @@ class Worker:
         self._parent = os.getppid()
         self.redis_ok = False
         self.waiting_for_graph = False
+        self._in_flight: Tenure | None = None
+        """The partition whose last commit is in flight, settled in the next one's turn."""
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -247,10 +249,12 @@ class Worker:
 
     def _recover_all(self) -> None:
         """A batch may have been cut short: re-read what each partition left pending for us."""
+        self._in_flight = None
         for tenure in self._tenures():
-            tenure.recovering = True
+            tenure.recover()
 
     def _groups_lost(self) -> None:
+        self._in_flight = None
         for tenure in self._tenures():
             tenure.group_lost()
         self._next_tick = 0.0
@@ -288,6 +292,7 @@ class Worker:
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
+        self._settle_in_flight()
         for tenure in self._tenures():
             tenure.release()
         self.owned.clear()
@@ -383,25 +388,44 @@ class Worker:
             # an equal share of the time to the next tick; what an idle one leaves, the next gets
             share = (self._next_tick - time.monotonic()) / (len(tenures) - i)
             processed += self._step_one(tenure, share)
+        self._settle_in_flight()
         self._progress()
         if not processed and not self.stopping:
             self._wait()
         return processed
 
     def _step_one(self, tenure: Tenure, share: float) -> int:
+        """One partition's turn; the commit the turn before left in flight is settled in it."""
         budget = max(share, 0.01)
         try:
-            return tenure.step(budget, lambda: self.stopping)
+            processed = tenure.step(budget, lambda: self.stopping, self._settle_in_flight)
         except LeaseLost as exc:
-            self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
-            tenure.lost()
-            if tenure is self.router:
-                self.router = None
-            else:
-                self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
-            self._held = tuple(self._tenures())
-            self._next_tick = 0.0
-            return 0
+            self._lose(tenure, exc)
+            processed = 0
+        self._settle_in_flight()  # the turn did not need to (idle, paused or lost)
+        if tenure.in_flight is not None:
+            self._in_flight = tenure
+        return processed
+
+    def _settle_in_flight(self) -> None:
+        """End the commit a partition's turn left in flight (see :meth:`Tenure.step`)."""
+        tenure, self._in_flight = self._in_flight, None
+        if tenure is None:
+            return
+        try:
+            tenure.settle()
+        except LeaseLost as exc:
+            self._lose(tenure, exc)
+
+    def _lose(self, tenure: Tenure, exc: LeaseLost) -> None:
+        self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
+        tenure.lost()
+        if tenure is self.router:
+            self.router = None
+        else:
+            self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
+        self._held = tuple(self._tenures())
+        self._next_tick = 0.0
 
     def _wait(self) -> None:
         """Block until an owned partition has new entries, or the next tick is due."""
@@ -438,6 +462,7 @@ class Worker:
         while True:
             self.rebalance()
             processed = sum(self._step_one(t, 1.0) for t in self._tenures())
+            self._settle_in_flight()
             total += processed
             if not processed:
                 return total

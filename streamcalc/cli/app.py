@@ -15,6 +15,7 @@ from streamcalc.cli.history import history, tail
 from streamcalc.cli.send import send
 from streamcalc.cli.status import status
 from streamcalc.cli.trim import trim
+from streamcalc.cli.ui import ui
 from streamcalc.cli.values import values
 from streamcalc.cli.worker import worker
 
@@ -63,5 +64,6 @@ app.command("status")(status)
 app.command("tail")(tail)
 app.command("history")(history)
 app.command("trim")(trim)
+app.command("ui")(ui)
 app.add_typer(graph_app, name="graph")
 app.add_typer(dead_app, name="dead")

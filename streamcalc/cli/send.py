@@ -66,10 +66,15 @@ def _warn_unknown(producer: Producer, names: Iterable[str]) -> None:
     sent = {name for name in names if not name.startswith("@")}
     if not sent:
         return
+    import redis
+
     from streamcalc.store import graph_names
 
     ns = producer.namespace.ns
-    known = graph_names(producer.client, producer.namespace.root)
+    try:
+        known = graph_names(producer.client, producer.namespace.root)
+    except redis.exceptions.NoPermissionError:
+        return  # a producer's ACL may allow XADD alone: the warning is a courtesy
     if known is None:
         return  # no graph yet: every name is still to come
     unknown = sorted(sent - known)

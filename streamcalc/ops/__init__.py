@@ -22,7 +22,7 @@ namespace's :class:`~streamcalc.ops.streams.Layout` (every partition, and with
 partitions.
 """
 
-from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
+from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_recent, dead_retry
 from streamcalc.ops.explain import Explanation, SlotView, explain
 from streamcalc.ops.rates import Rates
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
@@ -54,6 +54,7 @@ __all__ = [
     "check_key",
     "dead_list",
     "dead_purge",
+    "dead_recent",
     "dead_retry",
     "explain",
     "history",

@@ -155,3 +155,22 @@ def dead_purge(
         else:
             purged += int(client.xtrim(keys.dead, maxlen=0, approximate=False))
     return purged
+
+
+def dead_recent(client: redis.Redis, where: Keys | Layout, count: int = 20) -> list[DeadLetter]:
+    """The newest ``count`` dead letters of every dead stream of ``where``, newest first.
+
+    One XREVRANGE of at most ``count`` entries per dead stream, whatever their
+    length: what a page that refreshes every second can afford.
+    """
+    pipe = client.pipeline(transaction=False)
+    streams = _streams(where)
+    for keys, _ in streams:
+        pipe.xrevrange(keys.dead, count=count)
+    letters = [
+        _dead_letter(entry_id, fields, number)
+        for (_, number), rows in zip(streams, pipe.execute(), strict=True)
+        for entry_id, fields in rows
+    ]
+    letters.sort(key=lambda d: (id_key(d.id), d.partition or -1), reverse=True)
+    return letters[:count]

@@ -99,13 +99,22 @@ class Status(msgspec.Struct, frozen=True):
 UNKNOWN_NAMES_SHOWN = 20
 
 
-def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP) -> Status:
+def status(
+    client: redis.Redis,
+    where: Keys | Layout,
+    group: str = DEFAULT_GROUP,
+    *,
+    measured: Rates | None = None,
+) -> Status:
     """A snapshot of the namespace: every partition's streams, group, owner; rates, members.
 
     ``where`` is the namespace's :class:`Layout` (or the keys of its root,
     whose layout is then read). Each part is read separately (not one atomic
     snapshot); that is what an operator's view needs, and it never blocks
     Redis for long: every step is one pipeline over all partitions.
+    ``measured``: rates the caller counted itself (the live page, which samples
+    every second, counts them from its samples); without, they are counted
+    from the streams' entry IDs.
     """
     shape = layout(client, where.ns) if isinstance(where, Keys) else where
     every = shape.everything()
@@ -132,7 +141,7 @@ def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP
         streams=streams,
         dead_letters=streams["dead"].length,
         rates=msgspec.structs.replace(
-            rates(client, shape.partitions, now_ms),
+            rates(client, shape.partitions, now_ms) if measured is None else measured,
             input_idle_s=idle_s(_newest(parts, "in"), now_ms),
             output_idle_s=idle_s(_newest(parts, "out"), now_ms),
         ),
