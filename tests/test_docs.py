@@ -334,15 +334,37 @@ def test_every_metric_family_is_documented() -> None:
     assert not missing, f"docs/metrics.md lacks {missing}"
 
 
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings (duplicates get -1, -2, ...)."""
+    anchors: set[str] = set()
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence or not line.startswith("#"):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        unique, n = slug, 0
+        while unique in anchors:
+            n += 1
+            unique = f"{slug}-{n}"
+        anchors.add(unique)
+    return anchors
+
+
 def test_docs_link_only_to_files_that_exist() -> None:
-    """Relative links of the README and docs/ point at files of the repository."""
+    """Relative links of the README and docs/ point at files, and headings, that exist."""
     broken = []
     for doc in DOCS:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+        text = doc.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if not (doc.parent / target).exists():
+            path = (doc.parent / target) if target else doc
+            if not path.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
 
 
