@@ -3,7 +3,8 @@
 A shell block is run when the line before its fence is a marker (see the
 README's Development section):
 
-- ``<!-- runnable -->``: run it with ``bash -e -o pipefail``; it must exit 0.
+- ``<!-- runnable -->``: run it with ``bash -e -o pipefail`` (a ``python`` block
+  with ``python``); it must exit 0.
 - ``<!-- runnable: background -->``: start it (one long-running command, such
   as a worker) and leave it running; it is stopped with SIGTERM when the
   document ends or the next background block starts, and must then exit 0.
@@ -61,6 +62,7 @@ class Block:
     line: int
     mode: str  # "run", "background" or "output"
     text: str
+    lang: str = "sh"
     expected: list[str] = field(default_factory=list)
 
     def where(self) -> str:
@@ -99,11 +101,15 @@ def parse_blocks(path: Path) -> list[Block]:
             blocks[-1].expected = [ln for ln in body.splitlines() if ln.strip()]
         else:
             mode = marker.group("mode") or "run"
-            if lang not in ("sh", "bash") or mode not in ("run", "background"):
+            if lang not in ("sh", "bash", "python") or mode not in ("run", "background"):
                 raise AssertionError(
-                    f"{name}:{index + 1}: runnable needs a sh block (or :background)"
+                    f"{name}:{index + 1}: runnable needs a sh or python block (or :background)"
                 )
-            blocks.append(Block(name, start + 1, mode, body))
+            if lang == "python" and mode != "run":
+                raise AssertionError(f"{name}:{index + 1}: a python block runs in the foreground")
+            blocks.append(
+                Block(name, start + 1, mode, body, "python" if lang == "python" else "sh")
+            )
         index = end + 1
     return blocks
 
@@ -179,8 +185,11 @@ class Session:
             self.start_background(block)
             return
         try:
+            command = ["bash", "-e", "-o", "pipefail", "-c", block.text]
+            if block.lang == "python":
+                command = [sys.executable, "-c", block.text]
             done = subprocess.run(
-                ["bash", "-e", "-o", "pipefail", "-c", block.text],
+                command,
                 cwd=self.workdir,
                 env=self.env,
                 stdout=subprocess.PIPE,
