@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
 from streamcalc.budget import Budget
+from streamcalc.cluster import annotate, refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
@@ -115,6 +116,7 @@ class Engine:
         self.cache = StateCache(settings.cache_keys)
         self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
+        self._pool: Any = None  # the pool it came from: its slot owner's
         self.budget = Budget(settings.batch)
         """How many entries to read at a time (see :class:`~streamcalc.budget.Budget`)."""
 
@@ -211,8 +213,11 @@ class Engine:
         """
         faults.reached("before_commit")
         assert batch.request is not None
+        pool = slot_owner(self.client, self.keys.input).connection_pool
+        if self._conn is not None and self._pool is not pool:  # the slot moved to another node
+            self.drop_connection()
         if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
+            self._conn, self._pool = pool.get_connection(), pool
         commands: list[tuple[Any, ...]] = []
         if upcoming is not None and self._plan is not None and not self.unrunnable:
             self._decode_batch(upcoming)
@@ -233,9 +238,10 @@ class Engine:
             )
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
-        except redis.ConnectionError:
+        except redis.ConnectionError as exc:
             self.drop_connection()
-            raise
+            refresh(self.client)
+            raise self._located(exc) from None
 
     def _take_prefetched(self, batch: Batch) -> None:
         """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
@@ -264,11 +270,12 @@ class Engine:
                 except redis.ResponseError as exc:
                     replies.append(None)
                     errors.append(exc)
-        except redis.ConnectionError:
+        except redis.ConnectionError as exc:
             self.drop_connection()
-            raise
+            refresh(self.client)
+            raise self._located(exc) from None
         if errors and not all(isinstance(error, NoScriptError) for error in errors):
-            raise next(e for e in errors if not isinstance(e, NoScriptError))
+            raise self._located(next(e for e in errors if not isinstance(e, NoScriptError)))
         # A NOSCRIPT read delivered nothing: the next read gets those entries.
         entries: list[RawEntry] = []
         if read_ahead and replies[1] is not None:
@@ -285,14 +292,21 @@ class Engine:
     def close(self) -> None:
         """Give the dedicated connection back."""
         if self._conn is not None:
-            self.client.connection_pool.release(self._conn)
-            self._conn = None
+            self._pool.release(self._conn)
+            self._conn = self._pool = None
 
     def drop_connection(self) -> None:
         """Close the dedicated connection (a reply on it is unread or was cut short)."""
         if self._conn is not None:
             self._conn.disconnect()
         self.close()
+
+    def _located(self, exc: redis.RedisError) -> redis.RedisError:
+        """``exc`` naming the node and slot of this partition (for the worker's log)."""
+        pool = self._pool or slot_owner(self.client, self.keys.input).connection_pool
+        kw = pool.connection_kwargs
+        annotate(exc, (str(kw.get("host", "")), int(kw.get("port", 0))), slot_of(self.keys.input))
+        return exc
 
     # -- preparing -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from streamcalc import faults, metrics
+from streamcalc.cluster import slot_owner
 from streamcalc.engine import Batch, Engine
 from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
@@ -103,7 +104,9 @@ class Tenure:
         """True when a lease's holder is this consumer's own dead process (not this one)."""
         if held.consumer != self.consumer or held.instance == self.engine.instance:
             return False
-        return not instance_connected(self.client, held.instance)
+        # the holder's connections are open on the node that serves the partition
+        node = slot_owner(self.client, self.keys.lease(self.settings.group))
+        return not instance_connected(node, held.instance)
 
     def _load_graph(self) -> None:
         """Load the partition's graph, with an empty state cache."""
