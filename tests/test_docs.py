@@ -377,9 +377,9 @@ def test_docs_link_only_to_files_that_exist() -> None:
     assert not broken, broken
 
 
+#: The internal contract's name and section numbers, and its word for the original design.
 _INTERNAL = re.compile(
-    r"\.\./shared|\bSPEC\b|§\s*\d|\bS\d{1,2}\b|\b(the seed|seed's|seed (graph|example|design))\b",
-    re.IGNORECASE,
+    r"\.\./shared|\bSPEC\b|§\s*\d|\bS\d{1,2}\b|\b(?i:the seed|seed's|seed (graph|example|design))\b"
 )
 
 
@@ -409,4 +409,21 @@ def test_help_texts_cite_no_internal_contract() -> None:
     helps = list(_help_texts(typer.main.get_command(app), []))
     assert len(helps) >= 15
     hits = [f"{path or 'streamcalc'}: {text}" for path, text in helps if _INTERNAL.search(text)]
+    assert not hits, hits
+
+
+def test_the_package_cites_no_internal_contract() -> None:
+    """Docstrings, messages and comments of the package point at docs/, not at section numbers."""
+    sources = [
+        path
+        for path in sorted((ROOT / "streamcalc").rglob("*"))
+        if path.suffix in (".py", ".lua") and "vendor" not in path.parts
+    ]
+    assert len(sources) > 40
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _INTERNAL.search(line)
+    ]
     assert not hits, hits
