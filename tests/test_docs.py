@@ -45,7 +45,7 @@ from streamcalc.metrics import METRIC_NAMES
 from streamcalc.store import partition_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = ROOT / "examples"
 
 _MARKER = re.compile(r"<!--\s*(runnable(?::\s*(?P<mode>[\w-]+))?|output)\s*-->")
