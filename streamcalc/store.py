@@ -7,6 +7,7 @@ from typing import cast
 
 import redis
 
+from streamcalc.cluster import SlotRouter
 from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
@@ -16,22 +17,31 @@ from streamcalc.settings import mask_url
 from streamcalc.values import Value, decode_value
 
 
-def connect(url: str, *, timeout: float = 10.0, name: str | None = None) -> redis.Redis:
+def connect(
+    url: str, *, timeout: float = 10.0, name: str | None = None, cluster: bool = False
+) -> redis.Redis:
     """A client for ``url`` (bytes replies, RESP2); raises RedisUnavailable for a bad URL.
 
     ``name`` is the connections' CLIENT SETNAME, so ``CLIENT LIST`` tells who is who.
+    On a Redis Cluster node (asked on first use, or ``cluster`` forces it) every
+    command goes to its key's slot owner (:mod:`streamcalc.cluster`).
     """
     try:
-        return redis.Redis.from_url(
-            url,
-            protocol=2,
-            client_name=name,
-            socket_connect_timeout=min(timeout, 5.0),
-            socket_timeout=timeout,
-            health_check_interval=30,
+        client = cast(
+            SlotRouter,
+            SlotRouter.from_url(
+                url,
+                protocol=2,
+                client_name=name,
+                socket_connect_timeout=min(timeout, 5.0),
+                socket_timeout=timeout,
+                health_check_interval=30,
+            ),
         )
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {mask_url(url)}: {exc}") from None
+    client.forced = cluster
+    return client
 
 
 def ping(client: redis.Redis, url: str, *, wait_s: float = 0.0) -> None:

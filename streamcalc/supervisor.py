@@ -56,6 +56,8 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     ]  # fmt: skip
     if s.export_values:
         command.append("--export-values")
+    if s.cluster:
+        command.append("--cluster")
     command += ["--stuck-after", str(s.stuck_after_s)]
     command += ["--function-timeout", str(s.function_timeout_s)]
     command += ["--max-future", f"{s.max_future_ms}ms"]
@@ -103,7 +105,7 @@ class Supervisor:
 
     def health(self) -> tuple[bool, str]:
         """For ``/healthz``: Redis reachable, every child alive and making progress."""
-        client = connect(self.settings.redis_url, timeout=2.0)
+        client = connect(self.settings.redis_url, timeout=2.0, cluster=self.settings.cluster)
         try:
             client.ping()
         except redis.RedisError:
@@ -202,7 +204,7 @@ class Supervisor:
                 child.send_signal(signal.SIGTERM)
         codes = [self._wait_or_kill(name, child) for name, child in self.children.items()]
         # A child stopped before it could leave (say, while starting up) leaves its name behind.
-        client = connect(self.settings.redis_url)
+        client = connect(self.settings.redis_url, cluster=self.settings.cluster)
         every = [Keys(self.settings.ns)]
         with contextlib.suppress(redis.RedisError):
             every += partition_keys(client, self.settings.ns)

@@ -75,6 +75,9 @@ def worker(
         LogLevel, choice_option("--log-level", "The least severe level logged.")
     ] = LogLevel.info,
     wait_s: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
+    cluster: Annotated[
+        bool, option("--cluster", help="Redis is a Redis Cluster (found out by itself otherwise).")
+    ] = False,
     export_values: Annotated[
         bool,
         option(
