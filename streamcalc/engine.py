@@ -451,16 +451,22 @@ class Engine:
     def _latest(view: BatchView, request: CommitRequest) -> None:
         """Latest values per state field, and the newest ts per node and per key."""
         latest = request.latest
+        key_ts = request.key_ts
         fresh: dict[str, int] = {}
+        last_ts, ts_text = -1, ""
         for key, scope in view.keys.items():
+            prefix = state_field(key, "")
             newest = -1
             for node, (ts, value) in scope.latest.items():
-                latest += (state_field(key, node), str(ts), value_text(value))
+                if ts != last_ts:  # the values of a wave share their ts, mostly
+                    last_ts, ts_text = ts, str(ts)
+                latest += (prefix + node, ts_text, value_text(value))
                 if ts > fresh.get(node, -1):
                     fresh[node] = ts
-                newest = max(newest, ts)
+                if ts > newest:
+                    newest = ts
             if key and newest >= 0:
-                request.key_ts += (key, str(newest))
+                key_ts += (key, str(newest))
         for node, ts in fresh.items():
             request.fresh += (node, str(ts))
 
