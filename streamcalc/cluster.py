@@ -261,6 +261,7 @@ class SlotRouter(redis.Redis):
         self._lock = threading.RLock()
         self._nodes: dict[Address, redis.Redis] = {}
         self._slots: list[Address | None] = []
+        self._masters: list[Address] = []
         self._stale = True
         self._refreshed = 0.0
 
@@ -296,7 +297,7 @@ class SlotRouter(redis.Redis):
     def masters(self) -> list[Address]:
         """Every master that owns a slot, in address order."""
         self._topology()
-        return sorted({a for a in self._slots if a is not None})
+        return self._masters
 
     def node(self, address: Address) -> redis.Redis:
         """The plain client of one node (made on first use, with this client's options)."""
@@ -322,11 +323,7 @@ class SlotRouter(redis.Redis):
 
     def owner(self, slot: int) -> redis.Redis:
         """The plain client of the master that owns ``slot``."""
-        self._topology()
-        address = self._slots[slot]
-        if address is None:
-            raise ClusterDownError(f"slot {slot} is not served by any node")
-        return self.node(address)
+        return self.node(self._address(slot))
 
     def _address(self, slot: int) -> Address:
         self._topology()
@@ -359,6 +356,7 @@ class SlotRouter(redis.Redis):
                 continue
             if any(table):
                 self._slots, self._stale = table, False
+                self._masters = sorted({a for a in table if a is not None})
                 self._refreshed = time.monotonic()
                 return
         if isinstance(error, redis.ResponseError) and "cluster support disabled" in str(error):
