@@ -253,12 +253,35 @@ class Worker:
                         )
                     refresh(self.client)
                     self._recover_all()
+                    if trouble in ("moved", "migrating", "down"):
+                        self._await_partitions()
                     if trouble == "moved":  # the slot table is read again: retry at once
                         delay = min(delay, 0.02)
             if self.stopping and failing:
                 return
             self._stopping.wait(delay)
             delay = min(delay * 2, 2.0)
+
+    def _await_partitions(self) -> None:
+        """Wait until a commit could run on every partition held (a slot that moves, a
+        failover, the cluster down), before their pending entries are read again.
+
+        Each read of a consumer's own pending entries counts as a delivery: re-read every
+        time a commit is refused, a valid entry would end as a poison dead letter during a
+        long slot migration.
+        """
+        delay = 0.02
+        for tenure in self._tenures():
+            while not self.stopping:
+                try:
+                    tenure.engine.scripts.ready(self.settings.group)
+                    break
+                except redis.RedisError as exc:
+                    if classify(exc) is None:
+                        raise
+                    refresh(self.client)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 1.0)
 
     def _recover_all(self) -> None:
         """A batch may have been cut short: re-read what each partition left pending for us."""

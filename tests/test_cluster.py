@@ -422,7 +422,7 @@ def test_a_busy_partitions_slot_migrates_while_workers_run(
         p, _ = _busy_partition(redis_cluster, ns)
         slot = slot_of(Namespace(ns).partition(p, P).input)
         target = next(port for port in redis_cluster.master_ports() if port != source)
-        redis_cluster.migrate_slot(slot, target, pause_s=0.2)  # half-moved for seconds
+        redis_cluster.migrate_slot(slot, target, pause_s=0.4)  # half-moved for seconds
         moved.append((slot, target))
 
     _scenario(redis_cluster, env, tmp_path, migrate)

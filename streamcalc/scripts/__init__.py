@@ -105,6 +105,7 @@ class Scripts:
         self._fetch: Script = client.register_script(script_source("fetch"))
         self._trim: Script = client.register_script(script_source("trim"))
         self._dead_retry: Script = client.register_script(script_source("dead_retry"))
+        self._ready: Script = client.register_script("return 1")
         self._unknown: Script = client.register_script(script_source("unknown"))
         k = keys
         self._commit_keys = [
@@ -116,6 +117,12 @@ class Scripts:
         keys = list(self._commit_keys)
         keys[6] = self.keys.lease(group)
         return keys
+
+    def ready(self, group: str) -> None:
+        """Run a script that does nothing over commit.lua's keys: it raises what a commit
+        would now (TRYAGAIN while the partition's slot is half migrated, CLUSTERDOWN...),
+        but reads and changes nothing, so waiting with it counts no delivery."""
+        self._ready(keys=self.commit_keys(group))
 
     def commit(self, request: CommitRequest) -> CommitReply:
         """Run commit.lua."""
