@@ -73,6 +73,29 @@ def test_api_answers_json(redis_url: str, r: redis.Redis, ns: str, env: dict[str
         assert len(live["series"]["t_ms"]) >= 1
         index = subprocess.run(["curl", "-s", f"{page.url}/"], capture_output=True, text=True)
         assert "streamcalc live" in index.stdout
+        rebound = subprocess.run(  # another site's name resolved to our address
+            ["curl", "-s", "-w", " %{http_code}", "-H", "Host: evil.example", f"{page.url}/"],
+            capture_output=True,
+            text=True,
+        )
+        assert rebound.stdout.endswith(" 400") and "streamcalc live" not in rebound.stdout
+        meta = f"{page.url}/api/meta"
+        named = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: localhost:1",
+                meta,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert named.stdout == "200"
         for asset in ("app.js", "style.css", "vendor/cytoscape.min.js", "vendor/uPlot.iife.min.js"):
             got = subprocess.run(
                 [
