@@ -298,6 +298,14 @@ def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> N
     try:
         with PageProcess({**env, "STREAMCALC_REDIS_URL": server.url}, "ui") as page:
             assert call(f"{page.url}/api/graph")[2]["nodes"] == []
+            with redis.Redis.from_url(server.url) as raw:  # a definition no one can read
+                raw.hset(Keys(ns).graph, "A", "{not json")
+                raw.hset(Keys(ns).meta, "graph_version", "7")
+            broken = poll(lambda: call(f"{page.url}/api/graph")[2]["error"])
+            assert "bad stored definition" in broken and "\n" not in broken
+            assert call(f"{page.url}/api/live")[2]["values"]["nodes"] == {}
+            with redis.Redis.from_url(server.url) as raw:
+                raw.delete(Keys(ns).graph, Keys(ns).meta)
             live = call(f"{page.url}/api/live")[2]
             assert live["values"]["nodes"] == {} and live["error"] is None
             port = server.port

@@ -129,7 +129,9 @@
     cy.on("tap", (event) => { if (event.target === cy) selectNode(null); });
     state.cy = cy;
     $("node-names").replaceChildren(...graph.nodes.slice(0, 5000).map((n) => el("option", { value: n.name })));
-    state.note = $("diagram-note").textContent = !graph.nodes.length
+    state.note = $("diagram-note").textContent = graph.error
+      ? "The stored graph cannot be read: " + graph.error
+      : !graph.nodes.length
       ? "No graph loaded yet: streamcalc graph load FILE"
       : `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots` +
         (state.bigGraph ? " · showing its inputs' corner: find a node or filter by prefix, fit shows all" : "");
