@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
 from streamcalc.budget import Budget
+from streamcalc.cluster import annotate, refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
@@ -73,6 +74,10 @@ class Batch:
     """A poison entry fetch.lua gave up on before reading it (its fields already cut)."""
     unknown_dead: Counter[str] = field(default_factory=Counter)
     """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
+    decoded: Sequence[RawEntry] | None = None
+    """The raw entries ``good`` and ``bad`` were decoded from (None: decode again)."""
+    prefetch: list[tuple[str, str]] | None = None
+    """(key, node) slot states whose HMGET was pipelined ahead of the commit in flight."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -111,6 +116,7 @@ class Engine:
         self.cache = StateCache(settings.cache_keys)
         self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
+        self._pool: Any = None  # the pool it came from: its slot owner's
         self.budget = Budget(settings.batch)
         """How many entries to read at a time (see :class:`~streamcalc.budget.Budget`)."""
 
@@ -196,13 +202,35 @@ class Engine:
 
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
-    def send(self, batch: Batch, read_ahead: int) -> None:
-        """Send the commit of ``batch`` (and a fenced read of up to ``read_ahead`` new entries)."""
+    def send(self, batch: Batch, read_ahead: int, upcoming: Batch | None = None) -> None:
+        """Send the commit of ``batch`` (and a fenced read of up to ``read_ahead`` new entries).
+
+        With ``upcoming`` (the batch to be prepared while this commit runs), decode it
+        and send the read of the slot state its waves need but the cache lacks first:
+        Redis answers that at once, instead of after the commit. (A commit writes only
+        slots its batch read, and those are cached, so the read sees what it would see
+        after the commit.) :meth:`prepare` of ``upcoming`` then takes that reply.
+        """
         faults.reached("before_commit")
         assert batch.request is not None
+        pool = slot_owner(self.client, self.keys.input).connection_pool
+        if self._conn is not None and self._pool is not pool:  # the slot moved to another node
+            self.drop_connection()
         if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
-        commands: list[tuple[Any, ...]] = [self.scripts.commit_command(batch.request)]
+            self._conn, self._pool = pool.get_connection(), pool
+        commands: list[tuple[Any, ...]] = []
+        if upcoming is not None and self._plan is not None and not self.unrunnable:
+            self._decode_batch(upcoming)
+            try:
+                missing = self.cache.missing(self._plan.graph, upcoming.good)
+            except BaseException:
+                self.cache.clear()
+                raise
+            if missing:
+                upcoming.prefetch = missing
+                fields = [state_field(key, node) for key, node in missing]
+                commands.append(("HMGET", self.keys.slots, *fields))
+        commands.append(self.scripts.commit_command(batch.request))
         if read_ahead:
             s = self.settings
             commands.append(
@@ -210,8 +238,21 @@ class Engine:
             )
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
-        except redis.ConnectionError:
-            self._drop_connection()
+        except redis.ConnectionError as exc:
+            raise self._lost(exc) from None
+
+    def _take_prefetched(self, batch: Batch) -> None:
+        """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
+        missing, batch.prefetch = batch.prefetch, None
+        assert missing is not None and self.graph is not None
+        try:
+            blobs = self._conn.read_response()
+            self._fill(self.graph, missing, blobs)
+        except redis.ConnectionError as exc:
+            self.cache.clear()
+            raise self._lost(exc) from None
+        except BaseException:
+            self.cache.clear()  # the cache must not claim to cover what it failed to load
             raise
 
     def receive(self, batch: Batch, read_ahead: int) -> tuple[bool, list[RawEntry]]:
@@ -226,11 +267,10 @@ class Engine:
                 except redis.ResponseError as exc:
                     replies.append(None)
                     errors.append(exc)
-        except redis.ConnectionError:
-            self._drop_connection()
-            raise
+        except redis.ConnectionError as exc:
+            raise self._lost(exc) from None
         if errors and not all(isinstance(error, NoScriptError) for error in errors):
-            raise next(e for e in errors if not isinstance(e, NoScriptError))
+            raise self._located(next(e for e in errors if not isinstance(e, NoScriptError)))
         # A NOSCRIPT read delivered nothing: the next read gets those entries.
         entries: list[RawEntry] = []
         if read_ahead and replies[1] is not None:
@@ -247,12 +287,28 @@ class Engine:
     def close(self) -> None:
         """Give the dedicated connection back."""
         if self._conn is not None:
-            self.client.connection_pool.release(self._conn)
-            self._conn = None
+            self._pool.release(self._conn)
+            self._conn = self._pool = None
 
-    def _drop_connection(self) -> None:
-        self._conn.disconnect()
+    def drop_connection(self) -> None:
+        """Close the dedicated connection (a reply on it is unread or was cut short)."""
+        if self._conn is not None:
+            self._conn.disconnect()
         self.close()
+
+    def _lost(self, exc: redis.ConnectionError) -> redis.RedisError:
+        """The dedicated connection failed: close it, look the slot owner up again."""
+        located = self._located(exc)
+        self.drop_connection()
+        refresh(self.client)
+        return located
+
+    def _located(self, exc: redis.RedisError) -> redis.RedisError:
+        """``exc`` naming the node and slot of this partition (for the worker's log)."""
+        pool = self._pool or slot_owner(self.client, self.keys.input).connection_pool
+        kw = pool.connection_kwargs
+        annotate(exc, (str(kw.get("host", "")), int(kw.get("port", 0))), slot_of(self.keys.input))
+        return exc
 
     # -- preparing -----------------------------------------------------------------------------
 
@@ -267,11 +323,9 @@ class Engine:
             raise GraphUnrunnable(self.unrunnable)
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
-        raw = [e for e in batch.raw if e[0].decode() not in batch.gone] if batch.gone else batch.raw
-        batch.unknown_dead.clear()
-        batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
-        if self.graph.unknown == "dead":
-            self._refuse_unknown(batch)
+        raw = self._decode_batch(batch)
+        if batch.prefetch is not None:
+            self._take_prefetched(batch)
         self._prefetch(self.graph, batch.good)
         view = batch.view = BatchView(self.cache, after.view if after is not None else None)
         result = batch.result = BatchResult()
@@ -282,6 +336,19 @@ class Engine:
         faults.reached("after_eval")
         batch.request = self._request(batch, raw)
         return batch
+
+    def _decode_batch(self, batch: Batch) -> Sequence[RawEntry]:
+        """Decode the batch's entries (but those finished by another consumer), unless done."""
+        if batch.decoded is None:
+            raw = batch.raw
+            if batch.gone:
+                raw = [e for e in raw if e[0].decode() not in batch.gone]
+            batch.unknown_dead.clear()
+            batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+            if self.graph is not None and self.graph.unknown == "dead":
+                self._refuse_unknown(batch)
+            batch.decoded = raw
+        return batch.decoded
 
     def _decode(
         self, raw: Iterable[RawEntry], deliveries: Mapping[bytes, int]
@@ -341,13 +408,19 @@ class Engine:
             if missing:
                 fields = [state_field(key, node) for key, node in missing]
                 blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
-                gens = self._plan.generations if self._plan is not None else {}
-                for (key, node), blob in zip(missing, blobs, strict=True):
-                    cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
+                self._fill(graph, missing, blobs)
         except BaseException:
             cache.clear()  # the cache must not claim to cover what it failed to load
             raise
         cache.evict(keep=len({entry.key for entry in entries}))
+
+    def _fill(
+        self, graph: Graph, missing: Sequence[tuple[str, str]], blobs: Sequence[bytes | None]
+    ) -> None:
+        gens = self._plan.generations if self._plan is not None else {}
+        cache = self.cache
+        for (key, node), blob in zip(missing, blobs, strict=True):
+            cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
 
     def _slots(self, key: str, node: str, blob: bytes | None, graph: Graph, gen: bytes) -> Slots:
         arity = len(graph.nodes[node].args)
@@ -378,16 +451,22 @@ class Engine:
     def _latest(view: BatchView, request: CommitRequest) -> None:
         """Latest values per state field, and the newest ts per node and per key."""
         latest = request.latest
+        key_ts = request.key_ts
         fresh: dict[str, int] = {}
+        last_ts, ts_text = -1, ""
         for key, scope in view.keys.items():
+            prefix = state_field(key, "")
             newest = -1
             for node, (ts, value) in scope.latest.items():
-                latest += (state_field(key, node), str(ts), value_text(value))
+                if ts != last_ts:  # the values of a wave share their ts, mostly
+                    last_ts, ts_text = ts, str(ts)
+                latest += (prefix + node, ts_text, value_text(value))
                 if ts > fresh.get(node, -1):
                     fresh[node] = ts
-                newest = max(newest, ts)
+                if ts > newest:
+                    newest = ts
             if key and newest >= 0:
-                request.key_ts += (key, str(newest))
+                key_ts += (key, str(newest))
         for node, ts in fresh.items():
             request.fresh += (node, str(ts))
 
@@ -417,6 +496,7 @@ class Engine:
             self._committed(batch)
             return True
         metrics.CONFLICTS.inc()
+        batch.decoded = None
         if reply.outcome == "fenced":
             raise LeaseLost(self.keys.label, reply.holder)
         if reply.outcome == "graph":

@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from streamcalc import faults, metrics
+from streamcalc.cluster import slot_owner
 from streamcalc.engine import Batch, Engine
 from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
@@ -45,6 +46,10 @@ def instance_connected(client: redis.Redis, instance: str) -> bool:
     )
 
 
+def _nothing() -> None:
+    """No commit of another partition to settle."""
+
+
 class Tenure:
     """A partition owned by this worker: the engine that processes it under the lease."""
 
@@ -58,6 +63,10 @@ class Tenure:
         self.newest = "0-0"
         """The newest ID of the partition's input seen when it had nothing new: wait after it."""
         self.recovering = True
+        self.ahead: list[RawEntry] = []
+        """Entries read ahead (pending for this consumer): the first batch of the next turn."""
+        self.in_flight: tuple[Batch, int] | None = None
+        """A batch whose commit (and a read of so many entries) was sent; see :meth:`settle`."""
         self._retry_at = 0.0
 
     @property
@@ -87,7 +96,7 @@ class Tenure:
         faults.reached("after_claim")
         if claimed:
             metrics.CLAIMED.inc(claimed)
-        self.recovering = True
+        self.recover()
         self.log.info("partition taken", token=token, claimed=claimed)
         return True
 
@@ -95,7 +104,9 @@ class Tenure:
         """True when a lease's holder is this consumer's own dead process (not this one)."""
         if held.consumer != self.consumer or held.instance == self.engine.instance:
             return False
-        return not instance_connected(self.client, held.instance)
+        # the holder's connections are open on the node that serves the partition
+        node = slot_owner(self.client, self.keys.lease(self.settings.group))
+        return not instance_connected(node, held.instance)
 
     def _load_graph(self) -> None:
         """Load the partition's graph, with an empty state cache."""
@@ -115,8 +126,13 @@ class Tenure:
         return self.engine.scripts.renew_lease(s.group, self.token, s.lease_ms)
 
     def release(self) -> None:
-        """Give the lease back (after the last commit) and leave the partition's group."""
+        """Give the lease back (after the last commit) and leave the partition's group.
+
+        Entries read ahead stay pending: the next owner claims them first.
+        """
         s = self.settings
+        self.settle()
+        self.ahead = []
         self.engine.close()
         if self.token:
             faults.reached("before_release")
@@ -131,8 +147,22 @@ class Tenure:
 
     def lost(self) -> None:
         """Forget the partition after the lease was found gone (nothing to give back)."""
+        self.recover()
         self.engine.close()
         self.engine.token = ""
+
+    def recover(self) -> None:
+        """Start again from what Redis holds: re-read our pending entries before anything new.
+
+        What was read ahead is pending and will be read again; a commit in flight may or
+        may not have happened, so its connection (with the unread reply) and the state
+        cache are dropped.
+        """
+        self.recovering = True
+        self.ahead = []
+        self.in_flight = None
+        self.engine.drop_connection()  # it may hold replies never read
+        self.engine.cache.clear()
 
     def _ensure_group(self) -> None:
         """Create the consumer group at ID 0 (and the stream) unless it exists."""
@@ -144,13 +174,23 @@ class Tenure:
 
     def group_lost(self) -> None:
         """The group or stream vanished: recreate it, then re-read what is ours."""
+        self.recover()
         self._ensure_group()
-        self.recovering = True
 
     # -- reading -------------------------------------------------------------------------------
 
-    def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
+    def step(
+        self,
+        budget_s: float,
+        stopping: Callable[[], bool],
+        settle_previous: Callable[[], None] = _nothing,
+    ) -> int:
         """Process what is there for up to about ``budget_s``; returns the entries processed.
+
+        ``settle_previous`` ends the commit another partition left in flight; it is
+        called once this partition's first batch is evaluated, so that Python works
+        while Redis commits (the caller calls it itself when it was not). A turn that
+        runs out of time leaves its last commit in flight (:meth:`settle`).
 
         While the stored graph cannot run here, nothing is read (nothing is lost
         either: entries wait in the stream, or pending for this consumer).
@@ -158,11 +198,31 @@ class Tenure:
         if self.engine.unrunnable and not self._resume():
             return 0
         try:
-            return self._step(budget_s, stopping)
+            return self._step(budget_s, stopping, settle_previous)
         except GraphUnrunnable as exc:  # a graph load arrived mid-pump
-            self.log.error("graph cannot run here; partition paused", error=str(exc))
-            self.recovering = True
+            self._paused(exc)
             return 0
+
+    def settle(self) -> None:
+        """Read the reply of the commit left in flight; commit again at once if it was refused."""
+        if self.in_flight is None:
+            return
+        batch, read_ahead = self.in_flight
+        self.in_flight = None
+        engine = self.engine
+        try:
+            committed, fetched = engine.receive(batch, read_ahead)
+            if not committed:
+                engine.commit(engine.prepare(batch))
+        except GraphUnrunnable as exc:
+            self._paused(exc)
+            return
+        if fetched:
+            self.ahead = fetched
+
+    def _paused(self, exc: GraphUnrunnable) -> None:
+        self.log.error("graph cannot run here; partition paused", error=str(exc))
+        self.recover()
 
     def _resume(self) -> bool:
         """Try the stored graph again (at most once a second); True when it runs now."""
@@ -174,20 +234,26 @@ class Tenure:
         if self.engine.unrunnable:
             return False
         self.log.info("graph runs again; partition resumed")
-        self.recovering = True
+        self.recover()
         return True
 
-    def _step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
+    def _step(
+        self, budget_s: float, stopping: Callable[[], bool], settle_previous: Callable[[], None]
+    ) -> int:
         processed = 0
         if self.recovering:
+            settle_previous()
             processed += self.drain_own_pending(stopping, budget_s)
             if self.recovering:  # out of time: the rest of it next turn
                 return processed
-        reply = self.engine.read(self.engine.batch_size())
-        if not reply.entries:
-            self.newest = reply.newest or "0-0"
-            return processed
-        return processed + self.pump(reply.entries, budget_s, stopping)
+        first, self.ahead = self.ahead, []
+        if not first:
+            reply = self.engine.read(self.engine.batch_size())
+            if not reply.entries:
+                self.newest = reply.newest or "0-0"
+                return processed
+            first = reply.entries
+        return processed + self.pump(first, budget_s, stopping, settle_previous)
 
     def drain_own_pending(self, stopping: Callable[[], bool], budget_s: float = 60.0) -> int:
         """Process the entries this consumer owns (read before a crash, or claimed) in order.
@@ -209,22 +275,33 @@ class Tenure:
             processed += len(reply.entries)
         return processed
 
-    def pump(self, first: list[RawEntry], budget_s: float, stopping: Callable[[], bool]) -> int:
+    def pump(
+        self,
+        first: list[RawEntry],
+        budget_s: float,
+        stopping: Callable[[], bool],
+        settle_previous: Callable[[], None] = _nothing,
+    ) -> int:
         """Process batches back to back while entries keep coming, for about ``budget_s``.
 
         Each commit is sent together with a read of the next entries, and while
         Redis runs it, the batch read before is evaluated on top of it: Redis
-        and Python work at the same time.
+        and Python work at the same time. Out of time, the last commit is left in
+        flight and what was read ahead kept for the next turn, so that the next
+        partition's first batch is evaluated while Redis commits this one's.
         """
         engine = self.engine
         current: Batch | None = engine.prepare(Batch(first, {}))
+        settle_previous()
         ahead = engine.read(engine.batch_size()).entries
         processed = len(first)
         deadline = time.monotonic() + budget_s
         while current is not None:
             size = engine.batch_size()
-            engine.send(current, read_ahead=size)
-            upcoming = engine.prepare(Batch(ahead, {}), after=current) if ahead else None
+            upcoming = Batch(ahead, {}) if ahead else None
+            engine.send(current, read_ahead=size, upcoming=upcoming)
+            if upcoming is not None:
+                engine.prepare(upcoming, after=current)
             committed, fetched = engine.receive(current, read_ahead=size)
             if not committed:
                 engine.commit(engine.prepare(current))
@@ -234,9 +311,14 @@ class Tenure:
                 upcoming, fetched = engine.prepare(Batch(fetched, {})), []
                 processed += len(upcoming.raw)
             current, ahead = upcoming, fetched
-            if current is not None and (stopping() or time.monotonic() > deadline):
+            if current is not None and stopping():
                 engine.commit(current)  # finish what was read before leaving the loop
                 if ahead:
                     engine.process(ahead)
+                break
+            if current is not None and time.monotonic() > deadline:
+                read_ahead = 0 if ahead else engine.batch_size()
+                engine.send(current, read_ahead)
+                self.in_flight, self.ahead = (current, read_ahead), ahead
                 break
         return processed

@@ -51,8 +51,16 @@ class Router(Tenure):
         """The router evaluates nothing: it needs only the graph version its commits check."""
         self.engine.graph_version = graph_version(self.client, self.keys)
 
-    def step(self, budget_s: float, stopping: Callable[[], bool]) -> int:
-        """Move what waits in the routing stream; returns the entries moved."""
+    def step(
+        self,
+        budget_s: float,
+        stopping: Callable[[], bool],
+        settle_previous: Callable[[], None] | None = None,
+    ) -> int:
+        """Move what waits in the routing stream; returns the entries moved.
+
+        Nothing is left in flight (the caller settles the previous partition's commit).
+        """
         moved = 0
         start = "0" if self.recovering else ">"
         deadline = time.monotonic() + budget_s  # the worker's own partitions get their turn

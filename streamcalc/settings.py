@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a worker or a command needs to know; immutable once built."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    cluster: bool = False
+    """Treat the Redis URL as a Redis Cluster node without asking (``--cluster``)."""
     ns: str = DEFAULT_NS
     group: str = DEFAULT_GROUP
     consumer: str = ""

@@ -7,31 +7,41 @@ from typing import cast
 
 import redis
 
-from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
+from streamcalc.cluster import SlotRouter
+from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
 from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
-from streamcalc.values import Value, decode_value
+from streamcalc.values import Value, decode_latest
 
 
-def connect(url: str, *, timeout: float = 10.0, name: str | None = None) -> redis.Redis:
+def connect(
+    url: str, *, timeout: float = 10.0, name: str | None = None, cluster: bool = False
+) -> redis.Redis:
     """A client for ``url`` (bytes replies, RESP2); raises RedisUnavailable for a bad URL.
 
     ``name`` is the connections' CLIENT SETNAME, so ``CLIENT LIST`` tells who is who.
+    On a Redis Cluster node (asked on first use, or ``cluster`` forces it) every
+    command goes to its key's slot owner (:mod:`streamcalc.cluster`).
     """
     try:
-        return redis.Redis.from_url(
-            url,
-            protocol=2,
-            client_name=name,
-            socket_connect_timeout=min(timeout, 5.0),
-            socket_timeout=timeout,
-            health_check_interval=30,
+        client = cast(
+            SlotRouter,
+            SlotRouter.from_url(
+                url,
+                protocol=2,
+                client_name=name,
+                socket_connect_timeout=min(timeout, 5.0),
+                socket_timeout=timeout,
+                health_check_interval=30,
+            ),
         )
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {mask_url(url)}: {exc}") from None
+    client.forced = cluster
+    return client
 
 
 def ping(client: redis.Redis, url: str, *, wait_s: float = 0.0) -> None:
@@ -226,18 +236,7 @@ def latest_values(
         fields = [state_field(key, node) for node in nodes]
         found = cast(list[bytes | None], client.hmget(keys.latest, fields)) if fields else []
         items = list(zip(nodes, found, strict=True))
-    result: dict[str, tuple[int, Value]] = {}
-    for node, text in items:
-        if text is not None:
-            ts, _, value = text.partition(b" ")
-            try:
-                result[node] = (int(ts), decode_value(value))
-            except ValueError:
-                raise RedisStateError(
-                    f"the latest value of {node!r} in {keys.latest} was not written by "
-                    f"streamcalc: {text[:40]!r}"
-                ) from None
-    return result
+    return decode_latest(items, keys.latest)
 
 
 #: Without a lag from Redis (before 7.0, or after XDEL), it is counted, up to this many.

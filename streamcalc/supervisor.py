@@ -27,7 +27,7 @@ from types import FrameType
 import redis
 import structlog
 
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, partition_keys
@@ -56,6 +56,8 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     ]  # fmt: skip
     if s.export_values:
         command.append("--export-values")
+    if s.cluster:
+        command.append("--cluster")
     command += ["--stuck-after", str(s.stuck_after_s)]
     command += ["--function-timeout", str(s.function_timeout_s)]
     command += ["--max-future", f"{s.max_future_ms}ms"]
@@ -103,13 +105,16 @@ class Supervisor:
 
     def health(self) -> tuple[bool, str]:
         """For ``/healthz``: Redis reachable, every child alive and making progress."""
-        client = connect(self.settings.redis_url, timeout=2.0)
+        client = connect(self.settings.redis_url, timeout=2.0, cluster=self.settings.cluster)
         try:
             client.ping()
+            graph_loaded = client.exists(Namespace(self.settings.ns).root.graph)
         except redis.RedisError:
             return False, "redis unreachable"
         finally:
             client.close()
+        if not graph_loaded:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         stuck_after = self.settings.stuck_after
         now = time.time()
         for name, child in self.children.items():
@@ -202,7 +207,7 @@ class Supervisor:
                 child.send_signal(signal.SIGTERM)
         codes = [self._wait_or_kill(name, child) for name, child in self.children.items()]
         # A child stopped before it could leave (say, while starting up) leaves its name behind.
-        client = connect(self.settings.redis_url)
+        client = connect(self.settings.redis_url, cluster=self.settings.cluster)
         every = [Keys(self.settings.ns)]
         with contextlib.suppress(redis.RedisError):
             every += partition_keys(client, self.settings.ns)

@@ -25,6 +25,7 @@ import redis
 import structlog
 
 from streamcalc import metrics
+from streamcalc.cluster import classify, describe, refresh
 from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
 from streamcalc.graph import Graph
@@ -50,16 +51,20 @@ NO_GRAPH_LOG_S = 60.0
 #: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
 BLOCKED_PREFIX = "blocked: "
 
-#: Error replies that say "not now" rather than "never".
-_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+def _transient(exc: redis.RedisError) -> bool:
+    """True for an error that says "not now" rather than "never" (see :func:`classify`)."""
+    return classify(exc) is not None
 
 
-def _transient(exc: redis.ResponseError) -> bool:
-    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
-        return True
-    # Redis 7 passes a script's inner error code through; 6.2 wraps it ("... -OOM ...").
-    text = str(exc)
-    return text.startswith(_TRANSIENT) or any(f"-{code} " in text for code in _TRANSIENT)
+#: What the worker logs (once) when Redis has each kind of passing trouble.
+_TROUBLE = {
+    "connection": "redis unreachable; retrying",
+    "down": "redis cluster down; waiting until it is back",
+    "moved": "cluster slot moved; following it",
+    "migrating": "cluster slot being migrated; waiting",
+    "busy": "redis refuses writes for now; retrying",
+}
 
 
 def default_consumer_name() -> str:
@@ -84,6 +89,7 @@ class Worker:
         # A blocking read must not look like a dead socket.
         self.client = connect(
             settings.redis_url,
+            cluster=settings.cluster,
             timeout=max(10.0, settings.block_ms / 1000 + 5),
             name=client_name(self.consumer, self.instance),
         )
@@ -109,7 +115,10 @@ class Worker:
         self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
+        self._redis_trouble = "redis unreachable"
         self.waiting_for_graph = False
+        self._in_flight: Tenure | None = None
+        """The partition whose last commit is in flight, settled in the next one's turn."""
         self._held: tuple[Tenure, ...] = ()
         """What the lease keeper renews: replaced whole (never mutated) by the main loop."""
         self._keeper = LeaseKeeper(self._renew_held, self._tick, self._making_progress)
@@ -128,7 +137,7 @@ class Worker:
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
-            return False, "redis unreachable"
+            return False, self._redis_trouble
         blocked = blocked_call()
         if blocked:
             return False, blocked
@@ -209,48 +218,56 @@ class Worker:
         self.log.info("worker stopped")
 
     def _resilient(self, action: Any) -> None:
-        """Run ``action``, riding out lost connections with backoff until it succeeds or we stop."""
+        """Run ``action``, riding out lost connections with backoff until it succeeds or we stop.
+
+        Also what a cluster does for a while: a slot moving (MOVED, ASK,
+        TRYAGAIN), a failover, the cluster down; and what Redis refuses for
+        now (out of memory, busy, loading). Nothing is lost meanwhile: an
+        unfinished batch was not committed and is read again.
+        """
         delay = 0.1
-        failing = False
+        failing = ""
         while True:
             try:
                 action()
                 if failing:
-                    self.log.warning("redis is back")
+                    self.log.warning("redis is back", after=failing)
                 self.redis_ok = True
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not failing:
-                    self.log.warning("redis unreachable; retrying", error=str(exc))
-                failing = True
-                self.redis_ok = False
-                self._recover_all()
-            except redis.ResponseError as exc:
-                text = str(exc)
-                if _transient(exc):
-                    # Redis is out of memory, busy, loading or read-only: nothing is lost
-                    # (the batch was not committed), so wait and try again.
-                    if not failing:
-                        self.log.warning("redis refuses writes for now; retrying", error=text)
-                    failing = True
-                    self._recover_all()
-                elif text.startswith(("NOGROUP", "UNBLOCKED")):
+            except redis.RedisError as exc:
+                trouble = classify(exc)
+                if trouble is None:
+                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                        raise
                     # The group is gone, or the stream was deleted while we waited.
                     self.log.warning("consumer group or stream vanished; recreating it")
-                    self._groups_lost()
-                else:
-                    raise
+                    self._resilient(self._groups_lost)
+                elif trouble != failing:  # once per outage (and per kind of it)
+                    self.log.warning(_TROUBLE[trouble], error=describe(exc))
+                if trouble is not None:
+                    failing = trouble
+                    if trouble in ("connection", "down"):
+                        self.redis_ok = False
+                        self._redis_trouble = (
+                            "redis cluster down" if trouble == "down" else "redis unreachable"
+                        )
+                    refresh(self.client)
+                    self._recover_all()
+                    if trouble == "moved":  # the slot table is read again: retry at once
+                        delay = min(delay, 0.02)
             if self.stopping and failing:
                 return
             self._stopping.wait(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
 
     def _recover_all(self) -> None:
         """A batch may have been cut short: re-read what each partition left pending for us."""
+        self._in_flight = None
         for tenure in self._tenures():
-            tenure.recovering = True
+            tenure.recover()  # drops its connection too: the slot's node may have changed
 
     def _groups_lost(self) -> None:
+        self._in_flight = None
         for tenure in self._tenures():
             tenure.group_lost()
         self._next_tick = 0.0
@@ -288,6 +305,7 @@ class Worker:
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
+        self._settle_in_flight()
         for tenure in self._tenures():
             tenure.release()
         self.owned.clear()
@@ -383,25 +401,44 @@ class Worker:
             # an equal share of the time to the next tick; what an idle one leaves, the next gets
             share = (self._next_tick - time.monotonic()) / (len(tenures) - i)
             processed += self._step_one(tenure, share)
+        self._settle_in_flight()
         self._progress()
         if not processed and not self.stopping:
             self._wait()
         return processed
 
     def _step_one(self, tenure: Tenure, share: float) -> int:
+        """One partition's turn; the commit the turn before left in flight is settled in it."""
         budget = max(share, 0.01)
         try:
-            return tenure.step(budget, lambda: self.stopping)
+            processed = tenure.step(budget, lambda: self.stopping, self._settle_in_flight)
         except LeaseLost as exc:
-            self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
-            tenure.lost()
-            if tenure is self.router:
-                self.router = None
-            else:
-                self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
-            self._held = tuple(self._tenures())
-            self._next_tick = 0.0
-            return 0
+            self._lose(tenure, exc)
+            processed = 0
+        self._settle_in_flight()  # the turn did not need to (idle, paused or lost)
+        if tenure.in_flight is not None:
+            self._in_flight = tenure
+        return processed
+
+    def _settle_in_flight(self) -> None:
+        """End the commit a partition's turn left in flight (see :meth:`Tenure.step`)."""
+        tenure, self._in_flight = self._in_flight, None
+        if tenure is None:
+            return
+        try:
+            tenure.settle()
+        except LeaseLost as exc:
+            self._lose(tenure, exc)
+
+    def _lose(self, tenure: Tenure, exc: LeaseLost) -> None:
+        self.log.warning("partition lease lost", partition=tenure.keys.label, error=str(exc))
+        tenure.lost()
+        if tenure is self.router:
+            self.router = None
+        else:
+            self.owned = {p: t for p, t in self.owned.items() if t is not tenure}
+        self._held = tuple(self._tenures())
+        self._next_tick = 0.0
 
     def _wait(self) -> None:
         """Block until an owned partition has new entries, or the next tick is due."""
@@ -438,6 +475,7 @@ class Worker:
         while True:
             self.rebalance()
             processed = sum(self._step_one(t, 1.0) for t in self._tenures())
+            self._settle_in_flight()
             total += processed
             if not processed:
                 return total

@@ -15,3 +15,11 @@ def block_in_c(args: list[float]) -> float:
     if args[0] == BLOCK_AT:
         signal.sigwait({signal.SIGUSR2})
     return args[0]
+
+
+def slow(args: list[float]) -> float:
+    """The identity, a fifth of a second later: valid work that takes its time."""
+    import time
+
+    time.sleep(0.2)
+    return args[0]

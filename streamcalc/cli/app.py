@@ -11,7 +11,9 @@ from streamcalc.cli.demo import demo
 from streamcalc.cli.explain import explain
 from streamcalc.cli.graph import app as graph_app
 from streamcalc.cli.graph import partition
+from streamcalc.cli.helpers import FORCE_CLUSTER
 from streamcalc.cli.history import history, tail
+from streamcalc.cli.options import option
 from streamcalc.cli.send import send
 from streamcalc.cli.status import status
 from streamcalc.cli.trim import trim
@@ -46,12 +48,21 @@ def streamcalc(
             "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
         ),
     ] = False,
+    cluster: Annotated[
+        bool,
+        option(
+            "--cluster",
+            help="Redis is a Redis Cluster: reach each partition's slot owner "
+            "(found out from the server by itself otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """A reactive computation engine on Redis Streams.
 
     Producers append sensor readings to a stream; workers recompute the
     derived values of a graph of formulas and append each to an output stream.
     """
+    FORCE_CLUSTER["on"] = cluster
 
 
 app.command("send")(send)

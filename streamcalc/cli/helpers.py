@@ -28,8 +28,13 @@ def check_namespace(ns: str) -> str:
     return ns
 
 
+#: ``streamcalc --cluster COMMAND`` (or ``STREAMCALC_CLUSTER=1``): Redis is a cluster, forced.
+FORCE_CLUSTER = {"on": False}
+
+
 def build_settings(redis_url: str, ns: str, **extra: Any) -> Settings:
     """The settings of a command, from its options; a bad namespace is a UsageError."""
+    extra["cluster"] = bool(extra.get("cluster")) or FORCE_CLUSTER["on"]
     return Settings(redis_url=redis_url, ns=check_namespace(ns), **extra)
 
 
@@ -37,7 +42,7 @@ def redis_client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
     """A client that answered PING (waiting up to ``wait_s``), else RedisUnavailable (exit 1)."""
     from streamcalc.store import connect, ping
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, cluster=settings.cluster)
     ping(client, settings.redis_url, wait_s=wait_s)
     return client
 
