@@ -52,7 +52,10 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 def state_field(key: str, node: str) -> str:
-    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key)."""
+    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key).
+
+    ``state_field(key, "")`` is the prefix of every field of ``key``.
+    """
     return f"{key}{KEY_SEPARATOR}{node}" if key else node
 
 

@@ -48,3 +48,20 @@ def test_dead_list_and_history_show_a_field_written_twice_faithfully(
     # shown as X = 8), and the hand-written out entry with S twice is no value of S
     assert [(v.value, v.entry_id) for v in ops.history(r, keys, "X")] == [(1, good)]
     assert [v.value for v in ops.history(r, keys, "S")] == [2]
+
+
+def test_graph_show_of_a_hostile_stored_graph_sends_no_control_characters(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for hostile in (
+        {"S": b'{"name": "S", "args": ["X"], "expr": "X + 1 \\u001b[2J"}'},
+        {"S\x1b]0;owned\x07": b"{}"},
+    ):
+        r.delete(keys.graph)
+        r.hset(keys.graph, mapping=hostile)  # type: ignore[arg-type]
+        r.hincrby(keys.meta, "graph_version", 1)
+        for fmt in ("text", "json", "dot"):
+            code = main(["graph", "show", "--format", fmt, "--redis-url", redis_url, "--ns", ns])
+            out, err = capsys.readouterr()
+            assert code == 2 and "\x1b" not in out + err and "\x07" not in out + err
+            assert err.startswith("streamcalc: error: redis: node S") and "\\x1b" in err

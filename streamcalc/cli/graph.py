@@ -35,10 +35,7 @@ def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
     from streamcalc.graph.validate import input_warnings
 
     graph = parse_graph_file(file, _policy(plugins))
-    for warning in (
-        *graph.warnings,
-        *input_warnings(graph.inputs, graph.nodes, graph.declared_inputs),
-    ):
+    for warning in (*graph.warnings, *input_warnings(graph)):
         typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
     how = "inferred" if graph.declared_inputs is None else "declared"

@@ -104,7 +104,7 @@ def _warn_names(ns: str, known: frozenset[str] | None, names: Iterable[str]) -> 
     what = "is not a node" if len(unknown) == 1 else "are not nodes"
     typer.echo(
         f"streamcalc: warning: {', '.join(unknown[:5])}{more} {what} of the graph of "
-        f"namespace {ns!r}{hint}; sent anyway (workers count and skip such readings)",
+        f"namespace {ns!r}{hint}; sent anyway",
         err=True,
     )
 

@@ -17,7 +17,7 @@ import redis
 from streamcalc.keys import Keys
 from streamcalc.ops.streams import Layout, as_text, check_id, flat_pages, id_key, page_size, pages
 from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_pairs
-from streamcalc.store import FlatEntry, read_range, server_time_ms
+from streamcalc.store import FlatEntry, read_flat, read_range, server_time_ms
 
 #: Dead-letter IDs handed to one dead_retry.lua call (or one XDEL).
 DEAD_CHUNK = 100
@@ -160,17 +160,13 @@ def dead_purge(
 def dead_recent(client: redis.Redis, where: Keys | Layout, count: int = 20) -> list[DeadLetter]:
     """The newest ``count`` dead letters of every dead stream of ``where``, newest first.
 
-    One XREVRANGE of at most ``count`` entries per dead stream, whatever their
-    length: what a page that refreshes every second can afford.
+    One read of at most ``count`` entries per dead stream, newest first, whatever
+    their length: what a page that refreshes every second can afford.
     """
-    pipe = client.pipeline(transaction=False)
-    streams = _streams(where)
-    for keys, _ in streams:
-        pipe.xrevrange(keys.dead, count=count)
     letters = [
         _dead_letter(entry_id, fields, number)
-        for (_, number), rows in zip(streams, pipe.execute(), strict=True)
-        for entry_id, fields in rows
+        for keys, number in _streams(where)
+        for entry_id, fields in read_flat(client, keys.dead, count=count, reverse=True)
     ]
     letters.sort(key=lambda d: (id_key(d.id), d.partition or -1), reverse=True)
     return letters[:count]
