@@ -33,7 +33,7 @@ def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, 
     from streamcalc.resp import FullClientNeeded, QuickRedis
 
     try:
-        with QuickRedis(settings.redis_url) as quick:
+        with QuickRedis(settings.redis_url, cluster=settings.cluster) as quick:
             return _latest_quick(quick, settings.ns, nodes, key)
     except FullClientNeeded:
         pass
