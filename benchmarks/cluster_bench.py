@@ -50,7 +50,7 @@ class Plan:
     repeats: int
 
 
-QUICK = Plan("quick", 20_000, (1, 2), 1)
+QUICK = Plan("quick", 40_000, (1, 2), 1)
 FULL = Plan("full", 200_000, (1, 2, 4), 3)
 
 

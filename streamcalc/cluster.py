@@ -57,7 +57,7 @@ _CODES: dict[str, Trouble] = {
     "MASTERDOWN": "down",
     "OOM": "busy",
     "BUSY": "busy",
-    "LOADING": "busy",
+    "LOADING": "connection",  # not there yet: like a restart still under way
     "READONLY": "moved",  # a master turned replica under us: the slot is elsewhere now
 }
 
@@ -70,7 +70,7 @@ _CLASSES: tuple[tuple[type[BaseException], Trouble], ...] = (
     (TryAgainError, "migrating"),
     (ReadOnlyError, "moved"),
     (OutOfMemoryError, "busy"),
-    (BusyLoadingError, "busy"),
+    (BusyLoadingError, "connection"),
     (redis.ConnectionError, "connection"),
     (redis.TimeoutError, "connection"),
 )

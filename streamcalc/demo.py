@@ -173,8 +173,8 @@ PLANT_PARTITIONS = 2
 PLANT_PERIOD_S = 0.3
 #: Every this many readings, one is bad (a dead letter); the first comes early.
 PLANT_BAD_EVERY = 60
-#: The last device is silent this many seconds of every PLANT_CYCLE_S.
-PLANT_SILENT_S, PLANT_CYCLE_S = 15.0, 45.0
+#: The last device falls silent this many seconds into every PLANT_CYCLE_S, for PLANT_SILENT_S.
+PLANT_QUIET_FROM_S, PLANT_SILENT_S, PLANT_CYCLE_S = 5.0, 15.0, 45.0
 
 
 def _reset(client: redis.Redis, ns: str) -> None:
@@ -207,7 +207,8 @@ def run_plant(client: redis.Redis, ns: str, stop: threading.Event) -> None:
         sent += 1
         key = PLANT_DEVICES[device]
         silent = (
-            device == len(PLANT_DEVICES) - 1 and t % PLANT_CYCLE_S > PLANT_CYCLE_S - PLANT_SILENT_S
+            device == len(PLANT_DEVICES) - 1
+            and 0 <= t % PLANT_CYCLE_S - PLANT_QUIET_FROM_S < PLANT_SILENT_S
         )
         if silent:
             continue

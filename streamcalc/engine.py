@@ -239,9 +239,7 @@ class Engine:
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
         except redis.ConnectionError as exc:
-            self.drop_connection()
-            refresh(self.client)
-            raise self._located(exc) from None
+            raise self._lost(exc) from None
 
     def _take_prefetched(self, batch: Batch) -> None:
         """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
@@ -250,10 +248,9 @@ class Engine:
         try:
             blobs = self._conn.read_response()
             self._fill(self.graph, missing, blobs)
-        except redis.ConnectionError:
+        except redis.ConnectionError as exc:
             self.cache.clear()
-            self.drop_connection()
-            raise
+            raise self._lost(exc) from None
         except BaseException:
             self.cache.clear()  # the cache must not claim to cover what it failed to load
             raise
@@ -271,9 +268,7 @@ class Engine:
                     replies.append(None)
                     errors.append(exc)
         except redis.ConnectionError as exc:
-            self.drop_connection()
-            refresh(self.client)
-            raise self._located(exc) from None
+            raise self._lost(exc) from None
         if errors and not all(isinstance(error, NoScriptError) for error in errors):
             raise self._located(next(e for e in errors if not isinstance(e, NoScriptError)))
         # A NOSCRIPT read delivered nothing: the next read gets those entries.
@@ -300,6 +295,13 @@ class Engine:
         if self._conn is not None:
             self._conn.disconnect()
         self.close()
+
+    def _lost(self, exc: redis.ConnectionError) -> redis.RedisError:
+        """The dedicated connection failed: close it, look the slot owner up again."""
+        located = self._located(exc)
+        self.drop_connection()
+        refresh(self.client)
+        return located
 
     def _located(self, exc: redis.RedisError) -> redis.RedisError:
         """``exc`` naming the node and slot of this partition (for the worker's log)."""
@@ -449,16 +451,22 @@ class Engine:
     def _latest(view: BatchView, request: CommitRequest) -> None:
         """Latest values per state field, and the newest ts per node and per key."""
         latest = request.latest
+        key_ts = request.key_ts
         fresh: dict[str, int] = {}
+        last_ts, ts_text = -1, ""
         for key, scope in view.keys.items():
+            prefix = state_field(key, "")
             newest = -1
             for node, (ts, value) in scope.latest.items():
-                latest += (state_field(key, node), str(ts), value_text(value))
+                if ts != last_ts:  # the values of a wave share their ts, mostly
+                    last_ts, ts_text = ts, str(ts)
+                latest += (prefix + node, ts_text, value_text(value))
                 if ts > fresh.get(node, -1):
                     fresh[node] = ts
-                newest = max(newest, ts)
+                if ts > newest:
+                    newest = ts
             if key and newest >= 0:
-                request.key_ts += (key, str(newest))
+                key_ts += (key, str(newest))
         for node, ts in fresh.items():
             request.fresh += (node, str(ts))
 

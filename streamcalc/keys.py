@@ -20,6 +20,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from streamcalc.errors import UsageError
+
 _NS_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 
@@ -37,13 +39,23 @@ def valid_key(key: str) -> bool:
     return _KEY_PATTERN.fullmatch(key) is not None
 
 
+def check_key(key: str) -> str:
+    """``key`` if it may be an entry's ``@key``, else a UsageError saying what a key is."""
+    if not valid_key(key):
+        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    return key
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition of ``key``: zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
     return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
 
 
 def state_field(key: str, node: str) -> str:
-    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key)."""
+    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key).
+
+    ``state_field(key, "")`` is the prefix of every field of ``key``.
+    """
     return f"{key}{KEY_SEPARATOR}{node}" if key else node
 
 

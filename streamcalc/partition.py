@@ -128,7 +128,7 @@ class Tenure:
     def release(self) -> None:
         """Give the lease back (after the last commit) and leave the partition's group.
 
-        Entries read ahead stay pending: the next owner claims them first (S9).
+        Entries read ahead stay pending: the next owner claims them first.
         """
         s = self.settings
         self.settle()

@@ -16,8 +16,8 @@ batch copies what it reads into its own :class:`BatchView` before it changes it.
 from __future__ import annotations
 
 import hashlib
-from collections import ChainMap, OrderedDict
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -123,9 +123,9 @@ class StateCache:
         """Cache slots read from Redis (unless a newer commit already cached them)."""
         self.get(key).slots.setdefault(node, slots)
 
-    def update(self, changed: Mapping[str, Mapping[str, Slots]]) -> None:
-        """Cache the slots a committed batch wrote."""
-        for key, nodes in changed.items():
+    def update(self, changed: Iterable[tuple[str, Iterable[tuple[str, Slots]]]]) -> None:
+        """Cache the slots a committed batch wrote (see :meth:`BatchView.changed`)."""
+        for key, nodes in changed:
             self.get(key).slots.update(nodes)
 
     def evict(self, keep: int = 0) -> int:
@@ -142,12 +142,18 @@ class StateCache:
 
 
 class KeyView:
-    """One key's part of a batch view: what run_wave reads and writes for that key."""
+    """One key's part of a batch view: what run_wave reads and writes for that key.
 
-    __slots__ = ("base", "changed", "latest", "working")
+    Slots are read from ``overlay`` (the working slots of the batch this one is
+    speculated on, if any) and else from ``base`` (the cache), and copied into
+    ``working`` before they change.
+    """
 
-    def __init__(self, base: Mapping[str, Slots]) -> None:
+    __slots__ = ("base", "changed", "latest", "overlay", "working")
+
+    def __init__(self, base: Mapping[str, Slots], overlay: Mapping[str, Slots] | None = None):
         self.base = base
+        self.overlay: Mapping[str, Slots] = overlay or _EMPTY
         self.working: dict[str, Slots] = {}
         """Slots the batch copied from the base; the batch works on these copies."""
         self.changed: set[str] = set()
@@ -158,8 +164,12 @@ class KeyView:
         """The batch's working slots of ``node`` (copied from the base on first use)."""
         slots = self.working.get(node)
         if slots is None:
-            slots = self.working[node] = list(self.base[node])
+            source = self.overlay.get(node)
+            slots = self.working[node] = list(source if source is not None else self.base[node])
         return slots
+
+
+_EMPTY: Mapping[str, Slots] = {}
 
 
 class BatchView:
@@ -180,23 +190,22 @@ class BatchView:
         """The view of ``key``'s state."""
         view = self.keys.get(key)
         if view is None:
-            base: MutableMapping[str, Slots] = self._cache.base(key)
             after = self._after.keys.get(key) if self._after is not None else None
-            if after is not None and after.working:
-                base = ChainMap(after.working, base)
-            view = self.keys[key] = KeyView(base)
+            overlay = after.working if after is not None else None
+            view = self.keys[key] = KeyView(self._cache.base(key), overlay)
         return view
 
-    def changed(self) -> dict[str, dict[str, Slots]]:
-        """key -> node -> new slots, for every node whose slots the batch changed."""
-        return {
-            key: {node: view.working[node] for node in view.changed}
-            for key, view in self.keys.items()
-            if view.changed
-        }
+    def changed(self) -> Iterable[tuple[str, Iterable[tuple[str, Slots]]]]:
+        """(key, ((node, new slots), ...)) for every key and node whose slots the batch changed."""
+        for key, view in self.keys.items():
+            if view.changed:
+                working = view.working
+                yield key, [(node, working[node]) for node in view.changed]
 
     def fields(self) -> Iterable[tuple[str, str, Slots]]:
         """(state field, node, slots) of every changed node, for the commit."""
         for key, view in self.keys.items():
+            prefix = state_field(key, "")
+            working = view.working
             for node in view.changed:
-                yield state_field(key, node), node, view.working[node]
+                yield prefix + node, node, working[node]

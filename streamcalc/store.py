@@ -8,13 +8,13 @@ from typing import cast
 import redis
 
 from streamcalc.cluster import SlotRouter
-from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
+from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
 from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
-from streamcalc.values import Value, decode_value
+from streamcalc.values import Value, decode_latest
 
 
 def connect(
@@ -249,18 +249,7 @@ def latest_values(
         fields = [state_field(key, node) for node in nodes]
         found = cast(list[bytes | None], client.hmget(keys.latest, fields)) if fields else []
         items = list(zip(nodes, found, strict=True))
-    result: dict[str, tuple[int, Value]] = {}
-    for node, text in items:
-        if text is not None:
-            ts, _, value = text.partition(b" ")
-            try:
-                result[node] = (int(ts), decode_value(value))
-            except ValueError:
-                raise RedisStateError(
-                    f"the latest value of {node!r} in {keys.latest} was not written by "
-                    f"streamcalc: {text[:40]!r}"
-                ) from None
-    return result
+    return decode_latest(items, keys.latest)
 
 
 #: Without a lag from Redis (before 7.0, or after XDEL), it is counted, up to this many.

@@ -27,7 +27,7 @@ from types import FrameType
 import redis
 import structlog
 
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, partition_keys
@@ -108,10 +108,13 @@ class Supervisor:
         client = connect(self.settings.redis_url, timeout=2.0, cluster=self.settings.cluster)
         try:
             client.ping()
+            graph_loaded = client.exists(Namespace(self.settings.ns).root.graph)
         except redis.RedisError:
             return False, "redis unreachable"
         finally:
             client.close()
+        if not graph_loaded:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         stuck_after = self.settings.stuck_after
         now = time.time()
         for name, child in self.children.items():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TypeAlias
 
 import msgspec
+
+from streamcalc.errors import RedisStateError
 
 Number: TypeAlias = int | float
 Vector: TypeAlias = tuple[Number, ...]
@@ -86,3 +89,24 @@ def value_text(value: Value) -> str:
     if kind is int:
         return str(value)
     return _json_encoder.encode(value).decode()
+
+
+def decode_latest(
+    items: Iterable[tuple[str, bytes | None]], where: str
+) -> dict[str, tuple[int, Value]]:
+    """(ts, value) of each node's latest-value text ``"<ts> <json>"`` (None: no value yet).
+
+    Text that streamcalc did not write is a RedisStateError naming ``where``.
+    """
+    result: dict[str, tuple[int, Value]] = {}
+    for node, text in items:
+        if text is not None:
+            ts, _, value = text.partition(b" ")
+            try:
+                result[node] = (int(ts), decode_value(value))
+            except ValueError:
+                raise RedisStateError(
+                    f"the latest value of {node!r} in {where} was not written by "
+                    f"streamcalc: {text[:40]!r}"
+                ) from None
+    return result

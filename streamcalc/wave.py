@@ -102,7 +102,8 @@ def _apply(
     for parent, position, rank in plan.feeds.get(node, ()):
         slots = working.get(parent)
         if slots is None:
-            slots = working[parent] = list(view.base[parent])
+            source = view.overlay.get(parent)
+            slots = working[parent] = list(source if source is not None else view.base[parent])
         slot = slots[position]
         if slot is not None and ts < slot[0]:
             result.late += 1

@@ -115,6 +115,7 @@ class Worker:
         self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
+        self._redis_trouble = "redis unreachable"
         self.waiting_for_graph = False
         self._in_flight: Tenure | None = None
         """The partition whose last commit is in flight, settled in the next one's turn."""
@@ -136,7 +137,7 @@ class Worker:
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
-            return False, "redis unreachable"
+            return False, self._redis_trouble
         blocked = blocked_call()
         if blocked:
             return False, blocked
@@ -247,6 +248,9 @@ class Worker:
                     failing = trouble
                     if trouble in ("connection", "down"):
                         self.redis_ok = False
+                        self._redis_trouble = (
+                            "redis cluster down" if trouble == "down" else "redis unreachable"
+                        )
                     refresh(self.client)
                     self._recover_all()
                     if trouble == "moved":  # the slot table is read again: retry at once
@@ -260,7 +264,7 @@ class Worker:
         """A batch may have been cut short: re-read what each partition left pending for us."""
         self._in_flight = None
         for tenure in self._tenures():
-            tenure.recover()
+            tenure.recover()  # drops its connection too: the slot's node may have changed
 
     def _groups_lost(self) -> None:
         self._in_flight = None

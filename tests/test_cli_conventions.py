@@ -72,7 +72,7 @@ def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["worker", "--log-format", "xml"], "'xml' is not one of"),
         (["graph", "show", "--format", "png"], "'png' is not one of"),
         (["worker", "--metrics-port", "70000"], "'--metrics-port'"),
-        (["history"], "Missing argument 'node'"),
+        (["history"], "Missing argument 'NODE'"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(
@@ -218,16 +218,17 @@ def test_a_worker_waiting_for_redis_says_so_at_once(env: dict[str, str], tmp_pat
     assert "hunter2" not in log.read_text()
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_a_worker_without_a_graph_is_not_ready_and_says_so_once(
-    env: dict[str, str], r: redis.Redis, ns: str, tmp_path: Path
+    env: dict[str, str], r: redis.Redis, ns: str, tmp_path: Path, processes: int
 ) -> None:
     log = tmp_path / "worker.log"
     port = free_port()
-    with worker_process(env, log, "--metrics-port", str(port)):
+    with worker_process(env, log, "--metrics-port", str(port), "--processes", str(processes)):
         no_graph = (503, f"no graph loaded in namespace {ns!r}\n")
         wait_for(lambda: healthz(port) == no_graph, timeout=20)
         time.sleep(3)  # the worker looks for a graph every second
-        assert log.read_text().count("no graph loaded") == 1
+        assert log.read_text().count("no graph loaded;") == processes  # once by each
         load(r, ns, SEED_TOML)
         wait_for(lambda: healthz(port)[0] == 200, timeout=20)
 

@@ -56,7 +56,7 @@ from streamcalc.cluster import (
 from streamcalc.embedded import free_port
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Namespace, partition_of
-from streamcalc.store import connect, store_graph
+from streamcalc.store import connect, latest_values, store_graph
 
 # -- classification (no server) -----------------------------------------------------------------
 
@@ -68,7 +68,7 @@ CLASSES = [
     (MasterDownError("Link with MASTER is down and replica-serve-stale-data is 'no'."), "down"),
     (ReadOnlyError("You can't write against a read only replica."), "moved"),
     (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "busy"),
-    (BusyLoadingError("Redis is loading the dataset in memory"), "busy"),
+    (BusyLoadingError("Redis is loading the dataset in memory"), "connection"),
     (redis.ConnectionError("Error 111 connecting to 127.0.0.1:30001."), "connection"),
     (redis.TimeoutError("Timeout reading from socket"), "connection"),
     (NoScriptError("No matching script. Please use EVAL."), None),
@@ -91,8 +91,8 @@ REPLIES = [
     ("CLUSTERDOWN Hash slot not served", "down"),
     ("CLUSTERDOWN The cluster is down and only accepts read commands", "down"),
     ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "down"),
-    ("LOADING Redis is loading the dataset in memory", "busy"),
-    ("LOADING Valkey is loading the dataset in memory", "busy"),
+    ("LOADING Redis is loading the dataset in memory", "connection"),
+    ("LOADING Valkey is loading the dataset in memory", "connection"),
     ("READONLY You can't write against a read only replica.", "moved"),
     ("OOM command not allowed when used memory > 'maxmemory'.", "busy"),
     (f"BUSY Redis is {BUSY}", "busy"),
@@ -221,6 +221,14 @@ def healthz(port: int) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+def _healthz_text(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
 
 
 class Feeder:
@@ -467,6 +475,7 @@ def test_a_master_stopped_and_restarted_takes_the_cluster_down_and_back(
         redis_cluster.stop_node(master)
         wait_for(lambda: redis_cluster.state(others[0]) == "fail", timeout=60)
         wait_for(lambda: healthz(port) == 503, timeout=60)  # unhealthy while down
+        assert _healthz_text(port).startswith(("redis cluster down", "redis unreachable"))
         seen.append(503)
         time.sleep(1.0)
         redis_cluster.restart_node(master)
@@ -484,3 +493,61 @@ def test_a_master_stopped_and_restarted_takes_the_cluster_down_and_back(
     )
     assert seen == [503, 200]
     assert "redis cluster down" in _logs(tmp_path) or "redis unreachable" in _logs(tmp_path)
+
+
+def _metric(port: int, family: str) -> float:
+    """The sum of every sample of ``family`` on a worker's ``/metrics`` (-1: no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(family) and not line.startswith("#")
+    )
+
+
+@pytest.mark.timeout(180)
+def test_producers_processes_metrics_and_the_demo_on_a_cluster(
+    redis_cluster: LocalCluster, env: dict[str, str], tmp_path: Path
+) -> None:
+    from redis.cluster import RedisCluster
+
+    from streamcalc.producer import Producer
+
+    url = redis_cluster.node(redis_cluster.spares[0]).url
+    ns = fresh_namespace()
+    r = connect(url)
+    try:
+        store_graph(r, ns, parse_graph_text(GRAPH, "<test>"), partitions=P)
+        run = KeyedRun(r, ns, P, crash_model)
+        rng = random.Random("cluster-producers")
+        clock = {key: 1_000_000 for key in KEYS if key != "timeless"}
+        run.write(random_specs(rng, 100, KEYS, clock))
+        ours = Producer(r, ns, key="dev.4")
+        theirs_client = RedisCluster.from_url(redis_cluster.url)  # redis-py's own works too
+        theirs = Producer(theirs_client, ns, key="dev.5")
+        sent = ours.send_many([{"X": i, "Y": 1} for i in range(50)])
+        sent += theirs.send_many([{"X": i, "Y": 2} for i in range(50)])
+        assert len(sent) == 100
+        port = free_port()
+        args = ("--processes", "2", "--metrics-port", str(port), *WORKER_ARGS)
+        with WorkerProcesses(cluster_env(env, url, ns), *args, log_dir=tmp_path) as crew:
+            crew.start("sup")
+            wait_for(lambda: healthz(port) == 200, timeout=60)
+            wait_for(lambda: _metric(port, "streamcalc_partitions_owned") == P, timeout=60)
+            run.wait_idle(timeout=90)
+            wait_for(lambda: _metric(port, "streamcalc_entries_total") >= 200, timeout=30)
+            assert ours.lag() == 0 and theirs.lag() == 0
+            _assert_alive(crew, tmp_path)
+            assert crew.stop_all() == {"sup": 0}
+        x4 = latest_values(r, Namespace(ns).of_key("dev.4", P), ["X"], "dev.4")
+        x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
+        assert x4["X"][1] == 49 and x5["X"][1] == 49
+        theirs_client.close()
+    finally:
+        r.close()
+    demo = cli({**env, "STREAMCALC_DEMO_REDIS_URL": url}, "demo")
+    assert "B = 9" in demo.stdout and "B = 20" in demo.stdout

@@ -3,7 +3,8 @@
 A shell block is run when the line before its fence is a marker (see the
 README's Development section):
 
-- ``<!-- runnable -->``: run it with ``bash -e -o pipefail``; it must exit 0.
+- ``<!-- runnable -->``: run it with ``bash -e -o pipefail`` (a ``python`` block
+  with ``python``); it must exit 0.
 - ``<!-- runnable: background -->``: start it (one long-running command, such
   as a worker) and leave it running; it is stopped with SIGTERM when the
   document ends or the next background block starts, and must then exit 0.
@@ -28,19 +29,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import typer
 
+from streamcalc.cli.app import app
 from streamcalc.graph.functions import BUILTINS
 from streamcalc.keys import Keys
 from streamcalc.metrics import METRIC_NAMES
 from streamcalc.store import partition_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = ROOT / "examples"
 
 _MARKER = re.compile(r"<!--\s*(runnable(?::\s*(?P<mode>[\w-]+))?|output)\s*-->")
@@ -57,6 +62,7 @@ class Block:
     line: int
     mode: str  # "run", "background" or "output"
     text: str
+    lang: str = "sh"
     expected: list[str] = field(default_factory=list)
 
     def where(self) -> str:
@@ -95,11 +101,15 @@ def parse_blocks(path: Path) -> list[Block]:
             blocks[-1].expected = [ln for ln in body.splitlines() if ln.strip()]
         else:
             mode = marker.group("mode") or "run"
-            if lang not in ("sh", "bash") or mode not in ("run", "background"):
+            if lang not in ("sh", "bash", "python") or mode not in ("run", "background"):
                 raise AssertionError(
-                    f"{name}:{index + 1}: runnable needs a sh block (or :background)"
+                    f"{name}:{index + 1}: runnable needs a sh or python block (or :background)"
                 )
-            blocks.append(Block(name, start + 1, mode, body))
+            if lang == "python" and mode != "run":
+                raise AssertionError(f"{name}:{index + 1}: a python block runs in the foreground")
+            blocks.append(
+                Block(name, start + 1, mode, body, "python" if lang == "python" else "sh")
+            )
         index = end + 1
     return blocks
 
@@ -175,8 +185,11 @@ class Session:
             self.start_background(block)
             return
         try:
+            command = ["bash", "-e", "-o", "pipefail", "-c", block.text]
+            if block.lang == "python":
+                command = [sys.executable, "-c", block.text]
             done = subprocess.run(
-                ["bash", "-e", "-o", "pipefail", "-c", block.text],
+                command,
                 cwd=self.workdir,
                 env=self.env,
                 stdout=subprocess.PIPE,
@@ -330,25 +343,87 @@ def test_every_metric_family_is_documented() -> None:
     assert not missing, f"docs/metrics.md lacks {missing}"
 
 
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings (duplicates get -1, -2, ...)."""
+    anchors: set[str] = set()
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence or not line.startswith("#"):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        unique, n = slug, 0
+        while unique in anchors:
+            n += 1
+            unique = f"{slug}-{n}"
+        anchors.add(unique)
+    return anchors
+
+
 def test_docs_link_only_to_files_that_exist() -> None:
-    """Relative links of the README and docs/ point at files of the repository."""
+    """Relative links of the README and docs/ point at files, and headings, that exist."""
     broken = []
     for doc in DOCS:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+        text = doc.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if not (doc.parent / target).exists():
+            path = (doc.parent / target) if target else doc
+            if not path.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
+
+
+#: The internal contract's name and section numbers, and its word for the original design.
+_INTERNAL = re.compile(
+    r"\.\./shared|\bSPEC\b|§\s*\d|\bS\d{1,2}\b|\b(?i:the seed|seed's|seed (graph|example|design))\b"
+)
 
 
 def test_nothing_cites_the_internal_contract() -> None:
     """What a user reads names no internal document or section number."""
-    pattern = re.compile(r"\.\./shared|\bSPEC\b|§\s*\d|\bS\d{1,2}\b")
+    readable = [*DOCS, ROOT / "deploy" / "README.md", ROOT / "deploy" / "graph.toml"]
+    readable += sorted(EXAMPLES.rglob("*.*"))
     hits = [
         f"{doc.relative_to(ROOT)}: {line.strip()}"
-        for doc in [*DOCS, ROOT / "deploy" / "README.md"]
+        for doc in readable
+        if doc.suffix != ".pyc"
         for line in doc.read_text(encoding="utf-8").splitlines()
-        if pattern.search(line)
+        if _INTERNAL.search(line)
+    ]
+    assert not hits, hits
+
+
+def _help_texts(command: Any, path: list[str]) -> Iterator[tuple[str, str]]:
+    context = command.make_context(" ".join(["streamcalc", *path]), [], resilient_parsing=True)
+    yield " ".join(path), command.get_help(context)
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _help_texts(sub, [*path, name])
+
+
+def test_help_texts_cite_no_internal_contract() -> None:
+    """``streamcalc ... --help`` of every command reads on its own (no section numbers)."""
+    helps = list(_help_texts(typer.main.get_command(app), []))
+    assert len(helps) >= 15
+    hits = [f"{path or 'streamcalc'}: {text}" for path, text in helps if _INTERNAL.search(text)]
+    assert not hits, hits
+
+
+def test_the_package_cites_no_internal_contract() -> None:
+    """Docstrings, messages and comments of the package point at docs/, not at section numbers."""
+    sources = [
+        path
+        for path in sorted((ROOT / "streamcalc").rglob("*"))
+        if path.suffix in (".py", ".lua") and "vendor" not in path.parts
+    ]
+    assert len(sources) > 40
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _INTERNAL.search(line)
     ]
     assert not hits, hits

@@ -1129,8 +1129,15 @@ def test_inputs_table_declares_the_inputs() -> None:
     assert graph.declared_inputs == {"C", "D", "E", "F"}
     assert graph.inputs == {"C", "D", "E", "F"}
     assert parse(SEED).declared_inputs is None
-    # The declaration is the file's: the stored graph and its version are the same.
-    assert graph.version_hash == parse(SEED).version_hash
+    # The declaration is stored with the graph (workers treat every declared input as a
+    # node) and is part of its version.
+    assert graph.version_hash != parse(SEED).version_hash
+    again = Graph.from_definitions(graph.stored())
+    assert again.declared_inputs == graph.declared_inputs and again == graph
+    assert Graph.from_definitions(parse(SEED).stored()).declared_inputs is None
+    assert Graph.names_of(parse(declared.replace('"F"', '"F", "G"') + SEED).stored()) == {
+        *"ABCDEFG"
+    }
 
 
 @pytest.mark.parametrize(
@@ -1161,12 +1168,11 @@ def test_input_warnings() -> None:
     from streamcalc.graph.validate import input_warnings
 
     graph = parse('[nodes.total_out]\nexpr = "a + b"\n[nodes.eff]\nexpr = "total_ot / a"\n')
-    (warning,) = input_warnings(graph.inputs, graph.nodes, graph.declared_inputs)
+    (warning,) = input_warnings(graph)
     assert warning.startswith("input total_ot is close to node total_out: a typo?")
     graph = parse('[inputs]\nnames = ["a", "b", "spare"]\n[nodes.s]\nexpr = "a + b"\n')
-    assert input_warnings(graph.inputs, graph.nodes, graph.declared_inputs) == (
-        "input spare is declared in [inputs] but no node uses it (its readings are not stored)",
-    )
+    assert input_warnings(graph) == ("input spare is declared in [inputs] but no node uses it",)
+    assert graph.inputs == {"a", "b", "spare"}  # declared: a node, even if no node uses it
 
 
 # --------------------------------------------------------------------------- nothing else compiles

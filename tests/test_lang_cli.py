@@ -82,11 +82,8 @@ def test_declared_inputs_make_an_undeclared_one_an_error(
     )
     code, out, err = run(capsys, "graph", "check", str(fixed))
     assert code == 0
-    assert out.splitlines()[1] == "inputs (declared): dev1.in, dev1.out, dev2.out, temp"
-    assert err == (
-        f"{fixed}: warning: input spare is declared in [inputs] but no node uses it "
-        "(its readings are not stored)\n"
-    )
+    assert out.splitlines()[1] == "inputs (declared): dev1.in, dev1.out, dev2.out, spare, temp"
+    assert err == f"{fixed}: warning: input spare is declared in [inputs] but no node uses it\n"
 
 
 def test_a_keyword_name_that_cannot_be_parsed_says_what_to_do(
@@ -316,7 +313,7 @@ def test_send_of_a_name_not_in_the_graph_warns_and_sends(
     assert code == 0 and out.strip() == r.xrange(Keys(ns).input)[-1][0].decode()
     assert err == (
         f"streamcalc: warning: CC is not a node of the graph of namespace {ns!r} "
-        "(did you mean C?); sent anyway (workers count and skip such readings)\n"
+        "(did you mean C?); sent anyway\n"
     )
     code, _, err = run(capsys, "send", "C=1", "D=2", *seed)
     assert code == 0 and err == ""
@@ -380,3 +377,22 @@ def test_explain_reads_the_partition_of_the_key(
         shown = explain_json(capsys, common, "A", "--key", key)
         assert [s["value"] for s in shown["slots"]] == [value, 1, None], key
         assert shown["slots"][0]["arg_latest"]["value"] == value
+
+
+def test_a_declared_input_no_node_uses_is_a_node(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_url: str, ns: str, r: redis.Redis
+) -> None:
+    """Its readings are stored (values shows them), never unknown (nor dead letters)."""
+    common = ["--redis-url", redis_url, "--ns", ns]
+    text = '[inputs]\nnames = ["a", "spare"]\n[defaults]\nunknown = "dead"\n'
+    text += '[nodes.x]\nexpr = "a * 2"\n'
+    assert run(capsys, "graph", "load", str(write(tmp_path, text)), *common)[0] == 0
+    code, _, err = run(capsys, "send", "spare=5", "a=1", "--ts", "1000", *common)
+    assert code == 0 and err == ""
+    drain(redis_url, ns)
+    assert r.xlen(Keys(ns).dead) == 0
+    code, out, _ = run(capsys, "values", "spare", "--json", *common)
+    assert code == 0 and json.loads(out)["spare"]["value"] == 5
+    code, out, _ = run(capsys, "graph", "show", *common)
+    assert out.splitlines()[-1] == "inputs: a, spare"
+    assert explain_json(capsys, common, "spare")["explanation"][1] == "no node takes it"

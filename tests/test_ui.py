@@ -16,7 +16,7 @@ import redis
 from helpers import drain, load
 from ui_support import PageProcess, alive, call, children, poll
 
-from streamcalc.embedded import free_port
+from streamcalc.embedded import EmbeddedRedis, free_port
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace
 from streamcalc.producer import Producer
@@ -61,8 +61,9 @@ def test_api_answers_json(redis_url: str, r: redis.Redis, ns: str, env: dict[str
         assert values["A"]["freshness"] == "fresh"
         assert values["A"]["waits_for"] == ["C", "D", "E"]  # consumed by its firing
         node = call(f"{page.url}/api/node/A")[2]
-        assert [s["state"] for s in node["slots"]] == ["consumed"] * 3
-        assert "consumed" in node["why"] and node["feeds"] == ["B"]
+        assert node["explain"]["state"] == "waiting" and node["explain"]["feeds"] == ["B"]
+        assert [s["status"] for s in node["explain"]["slots"]] == ["used"] * 3
+        assert "waits for a new value of C" in node["explain"]["explanation"][0]
         assert [v["value"] for v in node["recent"]] == [15]
         meta = call(f"{page.url}/api/meta")[2]
         assert meta["ns"] == ns and meta["allow_actions"] is False
@@ -150,16 +151,22 @@ def test_node_slots_tell_what_it_waits_for(redis_url: str, r: redis.Redis, ns: s
     producer.send({"D": 2}, ts=now)
     drain(redis_url, ns)
     detail = Reader(r, ns).node("A", "")
-    assert [(s.arg, s.state) for s in detail.slots] == [
-        ("C", "expired"),
-        ("D", "valid"),
+    # The explanation is explain's own: C's old value was emptied when D's came.
+    assert [(s.arg, s.status) for s in detail.explain.slots] == [
+        ("C", "used"),
+        ("D", "filled"),
         ("E", "empty"),
     ]
+    assert detail.explain.state == "waiting"
     assert detail.state.waits_for == ["C", "E"] and detail.state.filled == 1
-    assert "E never filled" in detail.why and "C expired" in detail.why
+    assert "a value of E (none received yet)" in detail.explain.explanation[0]
     inputs = Reader(r, ns).node("C", "")
-    assert inputs.slots == [] and inputs.info.ttl_ms == 60_000
+    assert inputs.explain.kind == "input" and inputs.info.ttl_ms == 60_000
     assert inputs.state.freshness == "stale" and inputs.state.value == 1
+    aged = Reader(r, ns)
+    producer.send({"D": 3}, ts=now - 61_000)  # late (older than D's slot): changes nothing
+    drain(redis_url, ns)
+    assert aged.node("A", "").state.waits_for == ["C", "E"]
 
 
 def test_keyed_namespace_values_search_and_stalest(redis_url: str, r: redis.Redis, ns: str) -> None:
@@ -260,3 +267,25 @@ def test_demo_ui_runs_a_plant_and_stops_cleanly(env: dict[str, str]) -> None:
         assert time.monotonic() - started < 20
         assert "demo stopped" in "".join(page.output)
         poll(lambda: not any(alive(p) for p in redis_children), timeout=10)
+
+
+def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> None:
+    """No graph yet: an empty diagram; Redis gone: one-line 503s, and the page recovers."""
+    server = EmbeddedRedis().start()
+    try:
+        with PageProcess({**env, "STREAMCALC_REDIS_URL": server.url}, "ui") as page:
+            assert call(f"{page.url}/api/graph")[2]["nodes"] == []
+            live = call(f"{page.url}/api/live")[2]
+            assert live["values"]["nodes"] == {} and live["error"] is None
+            port = server.port
+            server.stop()
+            code, kind, body = call(f"{page.url}/api/live")
+            assert code == 503 and kind == "application/json" and "\n" not in body["error"]
+            server = EmbeddedRedis(port=port).start()
+            with redis.Redis.from_url(server.url) as fresh:
+                load(fresh, ns, SEED)
+            poll(lambda: call(f"{page.url}/api/live")[0] == 200, timeout=30)
+            assert poll(lambda: call(f"{page.url}/api/graph")[2]["nodes"], timeout=30)
+            assert page.proc.poll() is None
+    finally:
+        server.stop()

@@ -100,6 +100,9 @@ def test_diagram_shows_every_node_and_a_sent_value_within_3s(
         assert ids == ["A", "B", "C", "D", "E", "F"]
         assert page.evaluate("window.streamcalc.cy.edges().length") == 5
         page.evaluate("window.notReloaded = true")
+        before = page.evaluate("window.streamcalc.refreshes")
+        time.sleep(3)
+        assert page.evaluate("window.streamcalc.refreshes") - before >= 3  # once a second
         send(env, "C=4", "D=5", "E=6")
         sent = time.monotonic()
         page.wait_for_function(
@@ -110,7 +113,8 @@ def test_diagram_shows_every_node_and_a_sent_value_within_3s(
         assert border(page, "A") == GREEN
         tap(page, "A")
         page.wait_for_function("document.getElementById('d-value').textContent === '15'")
-        assert "waits for a value of C, D, E consumed" in page.inner_text("#d-why")
+        assert "waiting" in page.inner_text("#d-why")  # explain's own words
+        assert "waits for a new value of C" in page.inner_text("#d-why")
         assert page.inner_text("#partitions tbody").count("w1") >= 1
         page.wait_for_function("document.getElementById('p-workers').textContent === '1'")
 
@@ -151,12 +155,13 @@ def test_a_dead_letter_appears_and_is_purged_after_confirmation(
         row = page.wait_for_selector("#dead tbody tr", timeout=10_000)
         assert "bad value for 'C'" in row.inner_text()
         page.wait_for_function("document.getElementById('p-dead').textContent === '1'")
-        row.query_selector("button.danger").click()  # purge: asks first
+        purge = page.locator("#dead tbody tr button.danger").first
+        purge.click()  # asks first
         assert page.is_visible("#confirm")
         page.click("#confirm-cancel")
         time.sleep(1.5)
         assert r.xlen(Keys(ns).dead) == 1  # cancelled: nothing changed
-        page.wait_for_selector("#dead tbody tr").query_selector("button.danger").click()
+        purge.click()
         page.click("#confirm-ok")
         page.wait_for_selector("#dead-empty", state="visible", timeout=10_000)
         assert r.xlen(Keys(ns).dead) == 0
@@ -254,4 +259,13 @@ def test_screenshot_of_the_demo_plant(env: dict[str, str], page: Any) -> None:
         time.sleep(1.5)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "live-page.png"), full_page=True)
+        page.fill("#key", "boiler-4")  # silent from 5 s to 20 s after the start: goes stale
+        page.dispatch_event("#key", "change")
+        page.wait_for_function(
+            "window.streamcalc.values.key === 'boiler-4'"
+            " && window.streamcalc.cy.getElementById('flow').data('freshness') === 'stale'",
+            timeout=30_000,
+        )
+        assert border(page, "flow") == RED
+        page.locator(".diagram-card").screenshot(path=str(SHOTS / "live-page-stale.png"))
         assert demo.stop() == 0

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import StreamcalcError, UsageError
@@ -33,6 +32,8 @@ def dead_list(
     namespace), pairs (every original field as [name, value], in order, as a
     retry re-queues them: a name written twice is there twice).
     """
+    from streamcalc import ops
+
     client, shape = connect_namespace(redis_url, ns)
     letters = ops.dead_list(client, shape, count, from_id)
     show(
@@ -59,7 +60,9 @@ def _partition(number: int | None) -> str:
 
 
 AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
-Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs.", show_default=False)]
+Ids = Annotated[
+    list[str] | None, typer.Argument(metavar="ID...", help="Dead-letter IDs.", show_default=False)
+]
 
 
 @app.command("retry")
@@ -69,12 +72,15 @@ def dead_retry(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Re-queue dead letters as new input entries (and delete them from the dead letters).
+    """Re-queue dead letters as input entries.
 
+    A retried letter is deleted from the dead letters.
     Each letter goes back to the input stream of its own partition; a given ID
     is looked for in every partition's dead letters. An ID not found is an
     error (exit 1), after the others are retried.
     """
+    from streamcalc import ops
+
     if bool(ids) == everything:
         raise UsageError("give dead-letter IDs or --all, not both or neither")
     selected = None if everything else [ops.check_id(i) for i in ids or []]
@@ -99,7 +105,12 @@ def dead_purge(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Delete dead letters of every partition: the given IDs, those --older-than, or --all."""
+    """Delete dead letters of every partition.
+
+    The given IDs, those --older-than a duration, or --all.
+    """
+    from streamcalc import ops
+
     if sum((bool(ids), everything, older_than_ms is not None)) != 1:
         raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
     checked = [ops.check_id(i) for i in ids] if ids else None

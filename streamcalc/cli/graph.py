@@ -3,38 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from streamcalc.cli.helpers import build_settings, redis_client
 from streamcalc.cli.options import GraphFormat, Namespace, RedisUrl, choice_option, option, trusted
 from streamcalc.cli.options import Plugins as PluginsOption
-from streamcalc.errors import StreamcalcError, UsageError
-from streamcalc.graph.plugins import PluginPolicy
+from streamcalc.errors import StreamcalcError
 from streamcalc.keys import Keys
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
+if TYPE_CHECKING:
+    from streamcalc.graph.plugins import PluginPolicy
+
 app = typer.Typer(help="Check, load and show the dependency graph.", no_args_is_help=True)
 
-GraphFile = Annotated[Path, typer.Argument(help="Graph file (TOML).")]
+GraphFile = Annotated[Path, typer.Argument(metavar="FILE", help="Graph file (TOML).")]
 
 
 @app.command("check")
 def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
-    """Validate a graph file offline (importing plugins only from --plugins modules).
+    """Check a graph file without Redis.
 
     Prints the inputs (declared in [inputs], or inferred: the arguments no node
-    defines) and warns about inferred inputs that look like typos of other nodes.
+    defines) and warns about inferred inputs that look like typos of other
+    nodes. Plugins are imported only from --plugins modules (then each must
+    resolve).
     """
     from streamcalc.graph import parse_graph_file
     from streamcalc.graph.validate import input_warnings
 
     graph = parse_graph_file(file, _policy(plugins))
-    for warning in (
-        *graph.warnings,
-        *input_warnings(graph.inputs, graph.nodes, graph.declared_inputs),
-    ):
+    for warning in (*graph.warnings, *input_warnings(graph)):
         typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok ({len(graph.nodes)} derived nodes, {len(graph.inputs)} inputs)")
     how = "inferred" if graph.declared_inputs is None else "declared"
@@ -43,6 +44,8 @@ def graph_check(file: GraphFile, plugins: PluginsOption = "") -> None:
 
 def _policy(plugins: str) -> PluginPolicy:
     """Import nothing, unless told which modules to trust: then they must resolve."""
+    from streamcalc.graph.plugins import PluginPolicy
+
     modules = trusted(plugins)
     return PluginPolicy(modules, load=True) if modules else PluginPolicy()
 
@@ -63,7 +66,11 @@ def graph_load(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Validate a graph file and replace the stored graph atomically, in every partition."""
+    """Check a graph file and store it: running workers pick it up.
+
+    The stored graph is replaced atomically in every partition; loading the
+    graph the namespace already holds changes nothing.
+    """
     from streamcalc.graph import parse_graph_file
     from streamcalc.store import graph_version, partition_count, store_graph
 
@@ -80,17 +87,19 @@ def graph_load(
 
 
 def partition(
-    key: Annotated[str, typer.Argument(help="An entry's @key.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="An entry's @key.")],
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Print the partition of a key and the input stream its entries go to."""
+    """Print a key's partition and its input stream.
+
+    For producers that XADD directly: "3 sc:{default:3}:in".
+    """
     from streamcalc.keys import Namespace as Layout
-    from streamcalc.keys import partition_of, valid_key
+    from streamcalc.keys import check_key, partition_of
     from streamcalc.store import partition_count
 
-    if not valid_key(key):
-        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    check_key(key)
     count = partition_count(redis_client(build_settings(redis_url, ns)), ns)
     p = partition_of(key, count)
     typer.echo(f"{p} {Layout(ns).partition(p, count).input}")

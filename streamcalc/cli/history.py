@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show, to_json, value_cell, when
 from streamcalc.cli.options import (
     JsonFlag,
@@ -20,13 +19,14 @@ from streamcalc.cli.options import (
     option,
 )
 from streamcalc.errors import UsageError
-from streamcalc.graph import valid_node_name
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
-from streamcalc.store import server_time_ms
+
+if TYPE_CHECKING:
+    from streamcalc import ops
 
 
 def history(
-    node: Annotated[str, typer.Argument(help="The node.")],
+    node: Annotated[str, typer.Argument(metavar="NODE", help="The node.")],
     since_ms: Annotated[
         int | None, duration_option("--since", "Only entries written this long ago or later")
     ] = None,
@@ -44,6 +44,10 @@ def history(
     --json prints a list of objects: ts, value, entry_id, source ("in" or
     "out"), key ("" for the empty key), partition.
     """
+    from streamcalc import ops
+    from streamcalc.graph import valid_node_name
+    from streamcalc.store import server_time_ms
+
     if not valid_node_name(node):
         raise UsageError(f"bad node name {node!r}")
     if key is not None:
@@ -73,7 +77,11 @@ def history(
 def tail(
     from_id: Annotated[
         str,
-        option("--from", help="'$' = from now on, '0' = all in the stream, or an entry ID."),
+        option(
+            "--from",
+            metavar="ID",
+            help="'$': from now on, '0': all in the streams, or an entry ID.",
+        ),
     ] = "$",
     count: Annotated[
         int | None, option("--count", min=1, help="Stop after this many values.")
@@ -93,6 +101,9 @@ def tail(
     time. --json prints one object per line: id, node, value, ts (ms since the
     epoch), src, key, partition.
     """
+    from streamcalc import ops
+    from streamcalc.graph import valid_node_name
+
     for node in nodes or []:
         if not valid_node_name(node):
             raise UsageError(f"bad node name {node!r}")

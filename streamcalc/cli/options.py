@@ -50,7 +50,7 @@ def duration(text: str | int, flag: str) -> int:
         raise UsageError(f"bad {flag} {text!r}: {exc}") from None
 
 
-def duration_option(flag: str, help: str) -> Any:
+def duration_option(flag: str, help: str, **kw: Any) -> Any:
     """An option whose value is a duration in ms (``--since 1h`` -> 3600000).
 
     A bad one is a UsageError (exit 2, one line) naming the option, raised
@@ -61,6 +61,7 @@ def duration_option(flag: str, help: str) -> Any:
         help=f"{help} ({DURATION_HELP}).",
         parser=partial(duration, flag=flag),
         metavar="DURATION",
+        **kw,
     )
 
 
@@ -95,16 +96,24 @@ def choice_option(flag: str, help: str) -> Any:
     return option(flag, help=help, case_sensitive=False)
 
 
-RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]
-Namespace = Annotated[str, option("--ns", help="Namespace: keys live under sc:{NS}:.")]
+RedisUrl = Annotated[
+    str, option("--redis-url", metavar="URL", help="Redis URL (redis://, rediss://, unix://).")
+]
+Namespace = Annotated[
+    str, option("--ns", metavar="NS", help="Namespace: its keys live under sc:{NS}:.")
+]
 JsonFlag = Annotated[bool, option("--json", help="Print JSON instead of text.")]
 KeyOption = Annotated[
-    str | None, option("--key", help="An entry's @key: only that key's values.", show_default=False)
+    str | None,
+    option(
+        "--key", metavar="KEY", help="Only this key's values (an entry's @key).", show_default=False
+    ),
 ]
 Plugins = Annotated[
     str,
     option(
         "--plugins",
+        metavar="MODULES",
         help="Trusted plugin modules, comma-separated (each with its submodules); "
         "no other module is ever imported.",
     ),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import age, connect_namespace, table, to_json
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, option
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL
+
+if TYPE_CHECKING:
+    from streamcalc import ops
 
 #: The text output lists at most this many partitions (those with the most lag); --json all.
 PARTITION_ROWS = 32
@@ -21,7 +23,7 @@ def status(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Show partitions, owners, streams, lag, pending, workers and rates.
+    """Show partitions, owners, lag, workers and rates.
 
     --json prints one object: ns, graph_version, streams (in, out, dead: key,
     length, first_id, last_id, groups: name, pending, last_delivered_id, lag,
@@ -39,6 +41,8 @@ def status(
     pending, owned), unknown_names (name, count: the most frequent names read
     that are not nodes of the graph, since it was loaded).
     """
+    from streamcalc import ops
+
     client, shape = connect_namespace(redis_url, ns)
     snapshot = ops.status(client, shape, group)
     if as_json:
@@ -107,7 +111,9 @@ def _partitions(snapshot: ops.Status) -> None:
     rows = [*snapshot.partitions, *([snapshot.router] if snapshot.router else [])]
     most_lag = sorted(range(len(rows)), key=lambda i: -(rows[i].lag or 0))[:PARTITION_ROWS]
     shown = [rows[i] for i in sorted(most_lag)]
-    totals = snapshot.totals or ops.Totals(0, False, 0, 0)
+    from streamcalc.ops import Totals
+
+    totals = snapshot.totals or Totals(0, False, 0, 0)
     owner = "owner (expires in)"
     table(
         ["partition", owner, "lag", "pending", "in", "out", "dead", "consumers"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -33,6 +34,9 @@ FunctionError (see :meth:`Graph.evaluate`)."""
 _encoder = msgspec.json.Encoder()
 #: The graph hash's field of ``[defaults] unknown`` (only when it is not the default).
 _UNKNOWN = b"@unknown"
+#: The graph hash's field of a file's ``[inputs]`` (a JSON list; only when the file has one).
+_INPUTS = b"@inputs"
+_names_decoder = msgspec.json.Decoder(list[str])
 _decoder = msgspec.json.Decoder(NodeDef)
 
 
@@ -68,8 +72,8 @@ class Graph:
     inputs: frozenset[str]
     """Nodes used as arguments but not defined."""
     declared_inputs: frozenset[str] | None
-    """The inputs a graph file's ``[inputs]`` table declares (None: no table; a graph read
-    back from Redis has none). Not part of the stored graph or its hash."""
+    """The inputs a graph file's ``[inputs]`` table declares (None: no table). Stored with
+    the graph (the ``@inputs`` field) and part of its hash; all of them are in ``inputs``."""
     parents: Mapping[str, tuple[tuple[str, int], ...]]
     """Any node -> every (derived node, argument position) slot it feeds."""
     rank: Mapping[str, int]
@@ -118,6 +122,8 @@ class Graph:
         if declared_inputs is not None:
             self.declared_inputs = frozenset(declared_inputs)
             check_inputs(source, by_name, self.inputs, self.declared_inputs)
+            # A declared input no node uses is still a node: its readings are stored.
+            self.inputs |= self.declared_inputs
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
@@ -179,7 +185,12 @@ class Graph:
         return stored
 
     def _options(self) -> dict[bytes, bytes]:
-        return {} if self.unknown == UNKNOWN_POLICIES[0] else {_UNKNOWN: self.unknown.encode()}
+        options: dict[bytes, bytes] = {}
+        if self.unknown != UNKNOWN_POLICIES[0]:
+            options[_UNKNOWN] = self.unknown.encode()
+        if self.declared_inputs is not None:
+            options[_INPUTS] = _encoder.encode(sorted(self.declared_inputs))
+        return options
 
     @classmethod
     def from_definitions(
@@ -193,9 +204,14 @@ class Graph:
         and compiling its node functions (``plugins`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
         unknown = UNKNOWN_POLICIES[0]
+        declared: list[str] | None = None
         for key, text in defs.items():
-            if (key.encode() if isinstance(key, str) else key) == _UNKNOWN:
+            field = key.encode() if isinstance(key, str) else key
+            if field == _UNKNOWN:
                 unknown = text.decode("utf-8", "backslashreplace")
+                continue
+            if field == _INPUTS:
+                declared = _declared(source, text)
                 continue
             try:
                 name = key.decode() if isinstance(key, bytes) else key
@@ -208,7 +224,7 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source, plugins=plugins, unknown=unknown)
+        return cls(nodes, source, plugins=plugins, unknown=unknown, declared_inputs=declared)
 
     @staticmethod
     def names_of(defs: Mapping[_Key, bytes]) -> frozenset[str]:
@@ -217,6 +233,9 @@ class Graph:
         names: set[str] = set()
         for key, text in defs.items():
             name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            if name == _INPUTS.decode():
+                with contextlib.suppress(msgspec.DecodeError):
+                    names.update(_names_decoder.decode(text))
             if name.startswith("@"):
                 continue  # a setting of the graph, not a node
             names.add(name)
@@ -239,6 +258,13 @@ class Graph:
             f"<Graph {len(self.nodes)} derived, {len(self.inputs)} inputs, "
             f"version {self.version_hash[:12]}>"
         )
+
+
+def _declared(source: str, text: bytes) -> list[str]:
+    try:
+        return _names_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise graph_error(source, f"bad stored inputs: {exc}") from None
 
 
 def _node_function(name: str, formula: Formula, count: int) -> NodeFunction:

@@ -7,7 +7,8 @@ same checks serve a graph file and a graph read back from Redis.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from streamcalc.durations import MAX_MS
 from streamcalc.graph.expr import CompiledExpression, ExpressionError, builtin_formula
@@ -22,6 +23,9 @@ from streamcalc.graph.model import (
     valid_node_name,
 )
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy, UnknownFunction
+
+if TYPE_CHECKING:
+    from streamcalc.graph.compiled import Graph
 
 # Slot timestamps are compared in Lua, whose numbers are doubles: stay exact.
 MAX_TTL_MS = MAX_MS
@@ -210,20 +214,18 @@ def check_inputs(
                 )
 
 
-def input_warnings(
-    inputs: frozenset[str], derived: Iterable[str], declared: frozenset[str] | None
-) -> tuple[str, ...]:
+def input_warnings(graph: Graph) -> tuple[str, ...]:
     """What ``graph check`` warns about the inputs: undeclared names one edit away from
     another node's (``total_ot`` next to ``total_out``), declared ones nothing uses."""
-    if declared is not None:
+    used = frozenset(graph.parents) - frozenset(graph.nodes)
+    if graph.declared_inputs is not None:
         return tuple(
-            f"input {name} is declared in [inputs] but no node uses it "
-            "(its readings are not stored)"
-            for name in sorted(declared - inputs)
+            f"input {name} is declared in [inputs] but no node uses it"
+            for name in sorted(graph.declared_inputs - used)
         )
-    derived = frozenset(derived)
+    derived = frozenset(graph.nodes)
     found: list[str] = []
-    for name, other in near_misses(inputs, derived):
+    for name, other in near_misses(used, derived):
         kind = "node" if other in derived else "input"
         found.append(
             f"input {name} is close to {kind} {other}: a typo? "

@@ -22,13 +22,14 @@ namespace's :class:`~streamcalc.ops.streams.Layout` (every partition, and with
 partitions.
 """
 
+from streamcalc.keys import check_key
 from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_recent, dead_retry
 from streamcalc.ops.explain import Explanation, SlotView, explain
 from streamcalc.ops.rates import Rates
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
 from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Status, Totals, status
 from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
-from streamcalc.ops.streams import Layout, check_id, check_key, layout
+from streamcalc.ops.streams import Layout, check_id, layout
 from streamcalc.ops.timeline import Emitted, PastValue, history, tail
 
 __all__ = [

@@ -16,15 +16,8 @@ import redis
 
 from streamcalc.keys import Keys
 from streamcalc.ops.streams import Layout, as_text, check_id, flat_pages, id_key, page_size, pages
-from streamcalc.scripts import (
-    DEAD_ERROR,
-    DEAD_NODE,
-    DEAD_SRC,
-    Scripts,
-    original_pairs,
-    range_script,
-)
-from streamcalc.store import FlatEntry, flat_range_args, flat_rows, read_range, server_time_ms
+from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_pairs
+from streamcalc.store import FlatEntry, read_flat, read_range, server_time_ms
 
 #: Dead-letter IDs handed to one dead_retry.lua call (or one XDEL).
 DEAD_CHUNK = 100
@@ -167,18 +160,13 @@ def dead_purge(
 def dead_recent(client: redis.Redis, where: Keys | Layout, count: int = 20) -> list[DeadLetter]:
     """The newest ``count`` dead letters of every dead stream of ``where``, newest first.
 
-    One XREVRANGE of at most ``count`` entries per dead stream, whatever their
-    length: what a page that refreshes every second can afford.
+    One read of at most ``count`` entries per dead stream, newest first, whatever
+    their length: what a page that refreshes every second can afford.
     """
-    pipe = client.pipeline(transaction=False)
-    streams = _streams(where)
-    script = range_script(client)
-    for keys, _ in streams:
-        script([keys.dead], flat_range_args(count=count, reverse=True), client=pipe)
     letters = [
         _dead_letter(entry_id, fields, number)
-        for (_, number), reply in zip(streams, pipe.execute(), strict=True)
-        for entry_id, fields in flat_rows(reply)
+        for keys, number in _streams(where)
+        for entry_id, fields in read_flat(client, keys.dead, count=count, reverse=True)
     ]
     letters.sort(key=lambda d: (id_key(d.id), d.partition or -1), reverse=True)
     return letters[:count]

@@ -3,7 +3,7 @@
 It reads the committed state of the key's partition (never a worker's cache):
 the node's latest value, and for a derived node its argument slots (one field
 ``key|node`` of the partition's ``slots`` hash, see :mod:`streamcalc.state`),
-then judges them as a wave would (SPEC S3, S4). Every wave that changes a slot
+then judges them as a wave would (TTL and mode, docs/semantics.md). Every wave that changes a slot
 empties the ones that have expired against the newest, so what the state holds
 is fresh among itself; what can be stale is a value older than the ttl *now*:
 an argument value that came now would expire it. The words say what the node
@@ -53,7 +53,7 @@ class SlotView(msgspec.Struct, frozen=True):
     age_s: float | None
     expired: bool
     """Holds a value older than the ttl by the Redis server's clock: an argument value that
-    came now would expire it (a wave judges a slot against the newest one, SPEC S3, and has
+    came now would expire it (a wave judges a slot against the newest one, and has
     already emptied any that were expired then: those are ``used``)."""
     arg_latest: Latest | None
     """The argument node's own latest value (it may be newer than the slot's)."""
@@ -101,13 +101,18 @@ def require_nodes(known: frozenset[str] | None, nodes: list[str], ns: str) -> No
             raise unknown_node(node, known, ns)
 
 
-def explain(client: redis.Redis, shape: Layout, node: str, key: str = "") -> Explanation:
+def explain(
+    client: redis.Redis, shape: Layout, node: str, key: str = "", *, graph: Graph | None = None
+) -> Explanation:
     """Explain ``node`` of ``key`` (the empty key by default) from the committed state.
 
+    ``graph``: the stored graph when the caller holds it already (the live page
+    does: compiling a big graph for every click would cost more than the rest).
     Raises StreamcalcError (exit 1) for a node the stored graph does not have.
     """
     keys = shape.of_key(key)
-    _, graph = fetch_graph(client, keys)
+    if graph is None:
+        _, graph = fetch_graph(client, keys)
     if graph is None or (node not in graph.nodes and node not in graph.inputs):
         raise unknown_node(
             node, None if graph is None else graph.inputs | set(graph.nodes), shape.ns

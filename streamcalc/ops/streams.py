@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import redis
 
 from streamcalc.errors import UsageError
-from streamcalc.keys import Keys, Namespace, valid_key
+from streamcalc.keys import Keys, Namespace
 from streamcalc.store import FlatEntry, StreamEntry, partition_count, read_flat, read_range
 
 _ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -34,13 +34,6 @@ def check_id(text: str) -> str:
     if _ID.fullmatch(text) is None:
         raise UsageError(f"bad entry ID {text!r}: expected <ms>-<seq>, like 1700000000000-0")
     return text
-
-
-def check_key(key: str) -> str:
-    """``key`` if it may be an entry's ``@key``, else raise UsageError."""
-    if not valid_key(key):
-        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
-    return key
 
 
 def as_text(raw: bytes | str) -> str:

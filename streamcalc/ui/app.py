@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import redis
+import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from streamcalc.ui.reader import Reader
 from streamcalc.ui.sampler import Sampler, as_columns
 
 _encoder = msgspec.json.Encoder()
+_log = structlog.get_logger("streamcalc.ui")
 STATIC = resources.files("streamcalc.ui") / "static"
 
 
@@ -49,18 +51,27 @@ def _error(status_code: int, message: str) -> JSONResponse:
 Handler = Callable[[Request], Any]
 
 
+class _Refused(Exception):
+    """An action the page was not started to allow (403)."""
+
+
 def _json_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Run a blocking handler in the thread pool; its errors become one-line JSON errors."""
 
     async def endpoint(request: Request) -> Response:
         try:
             result = await run_in_threadpool(handler, request)
+        except _Refused as exc:
+            return _error(403, str(exc))
         except UsageError as exc:
             return _error(400, str(exc))
         except StreamcalcError as exc:
             return _error(503, mask_url(str(exc)))
         except redis.RedisError as exc:
             return _error(503, mask_url(f"Redis: {exc}"))
+        except Exception as exc:  # a bug: still one line of JSON, and a log line to report
+            _log.exception("request failed", path=request.url.path)
+            return _error(500, mask_url(f"internal error: {type(exc).__name__}: {exc}"))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return endpoint
@@ -206,10 +217,7 @@ class LivePage:
             self.sampler.sample_once()
             return {"done": done}
 
-        try:
-            return await _json_route(run)(request)
-        except _Refused as exc:
-            return _error(403, str(exc))
+        return await _json_route(run)(request)
 
     async def retry(self, request: Request) -> Response:
         """Re-queue dead letters: ``{"ids": [...]}`` or ``{"all": true}`` (only with actions)."""
@@ -225,10 +233,6 @@ class LivePage:
 class _Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ids: list[str] | None = None
     all: bool = False
-
-
-class _Refused(Exception):
-    """An action the page was not started to allow (403)."""
 
 
 def _int(request: Request, name: str, default: int) -> int:

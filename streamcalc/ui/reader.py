@@ -22,7 +22,8 @@ from streamcalc.errors import EntryError, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.render import formula
 from streamcalc.keys import Keys, state_field, valid_key
-from streamcalc.messages import decode_entry, decode_output, id_ms
+from streamcalc.messages import decode_entry, decode_output
+from streamcalc.ops.explain import Explanation, explain
 from streamcalc.ops.streams import Layout, as_text, id_key, layout, page_size
 from streamcalc.settings import DEFAULT_GROUP
 from streamcalc.state import Slots, TamperedState, decode_slots, generation
@@ -84,17 +85,6 @@ class LiveValues(msgspec.Struct, frozen=True):
     nodes: dict[str, NodeState]
 
 
-class SlotView(msgspec.Struct, frozen=True):
-    """One argument slot of a derived node, as ``explain`` tells it."""
-
-    position: int
-    arg: str
-    value: Value | None  # None: never filled, consumed, or emptied on expiry
-    ts: int | None
-    age_ms: int | None
-    state: str  # "empty", "consumed" (ts kept, value gone), "valid", "expired"
-
-
 class RecentValue(msgspec.Struct, frozen=True):
     """One recent value of a node (a reading from ``in`` or a fired value from ``out``)."""
 
@@ -105,14 +95,13 @@ class RecentValue(msgspec.Struct, frozen=True):
 
 
 class NodeDetail(msgspec.Struct, frozen=True):
-    """A click on a node: its definition, value, slots, what it waits for, its recent values."""
+    """A click on a node: its place in the diagram, its value, what ``explain`` says of it
+    (slots, what it waits for, why it fired or not) and its recent values."""
 
     info: NodeInfo
     key: str
     state: NodeState
-    slots: list[SlotView]
-    why: str  # one line: why it has not fired (again), or what feeds it
-    feeds: list[str]
+    explain: Explanation
     recent: list[RecentValue]
     recent_scanned: int  # entries read to find them (at most RECENT_ENTRIES per stream)
 
@@ -244,23 +233,21 @@ class Reader:
     def _state(
         self, keys: Keys, graph: Graph, key: str, names: Sequence[str]
     ) -> tuple[dict[str, tuple[int, Value]], dict[str, Slots], int]:
-        derived = list(graph.order)
+        derived = [n for n in names if n in graph.nodes]
+        now_ms = server_time_ms(self.client)  # apart: TIME belongs to no partition's slot
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         pipe.hmget(keys.latest, [state_field(key, n) for n in names])
         if derived:
             pipe.hmget(keys.slots, [state_field(key, n) for n in derived])
         replies = pipe.execute()
-        seconds, micros = replies[0]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
         latest = {
             name: parsed
-            for name, raw in zip(names, replies[1], strict=True)
+            for name, raw in zip(names, replies[0], strict=True)
             if (parsed := _latest(raw)) is not None
         }
         slots: dict[str, Slots] = {}
         definitions = graph.definitions()
-        for name, blob in zip(derived, replies[2] if derived else [], strict=True):
+        for name, blob in zip(derived, replies[1] if derived else [], strict=True):
             try:
                 gen = generation(definitions[name])
                 slots[name] = decode_slots(blob, len(graph.nodes[name].args), gen)
@@ -275,18 +262,16 @@ class Reader:
         info = next((n for n in view.nodes if n.name == name), None)
         if graph is None or info is None:
             raise UsageError(f"no node {name!r} in the stored graph")
-        keys = self.layout().of_key(key)
+        shape = self.layout()
+        keys = shape.of_key(key)
         latest, slots, now_ms = self._state(keys, graph, key, [name])
         state = _node_state(info, graph, latest.get(name), slots.get(name), now_ms)
-        views = [] if info.kind == "input" else _slots(info, slots[name], now_ms)
         recent, scanned = self._recent(keys, name, key, info.kind)
         return NodeDetail(
             info=info,
             key=key,
             state=state,
-            slots=views,
-            why=_why(info, views, graph),
-            feeds=sorted({p for p, _ in graph.parents.get(name, ())}),
+            explain=explain(self.client, shape, name, key, graph=graph),
             recent=recent,
             recent_scanned=scanned,
         )
@@ -322,15 +307,14 @@ class Reader:
     def key_list(self) -> KeyList:
         """How many keys the namespace holds, its :data:`KEY_LIST` stalest and newest keys."""
         shape = self.layout()
+        now_ms = server_time_ms(self.client)
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         for keys in shape.partitions:
             pipe.zcard(keys.key_index)
             pipe.zrange(keys.key_index, 0, KEY_LIST - 1, withscores=True)
             pipe.zrevrange(keys.key_index, 0, KEY_LIST - 1, withscores=True)
         replies = pipe.execute()
-        now_ms = _ms(replies[0])
-        counts, lows, highs = replies[1::3], replies[2::3], replies[3::3]
+        counts, lows, highs = replies[0::3], replies[1::3], replies[2::3]
         numbers = [shape.number(k) or 0 for k in shape.partitions]
         stalest = _rows(lows, numbers, now_ms)
         newest = _rows(highs, numbers, now_ms)
@@ -407,11 +391,6 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _ms(reply: Sequence[int | bytes]) -> int:
-    seconds, micros = reply
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def _rows(
     replies: Sequence[list[tuple[bytes, float]]], numbers: Sequence[int], now_ms: int
 ) -> list[KeyRow]:
@@ -462,50 +441,3 @@ def _node_state(
         arity=len(args),
         waits_for=list(dict.fromkeys(waits)),
     )
-
-
-def _slots(info: NodeInfo, slots: Slots, now_ms: int) -> list[SlotView]:
-    """Each slot's state: a value is expired once older than the TTL by the server's clock;
-    an emptied slot (ts kept) was emptied on expiry if older than the TTL against the newest
-    slot, else consumed by a firing."""
-    newest = max((slot[0] for slot in slots if slot is not None), default=0)
-    views = []
-    for position, (arg, slot) in enumerate(zip(info.args, slots, strict=True)):
-        if slot is None:
-            views.append(SlotView(position, arg, None, None, None, "empty"))
-            continue
-        ts, value = slot
-        age = max(now_ms - ts, 0)
-        if value is None:
-            state = "expired" if info.ttl_ms and newest - ts > info.ttl_ms else "consumed"
-        else:
-            state = "valid" if _valid(slot, now_ms, info.ttl_ms) else "expired"
-        views.append(SlotView(position, arg, value, ts, age, state))
-    return views
-
-
-def _why(info: NodeInfo, slots: Sequence[SlotView], graph: Graph) -> str:
-    """One line on what the node waits for (the facts of ``explain``)."""
-    if info.kind == "input":
-        feeds = sorted({p for p, _ in graph.parents.get(info.name, ())})
-        return "an input: its values come from producers; it feeds " + ", ".join(feeds)
-    missing = [s for s in slots if s.state != "valid"]
-    if not missing:
-        if info.mode == "latest":
-            return "every slot holds a valid value: fires again when any of them takes a value"
-        return "every slot holds a valid value: fires when the next of them takes a value"
-    parts = []
-    for state, label in (
-        ("empty", "never filled"),
-        ("consumed", "consumed by the last firing"),
-        ("expired", "expired (older than the TTL)"),
-    ):
-        names = [s.arg for s in missing if s.state == state]
-        if names:
-            parts.append(f"{', '.join(dict.fromkeys(names))} {label}")
-    return "waits for a value of " + "; ".join(parts)
-
-
-def entry_age(entry_id: str, now_ms: int) -> int:
-    """How long ago an entry of this ID was written, by the server's clock."""
-    return max(now_ms - id_ms(entry_id), 0)

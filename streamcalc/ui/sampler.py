@@ -20,11 +20,14 @@ from typing import Any
 
 import msgspec
 import redis
+import structlog
 
 from streamcalc.ops import DeadLetter, Rates, Status, dead_recent, status
 from streamcalc.ops.streams import Layout, layout
 from streamcalc.settings import mask_url
 from streamcalc.ui.reader import KeyList, Reader
+
+_log = structlog.get_logger("streamcalc.ui")
 
 #: Seconds of samples kept for the charts.
 HISTORY_S = 600
@@ -102,6 +105,11 @@ class Sampler:
         except redis.RedisError as exc:
             with self._lock:
                 self._error = mask_url(f"Redis: {exc}")
+            return
+        except Exception as exc:  # a bug must not end the sampling: the page shows it
+            _log.exception("sampling the namespace failed")
+            with self._lock:
+                self._error = mask_url(f"internal error: {type(exc).__name__}: {exc}")
             return
         with self._lock:
             self._overview, self._error = overview, None

@@ -11,8 +11,8 @@
   const state = {
     meta: null, graphVersion: null, graph: null, cy: null,
     key: null,             // null: let the server pick (the newest key of a keyed namespace)
-    selected: null, lastT: 0, series: null, charts: {}, nodeChart: null,
-    values: null, updatedAt: 0, busy: false,
+    selected: null, hovered: null, note: "", lastT: 0, series: null, charts: {}, nodeChart: null,
+    values: null, deadShown: null, updatedAt: 0, refreshes: 0, busy: false,
   };
   window.streamcalc = state;  // for people poking at the page, and for its tests
 
@@ -112,6 +112,9 @@
           "target-arrow-shape": "triangle", "curve-style": big ? "haystack" : "bezier",
           "arrow-scale": 0.9,
         } },
+        // An argument the node waits for (its slot holds no valid value): a dashed edge.
+        { selector: "edge[?waiting]", style: { "line-style": "dashed", "line-color": "#39404c", "target-arrow-color": "#39404c" } },
+        { selector: "edge[?filled]", style: { "line-color": "#3f8f55", "target-arrow-color": "#3f8f55" } },
         { selector: ".hidden", style: { display: "none" } },
       ],
       layout: {
@@ -120,11 +123,13 @@
       },
     });
     readableView(cy);
+    cy.on("mouseover", "node", (event) => { state.hovered = event.target.id(); describeNode(state.hovered); });
+    cy.on("mouseout", "node", () => { state.hovered = null; $("diagram-note").textContent = state.note; });
     cy.on("tap", "node", (event) => selectNode(event.target.id()));
     cy.on("tap", (event) => { if (event.target === cy) selectNode(null); });
     state.cy = cy;
     $("node-names").replaceChildren(...graph.nodes.slice(0, 5000).map((n) => el("option", { value: n.name })));
-    $("diagram-note").textContent = !graph.nodes.length
+    state.note = $("diagram-note").textContent = !graph.nodes.length
       ? "No graph loaded yet: streamcalc graph load FILE"
       : `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots` +
         (state.bigGraph ? " · showing its inputs' corner: find a node or filter by prefix, fit shows all" : "");
@@ -151,7 +156,27 @@
         if (node.data("label") !== label) node.data("label", label);
         if (node.data("freshness") !== fresh) node.data("freshness", fresh);
       });
+      state.cy.edges().forEach((edge) => {
+        const st = values.nodes[edge.target().id()];
+        const known = !!(st && st.arity);
+        const waiting = known && st.waits_for.includes(edge.source().id());
+        if (edge.data("waiting") !== waiting) edge.data("waiting", waiting);
+        if (edge.data("filled") !== (known && !waiting)) edge.data("filled", known && !waiting);
+      });
     });
+    if (state.hovered) describeNode(state.hovered);
+  }
+
+  // The line under the diagram tells about the node under the pointer.
+  function describeNode(name) {
+    const info = state.graph.nodes.find((n) => n.name === name);
+    const st = state.values && state.values.nodes[name];
+    if (!info) return;
+    const parts = [info.formula || name + ": an input"];
+    parts.push("ttl " + ttl(info.ttl_ms));
+    if (st && st.value !== null) parts.push(`${value(st.value)}, ${age(st.age_ms)} old (${st.freshness})`);
+    if (st && st.waits_for && st.waits_for.length) parts.push("waits for " + st.waits_for.join(", "));
+    $("diagram-note").textContent = parts.join(" · ");
   }
 
   function applyPrefix() {
@@ -215,12 +240,21 @@
     $("d-ts").textContent = st.ts === null ? "–" : st.ts + "  " + clock(st.ts);
     $("d-ttl").textContent = ttl(info.ttl_ms) + (info.kind === "input" && info.ttl_ms ? " (shortest of the nodes it feeds)" : "");
     $("d-mode").textContent = info.mode || "–";
-    $("d-feeds").textContent = d.feeds.length ? d.feeds.join(", ") : "nothing";
-    $("d-why").textContent = d.why;
+    const ex = d.explain;  // what `streamcalc explain` says, word for word
+    $("d-feeds").textContent = ex.feeds.length ? ex.feeds.join(", ") : "nothing";
+    $("d-why").replaceChildren(
+      el("span", { class: "state " + ex.state }, ex.state), " ",
+      ...ex.explanation.flatMap((line, i) => (i ? [el("br"), line] : [line])));
     $("d-slots").hidden = info.kind === "input";
-    fill($("d-slots").tBodies[0], d.slots.map((s) => el("tr", {},
-      el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
-      el("td", {}, age(s.age_ms)), el("td", {}, el("span", { class: "state " + s.state }, s.state)))));
+    fill($("d-slots").tBodies[0], ex.slots.map((s) => {
+      const shown = s.status === "filled" ? (s.expired ? "expired" : "valid") : s.status;
+      const own = s.arg_latest ? `${value(s.arg_latest.value)} · ${age(s.arg_latest.age_s * 1000)}` : "–";
+      return el("tr", {},
+        el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
+        el("td", {}, s.age_s === null ? "–" : age(s.age_s * 1000)),
+        el("td", {}, el("span", { class: "state " + shown }, shown)),
+        el("td", { class: "muted" }, own));
+    }));
     const numeric = d.recent.filter((v) => typeof v.value === "number");
     $("d-recent-note").textContent = d.recent.length
       ? `${d.recent.length} among the newest ${d.recent_scanned} entries of its partition`
@@ -317,10 +351,14 @@
     paintKeys(o.keys);
   }
 
+  // Rows that do not change are not rebuilt: a click on one of their buttons must land.
   function paintDead(letters) {
     const actions = state.meta && state.meta.allow_actions;
     $("dead-actions").hidden = !actions || !letters.length;
     $("dead-empty").hidden = letters.length > 0;
+    const signature = letters.map((d) => d.partition + "/" + d.id).join(" ");
+    if (signature === state.deadShown) return;
+    state.deadShown = signature;
     fill($("dead").tBodies[0], letters.map((d) => {
       const fields = Object.entries(d.fields).map(([k, v]) => `${k}=${v}`).join(" ");
       const buttons = actions ? [
@@ -338,8 +376,15 @@
   }
 
   function keyRow(k) {
-    return el("tr", { class: "clickable", onclick: () => chooseKey(k.key) },
+    return el("tr", { class: "clickable", "data-key": k.key, onclick: () => chooseKey(k.key) },
       el("td", {}, k.key), el("td", { class: "num" }, age(k.age_ms)), el("td", { class: "num" }, k.partition));
+  }
+
+  function paintKeyTable(tbody, rows) {
+    const same = tbody.rows.length === rows.length &&
+      rows.every((k, i) => tbody.rows[i].dataset.key === k.key);
+    if (!same) return fill(tbody, rows.map(keyRow));
+    rows.forEach((k, i) => { tbody.rows[i].cells[1].textContent = age(k.age_ms); });
   }
 
   function paintKeys(keys) {
@@ -347,8 +392,8 @@
     $("keybox").hidden = !keys.keyed;
     if (!keys.keyed) return;
     $("key-count").textContent = num(keys.count) + " keys";
-    fill($("stalest").tBodies[0], keys.stalest.map(keyRow));
-    fill($("newest").tBodies[0], keys.newest.map(keyRow));
+    paintKeyTable($("stalest").tBodies[0], keys.stalest);
+    paintKeyTable($("newest").tBodies[0], keys.newest);
   }
 
   function chooseKey(key) {
@@ -417,6 +462,7 @@
       showError(live.error);
       if (state.selected) refreshNode();
       state.updatedAt = Date.now();
+      state.refreshes += 1;
       $("live-dot").className = "dot on";
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (err) {
