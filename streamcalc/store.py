@@ -214,22 +214,9 @@ def read_flat(
     reverse: bool = False,
 ) -> list[FlatEntry]:
     """:func:`read_range` with every field kept: a field written twice shows twice."""
-    return flat_rows(range_script(client)([key], flat_range_args(start, end, count, reverse)))
-
-
-def flat_range_args(
-    start: str = "-", end: str = "+", count: int | None = None, reverse: bool = False
-) -> list[str | int]:
-    """The args of range.lua for :func:`read_flat` (also to queue it in a pipeline:
-    ``range_script(client)([key], flat_range_args(...), client=pipe)``, then
-    :func:`flat_rows` of its reply)."""
     bounds = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
-    return [*bounds, count or 2**31 - 1]
-
-
-def flat_rows(reply: list[list[object]]) -> list[FlatEntry]:
-    """The entries of a range.lua reply."""
-    return [(cast(bytes, row[0]), list(cast(list[bytes], row[1]) or ())) for row in reply]
+    rows = range_script(client)([key], [*bounds, count or 2**31 - 1])
+    return [(entry_id, list(fields or ())) for entry_id, fields in rows]
 
 
 def latest_values(
