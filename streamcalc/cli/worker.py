@@ -122,7 +122,7 @@ def _retention(text: str | None) -> dict[str, int]:
 
 
 def _run_worker(settings: Settings) -> None:
-    from streamcalc.worker import Worker
+    from streamcalc.worker import Worker, tune_gc
 
     w = Worker(settings)
 
@@ -135,4 +135,5 @@ def _run_worker(settings: Settings) -> None:
         from streamcalc.metrics import serve
 
         serve(settings.metrics_port, w.health, host=settings.metrics_host)
+    tune_gc()
     w.run()
