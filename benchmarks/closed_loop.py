@@ -29,6 +29,7 @@ from benchmarks.streams import (
     Prefilled,
     Progress,
     client_for,
+    copy_stream,
     delete_namespace,
     load_graph,
     new_ns,
@@ -37,15 +38,22 @@ from benchmarks.streams import (
 )
 from benchmarks.verify import OutRows, read_out, verify
 from benchmarks.workloads import Workload
+from streamcalc.cluster import masters
 
 
 def _commandstats(client: redis.Redis) -> dict[str, dict[str, float]]:
-    stats: Any = client.info("commandstats")
     out: dict[str, dict[str, float]] = {}
-    for name, row in stats.items():
-        cmd = name.removeprefix("cmdstat_")
-        out[cmd] = {"calls": float(row["calls"]), "usec": float(row["usec"])}
+    for shard in masters(client):  # a cluster: summed over its shards
+        stats: Any = shard.info("commandstats")
+        for name, row in stats.items():
+            cmd = out.setdefault(name.removeprefix("cmdstat_"), {"calls": 0.0, "usec": 0.0})
+            cmd["calls"] += float(row["calls"])
+            cmd["usec"] += float(row["usec"])
     return out
+
+
+def _used_memory(client: redis.Redis) -> int:
+    return sum(int(shard.info("memory")["used_memory"]) for shard in masters(client))
 
 
 #: Commands a worker sends itself, one round trip each (the rest run inside commit.lua or
@@ -72,10 +80,10 @@ def run_closed(
     n = filled.count
     last_ids = [ids[-1] for ids in filled.ids]
     try:
-        memory0 = int(client.info("memory")["used_memory"])
+        memory0 = _used_memory(client)
         load_graph(client, ns, workload)
         for template, keys in zip(filled.templates, parts, strict=True):
-            client.execute_command("COPY", template, keys.input)
+            copy_stream(client, template, keys.input)
         client.config_resetstat()
         with Workers(url, ns, workers, batch=batch, block_ms=block_ms, metrics=True) as procs:
             launched = time.perf_counter()
@@ -120,7 +128,7 @@ def run_closed(
         seconds = max(1e-9, end.t - begin.t)
         out_len = sum(int(client.xlen(keys.output)) for keys in parts)
         dead_len = sum(int(client.xlen(keys.dead)) for keys in parts)
-        memory_abs = int(client.info("memory")["used_memory"])
+        memory_abs = _used_memory(client)
         rows = OutRows()
         for keys, ids, index in zip(parts, filled.ids, filled.index, strict=True):
             read_out(client, keys.output, dict(zip(ids, index, strict=True)), rows)
@@ -148,6 +156,7 @@ def run_closed(
         "redis_cpu_s": round(redis_cpu, 3),
         "redis_cpu_us_per_entry": round(redis_cpu / measured * 1e6, 2),
         "redis_cpu_util": round(redis_cpu / seconds, 3),
+        "redis_cpu_s_per_shard": [round(s, 3) for s in used["redis_shards_s"]],
         "entries_per_cpu_s": round(measured / max(1e-9, worker_cpu + redis_cpu), 1),
         "wall_us_per_entry": round(seconds / measured * 1e6, 2),
         "harness_cpu_util": used["harness_util"],

@@ -22,10 +22,12 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from benchmarks.common import status_kb
+from streamcalc.cluster import masters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -201,14 +203,15 @@ class CpuWindow:
         self, client: redis.Redis, pids: Sequence[int], helpers: Sequence[int] = ()
     ) -> None:
         self.client, self.pids, self.helpers = client, list(pids), list(helpers)
-        self.redis_pid = int(client.info("server")["process_id"])
+        # every shard's redis-server on a cluster (all on this machine: a local cluster)
+        self.redis_pids = [int(s.info("server")["process_id"]) for s in masters(client)]
         self.start = self._now()
 
-    def _now(self) -> tuple[float, list[float], float, float, float]:
+    def _now(self) -> tuple[float, list[float], list[float], float, float]:
         return (
             time.perf_counter(),
             [cpu_seconds(p) for p in self.pids],
-            cpu_seconds(self.redis_pid),
+            [cpu_seconds(p) for p in self.redis_pids],
             time.process_time() + sum(cpu_seconds(p) for p in self.helpers),
             _system_busy_s(),
         )
@@ -217,17 +220,19 @@ class CpuWindow:
         """Start the window again from now."""
         self.start = self._now()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         """CPU seconds and utilisations (in CPUs) since the start."""
         t0, w0, r0, h0, s0 = self.start
         t1, w1, r1, h1, s1 = self._now()
         wall = max(1e-9, t1 - t0)
-        workers, redis_s, harness = sum(w1) - sum(w0), r1 - r0, h1 - h0
+        shards = [b - a for a, b in zip(r0, r1, strict=True)]
+        workers, redis_s, harness = sum(w1) - sum(w0), sum(shards), h1 - h0
         other = max(0.0, (s1 - s0) - workers - redis_s - harness)
         return {
             "wall_s": wall,
             "workers_s": workers,
             "redis_s": redis_s,
+            "redis_shards_s": shards,
             "harness_s": harness,
             "other_s": other,
             "other_util": round(other / wall, 3),

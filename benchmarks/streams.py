@@ -18,10 +18,11 @@ import redis
 
 from benchmarks.processes import Workers
 from benchmarks.workloads import Workload
+from streamcalc.cluster import slot_of, slot_owner
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Keys, Namespace, partition_of
 from streamcalc.scripts import LeaseToken
-from streamcalc.store import store_graph
+from streamcalc.store import connect, store_graph
 
 GROUP = "streamcalc"
 FILL_CHUNK = 2000
@@ -33,7 +34,7 @@ def _raw(response: Any, **_: Any) -> Any:
 
 def client_for(url: str) -> redis.Redis:
     """A client with flat (unparsed) replies for the stream commands the harness reads."""
-    client = redis.Redis.from_url(url, protocol=2, socket_timeout=60)
+    client = connect(url, timeout=60)  # on a cluster node, each key's slot owner (section 8)
     for command in ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP"):
         client.set_response_callback(command, _raw)
     return client
@@ -41,7 +42,8 @@ def client_for(url: str) -> redis.Redis:
 
 def prefill(client: redis.Redis, key: str, workload: Workload) -> list[bytes]:
     """XADD every entry to ``key`` (pipelined); returns the entry IDs in order."""
-    conn: Any = client.connection_pool.get_connection()
+    pool = slot_owner(client, key).connection_pool
+    conn: Any = pool.get_connection()
     ids: list[bytes] = []
     try:
         entries = workload.entries
@@ -51,8 +53,17 @@ def prefill(client: redis.Redis, key: str, workload: Workload) -> list[bytes]:
             for _ in cmds:
                 ids.append(conn.read_response())
     finally:
-        client.connection_pool.release(conn)
+        pool.release(conn)
     return ids
+
+
+def copy_stream(client: redis.Redis, source: str, target: str) -> None:
+    """Copy a template stream to ``target``: ``COPY`` in one slot, DUMP and RESTORE across."""
+    if slot_of(source) == slot_of(target):
+        client.execute_command("COPY", source, target)
+        return
+    payload: Any = client.execute_command("DUMP", source)
+    client.execute_command("RESTORE", target, 0, payload)
 
 
 @dataclass(slots=True)

@@ -1,12 +1,21 @@
-"""``streamcalc demo``: the seed's example end to end, on a private Redis unless one is given.
+"""``streamcalc demo``: A = C + D + E, B = A * F end to end, on a private Redis unless one is given.
 
-The graph is the seed's (A = C + D + E, B = A * F, values valid 60 s, consume
-mode) and so is the sequence of inputs. The demo prints the seed's "DataLog":
+The graph (A = C + D + E, B = A * F, values valid 60 s, consume mode) and the
+sequence of inputs are those of the classic Celery + locks design
+(docs/coming-from-celery.md). The demo prints its "DataLog":
 every node value with its time, grouped by the input entry whose wave made it.
+
+``demo --ui`` runs a small simulated plant instead (:func:`run_live_demo`): a
+few boilers as keys of a namespace of two partitions, a reading every few
+hundred milliseconds, now and then a bad one (a dead letter), one boiler that
+falls silent for a while (its values go stale), and the live page on top.
 """
 
 from __future__ import annotations
 
+import math
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +27,7 @@ import redis
 from streamcalc.embedded import EmbeddedRedis
 from streamcalc.errors import StreamcalcError
 from streamcalc.graph import parse_graph_text
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.messages import OutputValue, decode_entry, decode_output
 from streamcalc.producer import Producer
 from streamcalc.settings import Settings, mask_url
@@ -51,7 +60,7 @@ Echo = Callable[[str], None]
 
 
 def run_demo(redis_url: str | None, ns: str, echo: Echo = print) -> None:
-    """Run the seed scenario and print its data log; leaves nothing running."""
+    """Run the classic scenario and print its data log; leaves nothing running."""
     server = EmbeddedRedis().start() if redis_url is None else None
     url = server.url if server is not None else str(redis_url)
     try:
@@ -138,3 +147,116 @@ def _print_log(client: redis.Redis, keys: Keys, echo: Echo) -> None:
 
 def _clock(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+PLANT_GRAPH = """\
+[defaults]
+ttl = "5s"
+mode = "latest"
+
+[nodes.delta_t]
+expr = "supply_temp - return_temp"
+
+[nodes.headroom]
+expr = "95 - supply_temp"
+
+[nodes.heat_kw]
+expr = "flow * delta_t * 4.186"
+
+[nodes.efficiency]
+expr = "heat_kw / power_kw"
+"""
+
+PLANT_DEVICES = ("boiler-1", "boiler-2", "boiler-3", "boiler-4")
+PLANT_PARTITIONS = 2
+#: Seconds between two readings of the plant (each of one device, in turn).
+PLANT_PERIOD_S = 0.3
+#: Every this many readings, one is bad (a dead letter); the first comes early.
+PLANT_BAD_EVERY = 60
+#: The last device falls silent this many seconds into every PLANT_CYCLE_S, for PLANT_SILENT_S.
+PLANT_QUIET_FROM_S, PLANT_SILENT_S, PLANT_CYCLE_S = 5.0, 15.0, 45.0
+
+
+def _reset(client: redis.Redis, ns: str) -> None:
+    """Delete the demo namespace: its root and every partition it may have had."""
+    root = Namespace(ns).root
+    count = int(client.hget(root.meta, "partitions") or 1)
+    for keys in {root, *Namespace(ns).partitions(max(count, PLANT_PARTITIONS))}:
+        client.delete(*keys.all(), keys.lease("streamcalc"))
+    client.delete(Namespace(ns).members("streamcalc"))
+
+
+def _plant_reading(device: int, t: float) -> dict[str, object]:
+    """One device's readings at time ``t``: a boiler warming and cooling with some noise."""
+    base = 70 + 6 * device + 8 * math.sin(t / 20 + device)
+    supply = round(base + random.uniform(-0.5, 0.5), 2)
+    back = round(supply - 12 - 2 * math.sin(t / 7 + device) + random.uniform(-0.3, 0.3), 2)
+    flow = round(0.8 + 0.1 * device + 0.05 * math.sin(t / 5), 3)
+    power = round(flow * (supply - back) * 4.186 / (0.86 + 0.02 * math.sin(t / 11)), 2)
+    return {"supply_temp": supply, "return_temp": back, "flow": flow, "power_kw": power}
+
+
+def run_plant(client: redis.Redis, ns: str, stop: threading.Event) -> None:
+    """Send the plant's readings until ``stop`` is set (see the module's docstring)."""
+    producer = Producer(client, ns)
+    started = time.monotonic()
+    sent = 0
+    while not stop.wait(PLANT_PERIOD_S):
+        t = time.monotonic() - started
+        device = sent % len(PLANT_DEVICES)
+        sent += 1
+        key = PLANT_DEVICES[device]
+        silent = (
+            device == len(PLANT_DEVICES) - 1
+            and 0 <= t % PLANT_CYCLE_S - PLANT_QUIET_FROM_S < PLANT_SILENT_S
+        )
+        if silent:
+            continue
+        if sent % PLANT_BAD_EVERY == 10:  # a sensor's glitch: text where a number belongs
+            stream = producer.stream_of({"@key": key})
+            client.xadd(stream, {"@key": key, "flow": '"n/a"', "supply_temp": "71.5"})
+            continue
+        producer.send(_plant_reading(device, t), key=key)
+
+
+def run_live_demo(redis_url: str | None, ns: str, sock: socket.socket, echo: Echo = print) -> None:
+    """Run the simulated plant with a worker and serve the live page on ``sock`` until Ctrl-C.
+
+    Stops everything it started (page, plant, worker, private Redis) before it returns.
+    """
+    from streamcalc.ui.server import serve
+
+    server = EmbeddedRedis().start() if redis_url is None else None
+    url = server.url if server is not None else str(redis_url)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    worker: Worker | None = None
+    try:
+        client = connect(url)
+        ping(client, url, wait_s=5)
+        _reset(client, ns)
+        store_graph(client, ns, parse_graph_text(PLANT_GRAPH, "<plant graph>"), partitions=2)
+        worker = Worker(Settings(redis_url=url, ns=ns, consumer="demo-worker", block_ms=100))
+        threads = [
+            threading.Thread(target=worker.run, name="demo-worker", daemon=True),
+            threading.Thread(target=run_plant, args=(client, ns, stop), name="plant", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        where = f"a private redis-server on port {server.port}" if server else mask_url(url)
+        echo(f"streamcalc demo: a simulated plant of {len(PLANT_DEVICES)} boilers on {where}")
+        echo(f"namespace {ns!r}, {PLANT_PARTITIONS} partitions; a bad reading now and then")
+
+        def ready(page: str) -> None:
+            echo(f"live page: {page}  (Ctrl-C stops everything)")
+
+        serve(client, ns, sock, allow_actions=True, redis_url=url, on_ready=ready)
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        if server is not None:
+            server.stop()
+        echo("demo stopped")

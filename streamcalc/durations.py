@@ -4,7 +4,7 @@ One table of units serves the graph file's ttl and every command-line option
 that takes a duration. A bare number is ambiguous (seconds? milliseconds?), so
 text always carries its unit; only ``0`` needs none, being zero in every unit.
 A number that is not text (a TOML ``ttl = 5``) is read in the unit its caller
-names: the graph file says seconds (SPEC §3).
+names: the graph file says seconds (docs/graph-file.md).
 """
 
 from __future__ import annotations

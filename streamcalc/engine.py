@@ -17,6 +17,7 @@ commit fails, that speculation is thrown away and redone.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -26,6 +27,7 @@ from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
 from streamcalc.budget import Budget
+from streamcalc.cluster import annotate, refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
@@ -35,6 +37,7 @@ from streamcalc.scripts import (
     CommitReply,
     CommitRequest,
     DeadLetter,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     Scripts,
@@ -52,6 +55,9 @@ from streamcalc.store import fetch_graph, graph_version
 from streamcalc.values import value_text
 from streamcalc.wave import BatchResult, WavePlan, run_wave
 
+#: A batch adds the counts of at most this many of its unknown names to the partition's set.
+UNKNOWN_NAMES_PER_BATCH = 50
+
 
 @dataclass(slots=True)
 class Batch:
@@ -64,6 +70,10 @@ class Batch:
     good: list[Entry] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     deliveries_of_poison: dict[str, int] = field(default_factory=dict)
+    poison: PoisonEntry | None = None
+    """A poison entry fetch.lua gave up on before reading it (its fields already cut)."""
+    unknown_dead: Counter[str] = field(default_factory=Counter)
+    """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     decoded: Sequence[RawEntry] | None = None
     """The raw entries ``good`` and ``bad`` were decoded from (None: decode again)."""
     prefetch: list[tuple[str, str]] | None = None
@@ -106,6 +116,7 @@ class Engine:
         self.cache = StateCache(settings.cache_keys)
         self.plugins = PluginPolicy(settings.plugins, True, settings.function_timeout_s)
         self._conn: Any = None  # a dedicated connection for pipelined commits
+        self._pool: Any = None  # the pool it came from: its slot owner's
         self.budget = Budget(settings.batch)
         """How many entries to read at a time (see :class:`~streamcalc.budget.Budget`)."""
 
@@ -139,8 +150,14 @@ class Engine:
     # -- reading (fenced by the lease) ---------------------------------------------------------
 
     def read(self, count: int, start: str = ">") -> ReadReply:
-        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced."""
-        reply = self.scripts.read(self.settings.group, self.consumer, self.token, count, start)
+        """Read new (``>``) or own pending (``0``) entries; raises LeaseLost when fenced.
+
+        Reading own pending entries, one delivered more than ``--max-deliveries``
+        times comes alone as the reply's ``poison``, never read whole (see fetch.lua).
+        """
+        s = self.settings
+        limit = s.max_deliveries if start == "0" else None
+        reply = self.scripts.read(s.group, self.consumer, self.token, count, start, limit)
         if reply.fenced:
             raise LeaseLost(self.keys.label, reply.holder)
         self.budget.weigh(reply.entries)
@@ -177,6 +194,12 @@ class Engine:
                 return
             self.prepare(batch)
 
+    def give_up(self, poison: PoisonEntry) -> None:
+        """Commit a poison entry as a dead letter (with its delivery count), and ack it."""
+        batch = Batch([(poison.id, poison.fields)], {poison.id: poison.deliveries})
+        batch.poison = poison
+        self.commit(self.prepare(batch))
+
     # -- pipelined: commit one batch while the next one is evaluated ---------------------------
 
     def send(self, batch: Batch, read_ahead: int, upcoming: Batch | None = None) -> None:
@@ -190,8 +213,11 @@ class Engine:
         """
         faults.reached("before_commit")
         assert batch.request is not None
+        pool = slot_owner(self.client, self.keys.input).connection_pool
+        if self._conn is not None and self._pool is not pool:  # the slot moved to another node
+            self.drop_connection()
         if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
+            self._conn, self._pool = pool.get_connection(), pool
         commands: list[tuple[Any, ...]] = []
         if upcoming is not None and self._plan is not None and not self.unrunnable:
             self._decode_batch(upcoming)
@@ -212,9 +238,8 @@ class Engine:
             )
         try:
             self._conn.send_packed_command(self._conn.pack_commands(commands))
-        except redis.ConnectionError:
-            self.drop_connection()
-            raise
+        except redis.ConnectionError as exc:
+            raise self._lost(exc) from None
 
     def _take_prefetched(self, batch: Batch) -> None:
         """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
@@ -223,10 +248,9 @@ class Engine:
         try:
             blobs = self._conn.read_response()
             self._fill(self.graph, missing, blobs)
-        except redis.ConnectionError:
+        except redis.ConnectionError as exc:
             self.cache.clear()
-            self.drop_connection()
-            raise
+            raise self._lost(exc) from None
         except BaseException:
             self.cache.clear()  # the cache must not claim to cover what it failed to load
             raise
@@ -243,11 +267,10 @@ class Engine:
                 except redis.ResponseError as exc:
                     replies.append(None)
                     errors.append(exc)
-        except redis.ConnectionError:
-            self.drop_connection()
-            raise
+        except redis.ConnectionError as exc:
+            raise self._lost(exc) from None
         if errors and not all(isinstance(error, NoScriptError) for error in errors):
-            raise next(e for e in errors if not isinstance(e, NoScriptError))
+            raise self._located(next(e for e in errors if not isinstance(e, NoScriptError)))
         # A NOSCRIPT read delivered nothing: the next read gets those entries.
         entries: list[RawEntry] = []
         if read_ahead and replies[1] is not None:
@@ -264,14 +287,28 @@ class Engine:
     def close(self) -> None:
         """Give the dedicated connection back."""
         if self._conn is not None:
-            self.client.connection_pool.release(self._conn)
-            self._conn = None
+            self._pool.release(self._conn)
+            self._conn = self._pool = None
 
     def drop_connection(self) -> None:
         """Close the dedicated connection (a reply on it is unread or was cut short)."""
         if self._conn is not None:
             self._conn.disconnect()
         self.close()
+
+    def _lost(self, exc: redis.ConnectionError) -> redis.RedisError:
+        """The dedicated connection failed: close it, look the slot owner up again."""
+        located = self._located(exc)
+        self.drop_connection()
+        refresh(self.client)
+        return located
+
+    def _located(self, exc: redis.RedisError) -> redis.RedisError:
+        """``exc`` naming the node and slot of this partition (for the worker's log)."""
+        pool = self._pool or slot_owner(self.client, self.keys.input).connection_pool
+        kw = pool.connection_kwargs
+        annotate(exc, (str(kw.get("host", "")), int(kw.get("port", 0))), slot_of(self.keys.input))
+        return exc
 
     # -- preparing -----------------------------------------------------------------------------
 
@@ -306,7 +343,10 @@ class Engine:
             raw = batch.raw
             if batch.gone:
                 raw = [e for e in raw if e[0].decode() not in batch.gone]
+            batch.unknown_dead.clear()
             batch.good, batch.bad, batch.deliveries_of_poison = self._decode(raw, batch.deliveries)
+            if self.graph is not None and self.graph.unknown == "dead":
+                self._refuse_unknown(batch)
             batch.decoded = raw
         return batch.decoded
 
@@ -342,6 +382,23 @@ class Engine:
                 continue
             good.append(entry)
         return good, bad, poison
+
+    def _refuse_unknown(self, batch: Batch) -> None:
+        """``unknown = "dead"``: an entry reading a name that is not a node is a dead letter."""
+        assert self._plan is not None
+        known = self._plan.known
+        good: list[Entry] = []
+        for entry in batch.good:
+            stray = [name for name, _ in entry.readings if name not in known]
+            if not stray:
+                good.append(entry)
+                continue
+            batch.unknown_dead.update(stray)
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            batch.bad.append(
+                (entry.id, f'{stray[0]!r}{more} is not a node of the graph (unknown = "dead")')
+            )
+        batch.good = good
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
         """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
@@ -417,10 +474,14 @@ class Engine:
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
         fields_of = {entry_id.decode(): fields for entry_id, fields in batch.raw}
         letters: list[DeadLetter] = []
+        poison = batch.poison
         for entry_id, error in batch.bad:
             fields = fields_of.get(entry_id) or ()
             deliveries = batch.deliveries_of_poison.get(entry_id)
-            letters.append(DeadLetter(entry_id, error, "", fields, deliveries))
+            letter = DeadLetter(entry_id, error, "", fields, deliveries)
+            if poison is not None and poison.id.decode() == entry_id:
+                letter.cut, letter.total_fields = poison.cut, poison.total_fields
+            letters.append(letter)
         for entry, node, error in batch.result.function_errors:
             letters.append(DeadLetter(entry.id, error, node, fields_of.get(entry.id) or ()))
         return letters
@@ -446,6 +507,20 @@ class Engine:
             self.log.info("entries finished by another consumer", count=len(reply.gone))
         return False
 
+    def _count_unknown(self, batch: Batch) -> None:
+        """Count the batch's readings of names that are not nodes: the metric, and the
+        partition's bounded set of the most frequent ones (``status`` shows them)."""
+        assert self._plan is not None
+        metrics.UNKNOWN_READINGS.inc(batch.result.unknown)
+        names = Counter(batch.unknown_dead)
+        if batch.result.unknown:
+            known = self._plan.known
+            names.update(n for e in batch.good for n, _ in e.readings if n not in known)
+        try:
+            self.scripts.count_unknown(names.most_common(UNKNOWN_NAMES_PER_BATCH))
+        except redis.RedisError as exc:  # a statistic: the batch is committed all the same
+            self.log.warning("unknown names not counted", error=str(exc))
+
     def _committed(self, batch: Batch) -> None:
         assert batch.view is not None
         result = batch.result
@@ -459,8 +534,8 @@ class Engine:
         metrics.READINGS.inc(result.readings)
         metrics.DERIVED.inc(len(result.fired))
         metrics.LATE_READINGS.inc(result.late)
-        if result.unknown:
-            metrics.UNKNOWN_READINGS.inc(result.unknown)
+        if result.unknown or batch.unknown_dead:
+            self._count_unknown(batch)
         metrics.EXPIRED_ARGS.inc(result.expired)
         if result.function_errors:
             metrics.FUNCTION_ERRORS.inc(len(result.function_errors))

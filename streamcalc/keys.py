@@ -9,7 +9,7 @@ the membership of the workers. Every key of one partition shares one hash tag,
 so each partition is one Redis Cluster slot and every Lua script can declare
 all of its keys.
 
-Hash fields of keyed state (S11): the empty key's fields are the node names, as
+Hash fields of keyed state: the empty key's fields are the node names, as
 in an unkeyed namespace; key ``k``'s fields are ``k|node`` (``|`` occurs in
 neither a key nor a node name).
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+
+from streamcalc.errors import UsageError
 
 _NS_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
@@ -37,8 +39,15 @@ def valid_key(key: str) -> bool:
     return _KEY_PATTERN.fullmatch(key) is not None
 
 
+def check_key(key: str) -> str:
+    """``key`` if it may be an entry's ``@key``, else a UsageError saying what a key is."""
+    if not valid_key(key):
+        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
+    return key
+
+
 def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key`` (S12): zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
+    """The partition of ``key``: zlib's CRC-32 of its UTF-8 bytes, modulo ``partitions``."""
     return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
 
 
@@ -90,10 +99,14 @@ class Keys:
     meta = _Key("meta", doc="Hash: graph version, hash, load time; ``partitions`` in the root's.")
     slots = _Key("slots", doc="Hash: state field of a derived node -> its argument slots.")
     latest = _Key(
-        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest (S1).'
+        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest value.'
     )
     fresh = _Key("fresh", doc="Hash: node -> newest ts of its values over all keys (staleness).")
     key_index = _Key("keys", doc="Sorted set: key -> newest ts of its values (search, stalest).")
+    unknown = _Key(
+        "unknown",
+        doc="Sorted set: the most frequent names read that are not nodes -> how often (bounded).",
+    )
 
     def lease(self, group: str) -> str:
         """String: ``"<consumer> <epoch>"`` of the worker of ``group`` that owns the partition."""
@@ -111,6 +124,7 @@ class Keys:
             self.latest,
             self.fresh,
             self.key_index,
+            self.unknown,
         )
 
 

@@ -1,13 +1,14 @@
 """Logging setup for the CLI (library code only asks structlog for loggers).
 
-JSON lines when stderr is not a terminal, a console renderer when it is; every
-string passes through :func:`streamcalc.settings.mask_url`, so a Redis password
-never reaches a log line.
+JSON lines when stderr is not a terminal, a console renderer when it is (in
+colour, unless ``NO_COLOR`` is set); every string passes through
+:func:`streamcalc.settings.mask_url`, so a Redis password never reaches a log line.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -24,6 +25,11 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+def _colors() -> bool:
+    """Colours on a terminal, unless NO_COLOR is set to anything but "" (no-color.org)."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """Configure structlog for this process: ``fmt`` is json, console or auto."""
     if fmt == "auto":
@@ -31,7 +37,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=_colors())
     )
     structlog.configure(
         processors=[

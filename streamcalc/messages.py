@@ -1,4 +1,4 @@
-"""Entry formats of SPEC §2: raw stream entries in, decoded readings out, and back to fields.
+"""Entry formats (docs/streams.md): raw stream entries in, decoded readings out, and back to fields.
 
 Data flows one way: entry bytes -> :class:`Entry` (validated readings) -> wave ->
 output fields. Anything that cannot be decoded raises :class:`EntryError` with a
@@ -49,7 +49,7 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
     readings: tuple[tuple[str, Value], ...]
     src: str | None = None
     key: str = ""
-    """The entry's ``@key`` (S11); the empty key is the namespace's unkeyed state."""
+    """The entry's ``@key``; the empty key is the namespace's unkeyed state."""
 
 
 def id_ms(entry_id: bytes | str) -> int:

@@ -26,6 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from streamcalc.errors import UsageError
 from streamcalc.values import Value
 
 ENTRIES = Counter("streamcalc_entries", "Input entries processed, by outcome.", ["outcome"])
@@ -150,12 +151,25 @@ class _EveryFamily:
 
 def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms: int) -> None:
     """Set each derived node's staleness from the newest ts of its values over all keys,
-    and the value gauge of each scalar node of ``values`` (the empty key's, when exported)."""
-    for node, ts in newest.items():
-        NODE_STALENESS.labels(node).set(max(now_ms - ts, 0) / 1000)
-    for node, value in values.items():
-        if not isinstance(value, tuple):
-            NODE_VALUE.labels(node).set(value)
+    and the value gauge of each scalar node of ``values`` (the empty key's, when exported).
+
+    A node set before and missing now (removed from the graph, say) loses its
+    series, so a dashboard never shows a node that no longer exists.
+    """
+    staleness = {node: max(now_ms - ts, 0) / 1000 for node, ts in newest.items()}
+    scalars = {node: v for node, v in values.items() if not isinstance(v, tuple)}
+    for gauge, current in ((NODE_STALENESS, staleness), (NODE_VALUE, scalars)):
+        shown = _NODE_SERIES.setdefault(gauge._name, set())
+        for gone in shown - current.keys():
+            gauge.remove(gone)
+        for node, number in current.items():
+            gauge.labels(node).set(number)
+        shown.clear()
+        shown.update(current)
+
+
+#: The node label values each node gauge of this process has a series of.
+_NODE_SERIES: dict[str, set[str]] = {}
 
 
 def serve(
@@ -166,7 +180,9 @@ def serve(
 ) -> HTTPServer:
     """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port`` from a daemon thread.
 
-    ``/healthz`` answers 200 with ``ok`` when ``health()`` says so, else 503 with its reason.
+    A port in use or a host that is not an interface of this machine is a
+    UsageError (exit 2). ``/healthz`` answers 200 with ``ok`` when ``health()``
+    says so, else 503 with its reason.
     A client gets 5 s to send its request (a half-open connection does not hold a
     thread for long), and up to 128 connections wait to be accepted.
     """
@@ -196,6 +212,10 @@ def serve(
         request_queue_size = 128
         daemon_threads = True
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:  # in use, not ours to bind, or no such interface: the user's to fix
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot serve /metrics on {host}:{port}: {reason}") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

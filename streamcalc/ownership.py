@@ -1,4 +1,4 @@
-"""Who works on which partition (S12): membership of the group's workers, and the assignment.
+"""Who works on which partition: membership of the group's workers, and the assignment.
 
 Every worker renews its membership (a sorted set scored by expiry in Redis
 time) every tick and reads the live members back. All of them compute the same

@@ -4,7 +4,7 @@ A worker holds a :class:`Tenure` for every partition it owns. Taking the
 partition means taking its lease, loading its graph with an empty state cache,
 claiming every entry still pending for anyone (the previous owner can no longer
 commit them: its lease is gone) and processing those in stream order before
-anything new (S10). Every read and claim goes through ``fetch.lua``, fenced by
+anything new (one owner, stream order). Every read and claim goes through ``fetch.lua``, fenced by
 the lease like every commit, so a worker that lost the lease gets nothing more.
 """
 
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
 
 from streamcalc import faults, metrics
+from streamcalc.cluster import slot_owner
 from streamcalc.engine import Batch, Engine
 from streamcalc.errors import GraphUnrunnable, RedisStateError
 from streamcalc.keys import Keys
@@ -103,7 +104,9 @@ class Tenure:
         """True when a lease's holder is this consumer's own dead process (not this one)."""
         if held.consumer != self.consumer or held.instance == self.engine.instance:
             return False
-        return not instance_connected(self.client, held.instance)
+        # the holder's connections are open on the node that serves the partition
+        node = slot_owner(self.client, self.keys.lease(self.settings.group))
+        return not instance_connected(node, held.instance)
 
     def _load_graph(self) -> None:
         """Load the partition's graph, with an empty state cache."""
@@ -125,7 +128,7 @@ class Tenure:
     def release(self) -> None:
         """Give the lease back (after the last commit) and leave the partition's group.
 
-        Entries read ahead stay pending: the next owner claims them first (S9).
+        Entries read ahead stay pending: the next owner claims them first.
         """
         s = self.settings
         self.settle()
@@ -162,7 +165,7 @@ class Tenure:
         self.engine.cache.clear()
 
     def _ensure_group(self) -> None:
-        """Create the consumer group at ID 0 (and the stream) unless it exists (S9)."""
+        """Create the consumer group at ID 0 (and the stream) unless it exists."""
         try:
             self.client.xgroup_create(self.keys.input, self.settings.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -260,12 +263,16 @@ class Tenure:
         processed = 0
         deadline = time.monotonic() + budget_s
         while not stopping() and time.monotonic() < deadline:
-            batch = self.engine.read(self.engine.batch_size(), "0").entries
-            if not batch:
+            reply = self.engine.read(self.engine.batch_size(), "0")
+            if reply.poison is not None:  # delivered too often: a dead letter, never read whole
+                self.engine.give_up(reply.poison)
+                processed += 1
+                continue
+            if not reply.entries:
                 self.recovering = False
                 break
-            self.engine.process(batch, self._delivery_counts(batch))
-            processed += len(batch)
+            self.engine.process(reply.entries)
+            processed += len(reply.entries)
         return processed
 
     def pump(
@@ -315,15 +322,3 @@ class Tenure:
                 self.in_flight, self.ahead = (current, read_ahead), ahead
                 break
         return processed
-
-    def _delivery_counts(self, batch: Sequence[RawEntry]) -> dict[bytes, int]:
-        ids = [entry_id for entry_id, _ in batch]
-        pending = self.client.xpending_range(
-            self.keys.input,
-            self.settings.group,
-            min=ids[0],  # Redis hands out entries in ID order
-            max=ids[-1],
-            count=len(ids) * 4 + 16,
-            consumername=self.consumer,
-        )
-        return {cast(bytes, p["message_id"]): int(p["times_delivered"]) for p in pending}

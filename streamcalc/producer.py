@@ -4,22 +4,24 @@ A producer needs nothing but Redis (``XADD sc:{default}:in * C 4``); this module
 adds validation before the write (so a bad value fails at the producer, not in
 the dead-letter stream) and backpressure, so a producer faster than its
 consumers can wait or be refused instead of growing Redis without bound.
+:func:`entry_fields` needs no Redis client (nor redis-py imported): the CLI's
+``send`` validates with it before it connects.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Literal, cast
-
-import redis
+from typing import TYPE_CHECKING, Literal, cast
 
 from streamcalc.errors import BackpressureError, UsageError
 from streamcalc.graph import valid_node_name
-from streamcalc.keys import Keys, Namespace, valid_key
+from streamcalc.keys import Keys, Namespace, check_key
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.store import LAG_COUNT_CAP, count_after, partition_count
 from streamcalc.values import encode_value, normalize
+
+if TYPE_CHECKING:
+    import redis
 
 Fields = dict[str, str | bytes]
 
@@ -44,7 +46,7 @@ def entry_fields(
         if not valid_node_name(name):
             raise UsageError(f"bad node name {name!r}")
         try:
-            fields[name] = encode_value(normalize(raw))
+            fields[name] = encode_value(normalize(raw, exact=True))
         except ValueError as exc:
             raise UsageError(f"bad value for {name}: {exc}") from None
     if not any(not name.startswith("@") for name in fields):
@@ -52,9 +54,7 @@ def entry_fields(
     if ts is not None:
         fields["@ts"] = str(_check_ts(ts))
     if key:
-        if not valid_key(key):
-            raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
-        fields["@key"] = key
+        fields["@key"] = check_key(key)
     return fields
 
 
@@ -65,7 +65,7 @@ def _check_ts(raw: object) -> int:
 
 
 class Producer:
-    """Appends entries to the input stream of their key's partition (S12).
+    """Appends entries to the input stream of their key's partition (docs/streams.md).
 
     ``key``: the ``@key`` of every entry this producer sends (an entry's own
     ``@key`` wins). The partition count is read once, when the producer is made.
@@ -87,6 +87,8 @@ class Producer:
         wait_s: float = 60.0,
         key: str | None = None,
     ) -> None:
+        from streamcalc.store import partition_count
+
         self.client = client
         self.namespace = Namespace(ns)
         self.partitions = partition_count(client, ns)
@@ -144,6 +146,10 @@ class Producer:
         return sum(self._lag(keys) for keys in streams)
 
     def _lag(self, keys: Keys) -> int:
+        import redis
+
+        from streamcalc.store import LAG_COUNT_CAP, count_after
+
         try:
             groups = self.client.xinfo_groups(keys.input)
         except redis.ResponseError:

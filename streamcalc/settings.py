@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a worker or a command needs to know; immutable once built."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    cluster: bool = False
+    """Treat the Redis URL as a Redis Cluster node without asking (``--cluster``)."""
     ns: str = DEFAULT_NS
     group: str = DEFAULT_GROUP
     consumer: str = ""
@@ -60,9 +62,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retain_len: int | None = None
     stuck_after_s: float = 60.0
     lease_ms: int = 10_000
-    """How long a partition's lease lasts unless its owner renews it (S12)."""
+    """How long a partition's lease lasts unless its owner renews it."""
     cache_keys: int = 100_000
-    """Most keys whose slot state a worker keeps in memory, per partition it owns (S11)."""
+    """Most keys whose slot state a worker keeps in memory, per partition it owns."""
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
     max_future_ms: int = 5 * 60_000
     """How far an entry's ``@ts`` may lie ahead of its ID time (0: no limit)."""

@@ -1,6 +1,6 @@
 """Slot state of one partition: how it is stored, the worker's bounded cache of it, batch views.
 
-State is keyed (S11): every (key, derived node) has its own slots. In Redis
+State is keyed (docs/keys-and-partitions.md): every (key, derived node) has its own slots. In Redis
 they are one field of the partition's ``slots`` hash (:func:`keys.state_field`),
 whose value starts with the generation of the node's definition, so a graph
 load that changes a node makes its old slots of every key read as empty

@@ -7,31 +7,41 @@ from typing import cast
 
 import redis
 
-from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
+from streamcalc.cluster import SlotRouter
+from streamcalc.errors import RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.keys import Keys, Namespace, state_field
-from streamcalc.scripts import Scripts
+from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
-from streamcalc.values import Value, decode_value
+from streamcalc.values import Value, decode_latest
 
 
-def connect(url: str, *, timeout: float = 10.0, name: str | None = None) -> redis.Redis:
+def connect(
+    url: str, *, timeout: float = 10.0, name: str | None = None, cluster: bool = False
+) -> redis.Redis:
     """A client for ``url`` (bytes replies, RESP2); raises RedisUnavailable for a bad URL.
 
     ``name`` is the connections' CLIENT SETNAME, so ``CLIENT LIST`` tells who is who.
+    On a Redis Cluster node (asked on first use, or ``cluster`` forces it) every
+    command goes to its key's slot owner (:mod:`streamcalc.cluster`).
     """
     try:
-        return redis.Redis.from_url(
-            url,
-            protocol=2,
-            client_name=name,
-            socket_connect_timeout=min(timeout, 5.0),
-            socket_timeout=timeout,
-            health_check_interval=30,
+        client = cast(
+            SlotRouter,
+            SlotRouter.from_url(
+                url,
+                protocol=2,
+                client_name=name,
+                socket_connect_timeout=min(timeout, 5.0),
+                socket_timeout=timeout,
+                health_check_interval=30,
+            ),
         )
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {mask_url(url)}: {exc}") from None
+    client.forced = cluster
+    return client
 
 
 def ping(client: redis.Redis, url: str, *, wait_s: float = 0.0) -> None:
@@ -113,17 +123,25 @@ def store_graph(
     ``partitions``, the namespace's partition count is set first (see
     :func:`set_partitions`). Each partition gets its own copy of the graph in
     its own hash slot, replaced in one script: each partition's entries see
-    either the old graph or the new one.
+    either the old graph or the new one. Loading the graph every partition
+    already holds writes nothing and returns the stored version: no worker
+    reloads or recomputes anything.
     """
     ns = keys if isinstance(keys, str) else keys.ns
     if partitions is not None:
         set_partitions(client, ns, partitions)
     count = partition_count(client, ns)
     loaded_ms = int(time.time() * 1000)
-    definitions = graph.definitions()
+    definitions = graph.stored()
     targets = Namespace(ns).partitions(count)
     if count > 1:
         targets = [Namespace(ns).root, *targets]
+    pipe = client.pipeline(transaction=False)
+    for target in targets:
+        pipe.hmget(target.meta, "graph_hash", "graph_version")
+    stored = pipe.execute()
+    if all(h == graph.version_hash.encode() and v for h, v in stored):
+        return int(stored[-1][1])  # the same graph everywhere: nothing to do, no new version
     version = 0
     for target in targets:
         version = Scripts(client, target).load_graph(graph.version_hash, loaded_ms, definitions)
@@ -157,6 +175,13 @@ def fetch_graph(
     return version.decode(), Graph.from_definitions(definitions, plugins=plugins)
 
 
+def graph_names(client: redis.Redis, keys: Keys) -> frozenset[str] | None:
+    """Every node name of the stored graph (None before any load), read without compiling it:
+    what telling a typo from a node needs, cheaply (``send``, ``values``)."""
+    definitions = cast(dict[bytes, bytes], client.hgetall(keys.graph))
+    return Graph.names_of(definitions) if definitions else None
+
+
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -173,6 +198,25 @@ def read_range(
     if reverse:
         return cast(list[StreamEntry], client.xrevrange(key, max=end, min=start, count=count))
     return cast(list[StreamEntry], client.xrange(key, min=start, max=end, count=count))
+
+
+FlatEntry = tuple[bytes, list[bytes]]
+"""An entry with its fields as Redis holds them: name, value, ... (a name may repeat)."""
+
+
+def read_flat(
+    client: redis.Redis,
+    key: str,
+    start: str = "-",
+    end: str = "+",
+    count: int | None = None,
+    *,
+    reverse: bool = False,
+) -> list[FlatEntry]:
+    """:func:`read_range` with every field kept: a field written twice shows twice."""
+    args = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
+    rows = range_script(client)(keys=[key], args=[*args, count or 2**31 - 1])
+    return [(entry_id, list(fields or ())) for entry_id, fields in rows]
 
 
 def latest_values(
@@ -192,18 +236,7 @@ def latest_values(
         fields = [state_field(key, node) for node in nodes]
         found = cast(list[bytes | None], client.hmget(keys.latest, fields)) if fields else []
         items = list(zip(nodes, found, strict=True))
-    result: dict[str, tuple[int, Value]] = {}
-    for node, text in items:
-        if text is not None:
-            ts, _, value = text.partition(b" ")
-            try:
-                result[node] = (int(ts), decode_value(value))
-            except ValueError:
-                raise RedisStateError(
-                    f"the latest value of {node!r} in {keys.latest} was not written by "
-                    f"streamcalc: {text[:40]!r}"
-                ) from None
-    return result
+    return decode_latest(items, keys.latest)
 
 
 #: Without a lag from Redis (before 7.0, or after XDEL), it is counted, up to this many.

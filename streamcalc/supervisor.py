@@ -27,14 +27,16 @@ from types import FrameType
 import redis
 import structlog
 
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.scripts import Scripts
 from streamcalc.settings import Settings
 from streamcalc.store import connect, partition_keys
-from streamcalc.worker import default_consumer_name
+from streamcalc.worker import BLOCKED_PREFIX, default_consumer_name
 
 #: A child that dies sooner than this after its start is restarted with growing delays.
 _QUICK_DEATH_S = 5.0
+#: A child still running this long after SIGTERM is SIGKILLed (its batch is fenced anyway).
+_STOP_TIMEOUT_S = 60.0
 
 
 def child_command(settings: Settings, consumer: str, log_level: str) -> list[str]:
@@ -54,6 +56,8 @@ def child_command(settings: Settings, consumer: str, log_level: str) -> list[str
     ]  # fmt: skip
     if s.export_values:
         command.append("--export-values")
+    if s.cluster:
+        command.append("--cluster")
     command += ["--stuck-after", str(s.stuck_after_s)]
     command += ["--function-timeout", str(s.function_timeout_s)]
     command += ["--max-future", f"{s.max_future_ms}ms"]
@@ -94,29 +98,58 @@ class Supervisor:
             PROMETHEUS_MULTIPROC_DIR=str(self.state_dir / "metrics"),
             STREAMCALC_HEARTBEAT_FILE=str(self.heartbeat(name)),
         )
-        self.heartbeat(name).touch()
+        self.heartbeat(name).write_text("")
         command = child_command(self.settings, name, self.log_level)
         self.children[name] = subprocess.Popen(command, env=env)
         self.started[name] = time.monotonic()
 
     def health(self) -> tuple[bool, str]:
         """For ``/healthz``: Redis reachable, every child alive and making progress."""
-        client = connect(self.settings.redis_url, timeout=2.0)
+        client = connect(self.settings.redis_url, timeout=2.0, cluster=self.settings.cluster)
         try:
             client.ping()
+            graph_loaded = client.exists(Namespace(self.settings.ns).root.graph)
         except redis.RedisError:
             return False, "redis unreachable"
         finally:
             client.close()
+        if not graph_loaded:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         stuck_after = self.settings.stuck_after
         now = time.time()
         for name, child in self.children.items():
             if child.poll() is not None:
                 return False, f"worker {name} is not running"
+            blocked = self.blocked(name)
+            if blocked:
+                return False, f"worker {name} {blocked}"
             age = now - self.heartbeat(name).stat().st_mtime
             if age > stuck_after:
                 return False, f"worker {name} stuck: no progress for {age:.0f}s"
         return True, "ok"
+
+    def blocked(self, name: str) -> str:
+        """What blocks child ``name`` as it said in its heartbeat file ("" when nothing)."""
+        path = self.heartbeat(name)
+        try:
+            if not path.stat().st_size:
+                return ""
+            text = path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[len(BLOCKED_PREFIX) :] if text.startswith(BLOCKED_PREFIX) else ""
+
+    def replace_blocked(self) -> None:
+        """SIGKILL every child a plugin blocks (it cannot stop by itself); the loop restarts
+        it. Its leases, left to expire, fence it: whatever it might still do, it commits
+        nothing; the next owner claims its entries."""
+        for name, child in self.children.items():
+            if child.poll() is None:
+                blocked = self.blocked(name)
+                if blocked:
+                    self.log.error("worker blocked; replacing it", child=name, error=blocked)
+                    child.kill()
+                    child.wait()
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT, then stop every child cleanly."""
@@ -146,6 +179,7 @@ class Supervisor:
             restart_at: dict[str, float] = {}
             while not self.stopping:
                 time.sleep(0.1)
+                self.replace_blocked()
                 now = time.monotonic()
                 for name, child in self.children.items():
                     code = child.poll()
@@ -171,9 +205,9 @@ class Supervisor:
         for child in self.children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        codes = [child.wait() for child in self.children.values()]
+        codes = [self._wait_or_kill(name, child) for name, child in self.children.items()]
         # A child stopped before it could leave (say, while starting up) leaves its name behind.
-        client = connect(self.settings.redis_url)
+        client = connect(self.settings.redis_url, cluster=self.settings.cluster)
         every = [Keys(self.settings.ns)]
         with contextlib.suppress(redis.RedisError):
             every += partition_keys(client, self.settings.ns)
@@ -185,6 +219,15 @@ class Supervisor:
         client.close()
         self.log.info("supervisor stopped", codes=codes)
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+
+    def _wait_or_kill(self, name: str, child: subprocess.Popen[bytes]) -> int:
+        """Wait for a child to stop; SIGKILL one that ignores SIGTERM (blocked) for a minute."""
+        try:
+            return child.wait(timeout=_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.log.error("worker ignores SIGTERM; killing it", child=name)
+            child.kill()
+            return child.wait()
 
 
 def supervise(settings: Settings, processes: int, log_level: str) -> int:

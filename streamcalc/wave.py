@@ -1,4 +1,4 @@
-"""Glitch-free waves (SPEC S1-S8), evaluated in Python against one key's view of slot state.
+"""Glitch-free waves (docs/semantics.md), evaluated in Python against one key's view of slot state.
 
 Pure: no I/O, and no knowledge of partitions or of other keys. :func:`run_wave`
 applies one entry to the :class:`~streamcalc.state.KeyView` of the entry's key,
@@ -27,10 +27,10 @@ class BatchResult:
     fired: list[tuple[str, Value, int, str, str]] = field(default_factory=list)
     """(node, value, ts, source entry id, key) for every fired value, in wave order."""
     function_errors: list[tuple[Entry, str, str]] = field(default_factory=list)
-    """(entry, node, message) for every node whose function failed (S8)."""
+    """(entry, node, message) for every node whose function failed (a dead letter each)."""
     readings: int = 0
     unknown: int = 0
-    """Readings of names that are not nodes of the graph: not stored, trigger nothing (S1)."""
+    """Readings of names that are not nodes of the graph: not stored, trigger nothing."""
     late: int = 0
     expired: int = 0
 
@@ -68,9 +68,9 @@ _NO_TS = 2**63
 
 
 def run_wave(plan: WavePlan, entry: Entry, view: KeyView, result: BatchResult) -> None:
-    """Apply one entry as one glitch-free wave (S5): readings first, then derived nodes by rank.
+    """Apply one entry as one glitch-free wave: readings first, then derived nodes by rank.
 
-    ``view`` is the state of the entry's key (S11): the wave reads and writes nothing else.
+    ``view`` is the state of the entry's key: the wave reads and writes nothing else.
     """
     ts = entry.ts
     dirty: list[tuple[int, str]] = []
@@ -97,7 +97,7 @@ def _apply(
     dirty: list[tuple[int, str]],
     queued: set[str],
 ) -> None:
-    """Apply a value of ``node`` to its latest value (S1) and to every slot it feeds (S2)."""
+    """Apply a value of ``node`` to its latest value and to every slot it feeds (unless late)."""
     latest = view.latest
     known = latest.get(node)
     if known is None or ts >= known[0]:
@@ -128,7 +128,7 @@ def _expire_and_fire(
     dirty: list[tuple[int, str]],
     queued: set[str],
 ) -> None:
-    """Expire old slots (S3), fire when complete, and consume (S4) or keep the slots."""
+    """Expire old slots (TTL), fire when complete, and consume or keep the slots (mode)."""
     ttl_ms, consume, evaluate = plan.derived[node]
     slots = view.working[node]
     args: list[Value] = []

@@ -26,26 +26,46 @@ import redis
 import structlog
 
 from streamcalc import metrics
+from streamcalc.cluster import classify, describe, refresh
 from streamcalc.engine import Engine
-from streamcalc.errors import GraphError, LeaseLost, RedisStateError
+from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
+from streamcalc.graph import Graph
+from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
 from streamcalc.router import Router
 from streamcalc.settings import Settings
-from streamcalc.store import connect, fetch_graph, latest_values, partition_count, ping
+from streamcalc.store import (
+    connect,
+    fetch_graph,
+    graph_version,
+    latest_values,
+    partition_count,
+    ping,
+)
 from streamcalc.values import Value
 
-#: Error replies that say "not now" rather than "never".
-_TRANSIENT = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+#: A worker without a graph says so at once, then again this often.
+NO_GRAPH_LOG_S = 60.0
+
+#: How a heartbeat file starts when a plugin blocks its worker (the supervisor replaces it).
+BLOCKED_PREFIX = "blocked: "
 
 
-def _transient(exc: redis.ResponseError) -> bool:
-    if isinstance(exc, redis.exceptions.OutOfMemoryError | redis.exceptions.ReadOnlyError):
-        return True
-    # Redis 7 passes a script's inner error code through; 6.2 wraps it ("... -OOM ...").
-    text = str(exc)
-    return text.startswith(_TRANSIENT) or any(f"-{code} " in text for code in _TRANSIENT)
+def _transient(exc: redis.RedisError) -> bool:
+    """True for an error that says "not now" rather than "never" (see :func:`classify`)."""
+    return classify(exc) is not None
+
+
+#: What the worker logs (once) when Redis has each kind of passing trouble.
+_TROUBLE = {
+    "connection": "redis unreachable; retrying",
+    "down": "redis cluster down; waiting until it is back",
+    "moved": "cluster slot moved; following it",
+    "migrating": "cluster slot being migrated; waiting",
+    "busy": "redis refuses writes for now; retrying",
+}
 
 
 #: The young generation's collection threshold of a worker process (CPython's default: 700).
@@ -88,6 +108,7 @@ class Worker:
         # A blocking read must not look like a dead socket.
         self.client = connect(
             settings.redis_url,
+            cluster=settings.cluster,
             timeout=max(10.0, settings.block_ms / 1000 + 5),
             name=client_name(self.consumer, self.instance),
         )
@@ -110,8 +131,11 @@ class Worker:
         self._next_trim = 0.0
         self.last_progress = time.monotonic()
         self._last_heartbeat = 0.0
+        self._blocked_reported = False
         self._parent = os.getppid()
         self.redis_ok = False
+        self._redis_trouble = "redis unreachable"
+        self.waiting_for_graph = False
         self._in_flight: Tenure | None = None
         """The partition whose last commit is in flight, settled in the next one's turn."""
         self._held: tuple[Tenure, ...] = ()
@@ -132,7 +156,12 @@ class Worker:
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) for ``/healthz``: Redis reachable and the loop making progress."""
         if not self.redis_ok:
-            return False, "redis unreachable"
+            return False, self._redis_trouble
+        blocked = blocked_call()
+        if blocked:
+            return False, blocked
+        if self.waiting_for_graph:
+            return False, f"no graph loaded in namespace {self.settings.ns!r}"
         paused = [t for t in self._held if t.engine.unrunnable]
         if paused:
             return False, f"graph cannot run: {paused[0].engine.unrunnable}"
@@ -143,22 +172,61 @@ class Worker:
         return True, "ok"
 
     def start(self) -> None:
-        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded."""
-        ping(self.client, self.settings.redis_url, wait_s=self.settings.wait_s)
+        """Reach Redis (waiting up to ``--wait``) and wait until a graph is loaded.
+
+        Both waits are logged at once, so a silent worker is never a puzzle;
+        the wait for a graph again every :data:`NO_GRAPH_LOG_S` seconds.
+        """
+        if not self._reach_redis():
+            return
         self.redis_ok = True
+        next_log = 0.0
         while not self.stopping:
             try:
                 if fetch_graph(self.client, self.keys)[1] is not None:
                     break
             except GraphError:
                 break  # a graph is stored; each partition pauses until one that runs is loaded
-            self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+            self.waiting_for_graph = True
+            if time.monotonic() >= next_log:
+                self.log.warning("no graph loaded; waiting for 'streamcalc graph load'")
+                next_log = time.monotonic() + NO_GRAPH_LOG_S
             self._stopping.wait(1.0)
+        self.waiting_for_graph = False
+        self.last_progress = time.monotonic()
+
+    def _reach_redis(self) -> bool:
+        """Ping until Redis answers (True), ``--wait`` runs out (RedisUnavailable) or we stop.
+
+        A refused password is not worth waiting for: it raises at once.
+        """
+        deadline = time.monotonic() + self.settings.wait_s
+        delay = 0.05
+        while True:
+            try:
+                self.client.ping()
+            except redis.AuthenticationError:
+                ping(self.client, self.settings.redis_url)  # raises its one-line error
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                reason = f"cannot reach Redis at {self.settings.safe_url}: {exc}"
+                if time.monotonic() + delay > deadline:
+                    raise RedisUnavailable(reason) from None
+                if delay == 0.05:  # the first failure: say what we wait for, at once
+                    wait_s = self.settings.wait_s
+                    self.log.warning(f"waiting up to {wait_s:g}s for Redis", error=reason)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.05:
+                self.log.info("redis reached")
+            return True
 
     def run(self) -> None:
         """Run until :meth:`stop`: take partitions, process them, hand them over at the end."""
         self.start()
-        self.log.info("worker started")
+        if not self.stopping:
+            self.log.info("worker started")
         self._keeper.start()
         try:
             while not self.stopping:
@@ -169,47 +237,53 @@ class Worker:
         self.log.info("worker stopped")
 
     def _resilient(self, action: Any) -> None:
-        """Run ``action``, riding out lost connections with backoff until it succeeds or we stop."""
+        """Run ``action``, riding out lost connections with backoff until it succeeds or we stop.
+
+        Also what a cluster does for a while: a slot moving (MOVED, ASK,
+        TRYAGAIN), a failover, the cluster down; and what Redis refuses for
+        now (out of memory, busy, loading). Nothing is lost meanwhile: an
+        unfinished batch was not committed and is read again.
+        """
         delay = 0.1
-        failing = False
+        failing = ""
         while True:
             try:
                 action()
                 if failing:
-                    self.log.warning("redis is back")
+                    self.log.warning("redis is back", after=failing)
                 self.redis_ok = True
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not failing:
-                    self.log.warning("redis unreachable; retrying", error=str(exc))
-                failing = True
-                self.redis_ok = False
-                self._recover_all()
-            except redis.ResponseError as exc:
-                text = str(exc)
-                if _transient(exc):
-                    # Redis is out of memory, busy, loading or read-only: nothing is lost
-                    # (the batch was not committed), so wait and try again.
-                    if not failing:
-                        self.log.warning("redis refuses writes for now; retrying", error=text)
-                    failing = True
-                    self._recover_all()
-                elif text.startswith(("NOGROUP", "UNBLOCKED")):
+            except redis.RedisError as exc:
+                trouble = classify(exc)
+                if trouble is None:
+                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                        raise
                     # The group is gone, or the stream was deleted while we waited.
                     self.log.warning("consumer group or stream vanished; recreating it")
-                    self._groups_lost()
-                else:
-                    raise
+                    self._resilient(self._groups_lost)
+                elif trouble != failing:  # once per outage (and per kind of it)
+                    self.log.warning(_TROUBLE[trouble], error=describe(exc))
+                if trouble is not None:
+                    failing = trouble
+                    if trouble in ("connection", "down"):
+                        self.redis_ok = False
+                        self._redis_trouble = (
+                            "redis cluster down" if trouble == "down" else "redis unreachable"
+                        )
+                    refresh(self.client)
+                    self._recover_all()
+                    if trouble == "moved":  # the slot table is read again: retry at once
+                        delay = min(delay, 0.02)
             if self.stopping and failing:
                 return
             self._stopping.wait(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
 
     def _recover_all(self) -> None:
         """A batch may have been cut short: re-read what each partition left pending for us."""
         self._in_flight = None
         for tenure in self._tenures():
-            tenure.recover()
+            tenure.recover()  # drops its connection too: the slot's node may have changed
 
     def _groups_lost(self) -> None:
         self._in_flight = None
@@ -229,7 +303,24 @@ class Worker:
                 tenure.renew()
 
     def _making_progress(self) -> bool:
+        """The lease keeper's question (its thread): renew? Not while a plugin call is
+        blocked past its timeout (the partitions go to a live worker), nor when stuck."""
+        blocked = blocked_call()
+        if blocked:
+            self._report_blocked(blocked)
+            return False
         return time.monotonic() - self.last_progress <= self.settings.stuck_after
+
+    def _report_blocked(self, blocked: str) -> None:
+        """Say once that a plugin blocks this worker: a log line, and for a supervisor
+        (``--processes``) the heartbeat file, which then reads ``blocked: ...``."""
+        if self._blocked_reported:
+            return
+        self._blocked_reported = True
+        self.log.error("worker blocked; its leases are left to expire", error=blocked)
+        if self.settings.heartbeat_file:
+            with contextlib.suppress(OSError):
+                Path(self.settings.heartbeat_file).write_text(f"{BLOCKED_PREFIX}{blocked}")
 
     def leave(self) -> None:
         """Hand every partition over and end the membership: the others take over at once."""
@@ -419,6 +510,19 @@ class Worker:
             result = trim(self.client, tenure.keys, max_age_ms=s.retain_ms, max_len=s.retain_len)
             self.log.debug("retention", result=msgspec.to_builtins(result))
 
+    def _observed_graph(self, tenure: Tenure) -> Graph | None:
+        """The graph the node gauges follow: the stored one, even before an idle engine reloads.
+
+        So a node removed from the graph leaves the gauges within one refresh.
+        """
+        engine = tenure.engine
+        if graph_version(self.client, tenure.keys) == engine.graph_version:
+            return engine.graph
+        try:
+            return fetch_graph(self.client, tenure.keys)[1]
+        except GraphError:
+            return engine.graph  # the engine reports it when it reloads
+
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
         count = max(self.partitions, 1)
@@ -437,7 +541,7 @@ class Worker:
                     if lag is not None:
                         metrics.STREAM_LAG.labels(label).set(lag)
         tenures = list(self.owned.values())
-        graph = tenures[0].engine.graph if tenures else None
+        graph = self._observed_graph(tenures[0]) if tenures else None
         if graph is None:
             return
         derived = list(graph.nodes)

@@ -8,6 +8,7 @@ from helpers import Background, load, outputs, wait_for
 from streamcalc import metrics
 from streamcalc.budget import COMMIT_VALUES_BUDGET
 from streamcalc.keys import Keys
+from streamcalc.scripts import CommitRequest, Scripts
 
 FAN_OUT = 100
 GRAPH = "".join(f'[nodes.N{i}]\nexpr = "X + {i}"\nmode = "latest"\n' for i in range(FAN_OUT))
@@ -38,3 +39,43 @@ def test_batches_shrink_so_a_commit_stays_within_the_values_budget(
     # have been counted before the burst, when the last learning batch settled late)
     assert commits >= 400 * FAN_OUT / COMMIT_VALUES_BUDGET - 1
     assert len(outputs(r, keys)) == 405 * FAN_OUT
+
+
+WIDE = 1_000
+WIDE_GRAPH = "".join(f'[nodes.W{i}]\nexpr = "X + {i}"\nmode = "latest"\n' for i in range(WIDE))
+#: What one commit may hold Redis for, measured by Redis itself (SLOWLOG, wall-clock time).
+#: A commit of ~2,000 values takes ~6 ms on a quiet 2-core machine and 10-35 ms on a loaded
+#: one (Redis descheduled mid-call); without the values budget a commit of this fan-out
+#: carries up to 64,000 values and takes 0.2-1 s.
+MEDIAN_COMMIT_US = 25_000
+SLOWEST_COMMIT_US = 150_000
+
+
+def test_one_commit_holds_redis_for_a_few_milliseconds_on_a_large_fan_out(
+    redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    keys = Keys(ns)
+    load(r, ns, WIDE_GRAPH)
+    commit_sha = Scripts(r, keys).commit_command(CommitRequest("g", "c", "0", "t"))[1].encode()
+    previous = r.config_get("slowlog-*")
+    r.config_set("slowlog-max-len", 100_000)
+    r.config_set("slowlog-log-slower-than", 1_000)  # the commands a script runs are logged too
+    r.slowlog_reset()
+    try:
+        pipe = r.pipeline(transaction=False)
+        for i in range(200):  # 200,000 derived values
+            pipe.xadd(keys.input, {"X": str(i)})
+        pipe.execute()
+        with Background(redis_url, ns, batch=500):
+            wait_for(lambda: r.xlen(keys.output) == 200 * WIDE, timeout=180)
+        log = r.slowlog_get(100_000)
+    finally:
+        r.config_set("slowlog-log-slower-than", previous["slowlog-log-slower-than"])
+        r.config_set("slowlog-max-len", previous["slowlog-max-len"])
+    durations = sorted(
+        int(e["duration"]) for e in log if e["command"].split(b" ")[:2] == [b"EVALSHA", commit_sha]
+    )
+    # ~2,000 values a commit: ~100 commits, nearly all of them over 1 ms
+    assert len(durations) >= 200 * WIDE // COMMIT_VALUES_BUDGET // 2, durations
+    assert durations[len(durations) // 2] < MEDIAN_COMMIT_US, durations
+    assert durations[-1] < SLOWEST_COMMIT_US, durations

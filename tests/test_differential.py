@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import redis
+from formulas import formula_trees
 from helpers import dead_letters, drain, load, outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model import Model, ModelNode
+from model import Model, ModelNode, evaluate, names, render
 
 from streamcalc.keys import Keys
 from streamcalc.store import latest_values
 
 INPUTS = ["I0", "I1", "I2", "I3"]
-FORMS = ["add", "mul", "sub", "div", "max", "expr"]
+FORMS = ["add", "mul", "sub", "div", "max", "expr", "formula"]
 # Names of derived nodes in the order they are drawn (each may use the ones before it).
 # Listed in reverse name order, so that the examples hypothesis shrinks towards name their
 # nodes against the topological order; permutations mix them up. Name order is no
@@ -25,12 +27,27 @@ DERIVED_NAMES = ["zz", "Y", "X.v", "Mid", "B_2", "A"]
 
 @st.composite
 def graph_specs(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
-    """Random DAGs over four inputs: fn and expr forms, both modes, several event-time TTLs."""
+    """Random DAGs over four inputs: fn and expr forms, both modes, several event-time TTLs.
+
+    A ``formula`` node is a random tree of the whole language (comparisons, logic,
+    where, reductions) over up to three of the nodes before it.
+    """
     nodes: dict[str, dict[str, Any]] = {}
-    names = draw(st.permutations(DERIVED_NAMES))
+    derived = draw(st.permutations(DERIVED_NAMES))
     for k in range(draw(st.integers(1, 5))):
-        pool = INPUTS + names[:k]
+        pool = INPUTS + derived[:k]
         form = draw(st.sampled_from(FORMS))
+        if form == "formula":
+            used = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
+            tree = draw(formula_trees(used, max_leaves=6).filter(names))
+            nodes[derived[k]] = {
+                "form": form,
+                "tree": tree,
+                "args": names(tree),
+                "ttl": draw(st.sampled_from([0, 3, 10, 50])),
+                "mode": draw(st.sampled_from(["consume", "latest"])),
+            }
+            continue
         arity = 2 if form in ("sub", "div", "mul", "expr") else draw(st.integers(1, 3))
         args = draw(st.lists(st.sampled_from(pool), min_size=arity, max_size=arity, unique=True))
         spec: dict[str, Any] = {
@@ -42,7 +59,7 @@ def graph_specs(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
         if form == "expr":
             spec["coef"] = draw(st.lists(st.integers(-3, 3), min_size=2, max_size=2))
             spec["const"] = draw(st.integers(-5, 5))
-        nodes[names[k]] = spec
+        nodes[derived[k]] = spec
     return nodes
 
 
@@ -66,7 +83,9 @@ def toml_of(spec: dict[str, dict[str, Any]]) -> str:
     lines = []
     for name, node in spec.items():
         lines.append(f'[nodes."{name}"]')
-        if node["form"] == "expr":
+        if node["form"] == "formula":
+            lines.append(f"expr = {json.dumps(render(node['tree']))}")
+        elif node["form"] == "expr":
             (a, b), (ca, cb) = node["args"], node["coef"]
             lines.append(f'expr = "{a} * ({ca}) + {b} * ({cb}) + ({node["const"]})"')
         else:
@@ -90,6 +109,8 @@ def model_of(spec: dict[str, dict[str, Any]]) -> Model:
             return lambda v: v[0] / v[1]
         if form == "max":
             return max
+        if form == "formula":
+            return lambda v: evaluate(node["tree"], dict(zip(node["args"], v, strict=True)))
         ca, cb = node["coef"]
         return lambda v: v[0] * ca + v[1] * cb + node["const"]
 

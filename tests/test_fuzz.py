@@ -1,6 +1,8 @@
 """Hostile input: random names, binary garbage, huge numbers, NaN, deep JSON, 10 MB values,
 thousands of fields. The worker never dies, leaves nothing pending, and every bad entry lands
-in the dead-letter stream with a reason while every good one is applied."""
+in the dead-letter stream with a reason while every good one is applied. Large and slow valid
+entries never become dead letters; hostile graphs and state written straight to Redis kill no
+worker and lose nothing."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ import json
 import math
 import random
 import re
+import time
 from typing import Any
 
 import pytest
 import redis
-from helpers import dead_letters, drain, load
+from helpers import Background, dead_letters, drain, load, outputs, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +72,8 @@ def _reject(name: str) -> None:
 def _number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return False  # it would lose digits as a float
     try:
         return math.isfinite(float(value))
     except OverflowError:
@@ -198,3 +203,100 @@ def test_hundred_thousand_hostile_entries(redis_url: str, r: redis.Redis, ns: st
         total += len(entries)
         r.delete(keys.dead, keys.output)
     assert total == 100_000
+
+
+SLOW_GRAPH = GRAPH + '[nodes.L]\nfn = "blocking_plugins:slow"\nargs = ["Z"]\n'
+VECTOR = b"[" + b",".join(b"%d.25" % i for i in range(4096)) + b"]"  # the longest vector
+FILLER = b"[" + b",".join([b"123456789.1234"] * 4000) + b"]"  # 60 KB of a name not in the graph
+
+
+@pytest.mark.slow
+def test_large_and_slow_valid_entries_never_become_dead_letters(
+    redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    """Two workers with a short lease on entries that take longer than it (a slow plugin) or
+    weigh many megabytes: nobody claims work from under the other, nothing is poison."""
+    keys = Keys(ns)
+    load(r, ns, SLOW_GRAPH)
+    entries: list[Fields] = []
+    for i in range(6):  # ~12 MB each: 200 fields of 60 KB, and the longest vectors
+        big = [(b"X", VECTOR), (b"Y", VECTOR)]
+        entries.append(big + [(f"pad{j}".encode(), FILLER) for j in range(198)])
+        entries.append([(b"X", str(i).encode()), (b"Y", b"1"), (b"Z", str(i).encode())])
+    ids = push(r, keys, entries[:6])
+    ids += push(r, keys, entries[6:])
+    fast = {"lease_ms": 1000, "claim_idle_ms": 300, "plugins": ("blocking_plugins",)}
+    first = Background(redis_url, ns, consumer="w1", batch=8, **fast)
+    with first, Background(redis_url, ns, consumer="w2", batch=8, **fast):
+        wait_for(lambda: len(outputs(r, keys)) == 6 * 2 + 6 * 3, timeout=100)
+        time.sleep(1.5)  # a second emission of anything would come now
+    check(r, keys, ids, entries)
+    assert dead_letters(r, keys) == []
+    pairs = [(node, src) for node, _, _, src in outputs(r, keys)]
+    assert len(pairs) == len(set(pairs)) == 30
+    assert sorted(v for node, v, _, _ in outputs(r, keys) if node == "L") == list(range(6))
+
+
+HOSTILE_GRAPHS: list[dict[bytes, bytes]] = [
+    {b"S": b"garbage"},
+    {b"S": b'{"name": "S", "args": ["X"], "fn": "os:system"}'},
+    {b"S": b'{"name": "S", "args": ["S"], "expr": "S + 1"}'},  # a cycle
+    {b"S": b'{"name": "T", "args": ["X"], "expr": "X"}'},  # names another node
+    {b"S": b'{"name": "S", "args": ["X"], "expr": "' + b"(" * 5000 + b"X" + b")" * 5000 + b'"}'},
+    {b"\xff\xfe": b"{}"},
+    {b"@unknown": b"sometimes", b"S": b'{"name": "S", "args": ["X", "Y"], "fn": "add"}'},
+    {b"S": b"[" * 100_000},
+]
+
+
+def _hostile_state(r: redis.Redis, keys: Keys, rng: random.Random) -> None:
+    """Garbage in every piece of state a worker reads (slots, latest, fresh, keys, lease)."""
+    garbage = rng.choice([b"", b"x", b"1 [1,", b"\xff" * 10, b"9" * 400, b"[" * 10_000, b"1 2 3"])
+    pipe = r.pipeline(transaction=False)
+    pipe.hset(keys.slots, rng.choice(["S", "V", "k|S"]), garbage)
+    pipe.hset(keys.latest, rng.choice(["X", "S", "V"]), garbage)
+    pipe.hset(keys.fresh, rng.choice(["X", "S"]), garbage)
+    pipe.zadd(keys.key_index, {garbage or b"-": 1})
+    if rng.randrange(3) == 0:
+        pipe.set(keys.lease("streamcalc"), garbage)  # no expiry: a stray value, not a lease
+    pipe.execute()
+
+
+def test_hostile_graphs_and_state_written_to_redis_kill_no_worker_and_lose_nothing(
+    redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    rng = random.Random(7)
+    keys = Keys(ns)
+    load(r, ns, GRAPH)
+    good = r.hgetall(keys.graph)
+    sent: list[str] = []
+    background = Background(redis_url, ns, lease_ms=1000, export_values=True)
+    with background:
+        for round_ in range(len(HOSTILE_GRAPHS) * 2):
+            if round_ % 2 == 0:  # a hostile graph, announced as a new version
+                pipe = r.pipeline(transaction=True)
+                pipe.delete(keys.graph)
+                pipe.hset(keys.graph, mapping=HOSTILE_GRAPHS[round_ // 2])
+                pipe.hincrby(keys.meta, "graph_version", 1)
+                pipe.execute()
+            else:
+                _hostile_state(r, keys, rng)
+                background.worker.observe_group()  # the gauges read the garbage too
+            for _ in range(5):
+                sent.append(r.xadd(keys.input, {"X": str(rng.randrange(100)), "Y": "1"}).decode())
+            time.sleep(0.2)
+            if round_ % 2 == 0:  # the good graph back: the paused partition goes on
+                pipe = r.pipeline(transaction=True)
+                pipe.delete(keys.graph)
+                pipe.hset(keys.graph, mapping=good)
+                pipe.hincrby(keys.meta, "graph_version", 1)
+                pipe.execute()
+        wait_for(lambda: r.xpending(keys.input, "streamcalc")["pending"] == 0, timeout=60)
+        wait_for(lambda: len(outputs(r, keys)) == 2 * len(sent), timeout=60)
+        assert background.thread.is_alive()
+    per_node = {"S": set(), "V": set()}
+    for node, _, _, src in outputs(r, keys):
+        assert src not in per_node[node], "emitted twice"
+        per_node[node].add(src)
+    assert per_node["S"] == per_node["V"] == set(sent)  # every entry processed, once
+    assert dead_letters(r, keys) == []

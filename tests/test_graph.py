@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import math
 import operator
 import re
@@ -11,13 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import model
 import msgspec
 import pytest
+from formulas import formula_trees
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model import Tree as FormulaTree
 
 from streamcalc.errors import FunctionError, GraphError, UsageError
 from streamcalc.graph import (
+    BUILTINS,
     FORMATS,
     Graph,
     NodeDef,
@@ -225,9 +231,19 @@ def test_node_errors_name_the_node(body: str, expected: str) -> None:
         ("C + None", "None is not allowed"),
         ("C + 1j", "complex literal"),
         ("C * 1e999", "is not finite"),
-        ("C < D", "comparison is not allowed"),
-        ("C and D", "boolean operator is not allowed"),
-        ("not C", "operator not is not allowed"),
+        ("C in D", "operator in is not allowed at column 1"),
+        ("C < D not in E", "operator not in is not allowed"),
+        ("C is not D", "operator is not is not allowed"),
+        ("in * 2", "in is a Python keyword: write a node of that name in backquotes, `in`"),
+        ("C + if", "if is a Python keyword"),
+        ("`1x` + C", "bad node name '1x' in backquotes at column 1"),
+        ("`C + 1", "unclosed backquote at column 1"),
+        ("dev1.in(C)", "call of dev1.in is not allowed"),
+        ("`a` + 'x'", "string literal is not allowed at column 7"),
+        ("dev1.in + 'x'", "string literal is not allowed at column 11"),
+        ("where(C, D)", "where takes exactly 3 arguments, got 2"),
+        ("sum(C, D)", "sum takes exactly 1 argument, got 2"),
+        ("vmean()", "vmean takes exactly 1 argument, got 0"),
         ("~C", "operator ~ is not allowed"),
         ("C << 2", "operator << is not allowed"),
         ("C @ D", "operator @ is not allowed"),
@@ -242,7 +258,7 @@ def test_node_errors_name_the_node(body: str, expected: str) -> None:
         ("math.sqrt(C)", "call of math.sqrt is not allowed"),
         ("[C, D]", "list is not allowed"),
         ("(C, D)", "tuple is not allowed"),
-        ("C if D else 1", "conditional expression is not allowed"),
+        ("C if D else 1", "conditional expression is not allowed at column 1: use where("),
         ("(x := C)", "assignment expression is not allowed"),
         ("f'{C}'", "f-string is not allowed"),
         ("[c for c in C]", "comprehension is not allowed"),
@@ -503,6 +519,153 @@ def test_ints_stay_ints() -> None:
     assert type(fn_graph("mul", "a", "b").evaluate("R", [3, 4])) is int
     assert type(fn_graph("div", "a", "b").evaluate("R", [6, 3])) is float
     assert type(fn_graph("mean", "a", "b").evaluate("R", [2, 2])) is float
+
+
+# --------------------------------------------------------------------------- conditions, reductions
+
+
+@pytest.mark.parametrize(
+    ("expr", "args", "expected"),
+    [
+        ("T > 25", (30,), 1),
+        ("T > 25", (25,), 0),
+        ("T >= 25", (25,), 1),
+        ("T < 2.5", (2,), 1),
+        ("T <= -1", (0,), 0),
+        ("T == 3", (3.0,), 1),
+        ("T != 3", (3,), 0),
+        ("0 <= T < 10", (0,), 1),
+        ("0 <= T < 10", (10,), 0),
+        ("A < B < C", (1, 2, 3), 1),
+        ("A < B < C", (1, 3, 2), 0),
+        ("A < B > C", (1, 3, 2), 1),
+        ("A and B", (2, -1), 1),
+        ("A and B", (2, 0), 0),
+        ("A or B", (0, 0.0), 0),
+        ("A or B", (0, 0.5), 1),
+        ("not A", (0,), 1),
+        ("not A", (-2,), 0),
+        ("not A and B or C", (0, 1, 0), 1),
+        ("A > 1 and not B", (2, 0), 1),
+        ("(A > 1) + (B > 1)", (2, 3), 2),
+        ("(T > 25) * 100", (26,), 100),
+        ("where(A > B, A, B)", (1, 4), 4),
+        ("where(A, 1.5, 2)", (0,), 2),
+        # arguments in order of first appearance: D, then N; D is 0, and N / D never runs
+        ("where(D != 0, N / D, 0)", (0, 1), 0),
+        ("where(D != 0, N / D, 0)", (2, 1), 0.5),
+        ("D != 0 and N / D > 2", (0, 1), 0),
+        ("D == 0 or N / D > 2", (0, 1), 1),
+        ("0 > D < N / D", (0, 1), 0),
+        ("sum(V)", (4,), 4),
+        ("len(V)", (4.5,), 1),
+        ("vmean(V)", (4,), 4.0),
+        ("`in` * 2", (3,), 6),
+        ("dev1.out / dev1.in", (3, 4), 0.75),
+        ("`dev1.in` - dev1.in", (3,), 0),
+        ("line.if + line.else + `not`", (1, 2, 3), 6),
+    ],
+)
+def test_conditions_and_logic(expr: str, args: tuple[Value, ...], expected: Value) -> None:
+    value = expr_graph(expr).evaluate("R", args)
+    assert value == expected
+    assert type(value) is type(expected)  # 1 and 0 are numbers, never booleans
+
+
+@pytest.mark.parametrize(
+    ("expr", "args", "expected"),
+    [
+        ("V > 2", ((1, 2, 3),), (0, 0, 1)),
+        ("V == W", ((1, 2), (1, 3)), (1, 0)),
+        ("0 < V < 3", ((0, 1, 3),), (0, 1, 0)),
+        ("V and W", ((0, 1, 2), 1), (0, 1, 1)),
+        ("W and V", ((0, 1, 2), 1), (0, 1, 1)),
+        ("V or 0", ((0, 3),), (0, 1)),
+        ("not V", ((0, 3),), (1, 0)),
+        ("where(V > 1, V, 0)", ((1, 2, 3),), (0, 2, 3)),
+        ("where(V > 1, W, -W)", ((1, 2), (5, 6)), (-5, 6)),
+        ("where(W, V, 0)", ((1, 0), (5, 6)), (5, 0)),
+        ("sum(V)", ((1, 2, 3),), 6),
+        ("sum(V)", ((1, 2.5),), 3.5),
+        ("len(V)", ((7, 8, 9),), 3),
+        ("vmin(V)", ((3, -1, 2),), -1),
+        ("vmax(V)", ((3, -1, 2),), 3),
+        ("vmean(V)", ((1, 2, 3, 4),), 2.5),
+        ("any(V > 2)", ((1, 2, 3),), 1),
+        ("all(V > 2)", ((1, 2, 3),), 0),
+        ("sum(V > 2)", ((1, 5, 3),), 2),
+        ("vmax(V) - vmin(V)", ((4, 9, 1),), 8),
+        ("V - vmean(V)", ((1, 3),), (-1.0, 1.0)),
+    ],
+)
+def test_conditions_and_reductions_on_vectors(
+    expr: str, args: tuple[Value, ...], expected: Value
+) -> None:
+    value = expr_graph(expr).evaluate("R", args)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "expected"),
+    [
+        ("where", (1, 5, 6), 5),
+        ("where", ((1, 0), 5, (7, 8)), (5, 8)),
+        ("sum", ((1, 2),), 3),
+        ("len", ((1, 2),), 2),
+        ("vmin", ((4, 2),), 2),
+        ("vmax", ((4, 2),), 4),
+        ("vmean", ((4, 2),), 3.0),
+        ("any", ((0, 0),), 0),
+        ("all", ((1, 2),), 1),
+    ],
+)
+def test_new_functions_as_fn(fn: str, args: tuple[Value, ...], expected: Value) -> None:
+    names = [f"a{i}" for i in range(len(args))]
+    assert fn_graph(fn, *names).evaluate("R", args) == expected
+
+
+def test_reductions_of_an_empty_vector() -> None:
+    """No reading holds an empty vector, but a reduction given one fails cleanly."""
+    from streamcalc.graph import BUILTINS
+
+    for name in ("vmin", "vmax", "vmean"):
+        message = function_error(lambda name=name: BUILTINS[name].apply([()]))
+        assert message == f"{name} of an empty vector"
+    assert BUILTINS["sum"].apply([()]) == 0
+    assert BUILTINS["len"].apply([()]) == 0
+    assert BUILTINS["any"].apply([()]) == 0
+    assert BUILTINS["all"].apply([()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("expr", "args", "expected"),
+    [
+        ("V > W", ((1, 2), (1, 2, 3)), "vector length mismatch: 2 and 3"),
+        ("where(V, W, 0)", ((1, 0), (1, 2, 3)), "vector length mismatch"),
+        ("where(V, 1 / W, 0)", ((1, 0), (1, 0)), "division by zero"),
+        ("where(V, 1 / W, 0)", (1, 0), "division by zero"),
+        ("A * 10 > 1", (1e308,), "overflow"),
+        ("not (A * 10)", (1e308,), "overflow"),
+        ("vmax(V * 10)", ((1e308, 1),), "overflow"),
+        ("sum(V * 10)", ((1e308, 1),), "not finite"),
+    ],
+)
+def test_condition_errors(expr: str, args: tuple[Value, ...], expected: str) -> None:
+    graph = expr_graph(expr)
+    assert expected in function_error(lambda: graph.evaluate("R", args))
+
+
+def test_keyword_names_are_nodes_of_the_graph() -> None:
+    """The issue's example: a device's power in and out."""
+    graph = parse(
+        '[nodes."dev1.eff"]\nexpr = "dev1.out / dev1.in"\n'
+        '[nodes.alarm]\nexpr = "`dev1.eff` < 0.5 or `in` > 100"\n'
+    )
+    assert graph.inputs == {"dev1.in", "dev1.out", "in"}
+    assert graph.nodes["alarm"].args == ("dev1.eff", "in")
+    assert graph.evaluate("dev1.eff", [3, 4]) == 0.75
+    assert graph.evaluate("alarm", [0.75, 101]) == 1
 
 
 # --------------------------------------------------------------------------- vectors
@@ -896,3 +1059,244 @@ def test_graph_size_limits_refuse_and_warn(
     assert main(["graph", "check", str(path)]) == 0
     _, err = capsys.readouterr()
     assert f"warning: node N: {MAX_ARGS - 10} arguments, near the limit of {MAX_ARGS}" in err
+
+
+# --------------------------------------------------------------------------- the whole language
+
+#: Names with keyword segments and a keyword name: the model writes ``in`` as `in`.
+LANGUAGE_NAMES = ("a", "b", "dev1.in", "in")
+_scalars = st.integers(-2, 2)
+#: Scalars and vectors of length 3 (and the odd length 2: a mismatch is a function error).
+_values = st.one_of(
+    _scalars,
+    st.lists(_scalars, min_size=3, max_size=3).map(tuple),
+    st.lists(_scalars, min_size=2, max_size=2).map(tuple),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(formula_trees(LANGUAGE_NAMES), st.fixed_dictionaries(dict.fromkeys(LANGUAGE_NAMES, _values)))
+def test_language_matches_the_reference_model(tree: FormulaTree, env: dict[str, Any]) -> None:
+    """Comparisons, logic, where, reductions and arithmetic, on scalars and vectors."""
+    text = model.render(tree)
+    used = model.names(tree)
+    if not used:
+        with pytest.raises(GraphError, match="uses no nodes"):
+            expr_graph(text)
+        return
+    graph = expr_graph(text)
+    assert list(graph.nodes["R"].args) == used
+    args = [env[name] for name in used]
+    try:
+        expected = model.evaluate(tree, env)
+    except (model.ModelError, ArithmeticError):
+        with pytest.raises(FunctionError):
+            graph.evaluate("R", args)
+        return
+    value = graph.evaluate("R", args)
+    assert value == expected, text
+    assert type(value) is type(expected), text
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(
+    ("inputs", "derived", "expected"),
+    [
+        ({"total_ot"}, {"total_out"}, [("total_ot", "total_out")]),  # a letter dropped
+        ({"total_outt"}, {"total_out"}, [("total_outt", "total_out")]),  # one added
+        ({"totl_out"}, {"total_out"}, [("totl_out", "total_out")]),
+        ({"toatl_out"}, {"total_out"}, [("toatl_out", "total_out")]),  # two swapped
+        ({"total_oat"}, {"total_out"}, [("total_oat", "total_out")]),  # one changed
+        ({"temp", "temo"}, set(), []),  # one changed between inputs: a family (a, b)
+        ({"dev1.in", "dev2.in", "dev12.in"}, {"dev3.eff"}, []),  # digits only
+        ({"boiler.temp", "boilr.temp"}, set(), [("boiler.temp", "boilr.temp")]),
+        ({"C", "D", "E", "F"}, {"A", "B"}, []),  # short names: one letter is no typo
+        ({"tmp"}, {"tap", "tmpx"}, [("tmp", "tmpx")]),
+        ({"flow"}, {"power"}, []),
+    ],
+)
+def test_near_misses(inputs: set[str], derived: set[str], expected: list[tuple[str, str]]) -> None:
+    from streamcalc.graph.validate import near_misses
+
+    assert near_misses(frozenset(inputs), frozenset(derived)) == expected
+
+
+def test_inputs_table_declares_the_inputs() -> None:
+    declared = '[inputs]\nnames = ["C", "D", "E", "F"]\n'
+    graph = parse(declared + SEED)
+    assert graph.declared_inputs == {"C", "D", "E", "F"}
+    assert graph.inputs == {"C", "D", "E", "F"}
+    assert parse(SEED).declared_inputs is None
+    # The declaration is stored with the graph (workers treat every declared input as a
+    # node) and is part of its version.
+    assert graph.version_hash != parse(SEED).version_hash
+    again = Graph.from_definitions(graph.stored())
+    assert again.declared_inputs == graph.declared_inputs and again == graph
+    assert Graph.from_definitions(parse(SEED).stored()).declared_inputs is None
+    assert Graph.names_of(parse(declared.replace('"F"', '"F", "G"') + SEED).stored()) == {
+        *"ABCDEFG"
+    }
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (
+            'names = ["C", "D", "E"]',
+            "node B: argument F is neither a node nor declared in [inputs]",
+        ),
+        ('names = ["C", "D", "E", "FF"]', "(did you mean FF?)"),
+        (
+            'names = ["C", "D", "E", "F", "A"]',
+            "node A: declared in [inputs] but defined in [nodes]",
+        ),
+        ('names = ["C", "D", "E", "F", "1x"]', "bad input name '1x' in [inputs]"),
+        ('names = ["C", "C"]', "input C is declared twice"),
+        ('names = "C"', "[inputs] names must be a list of node names"),
+        ("names = [1]", "[inputs] names must be a list of node names"),
+        ('list = ["C"]', "unknown key 'list' in [inputs] (allowed: names)"),
+    ],
+)
+def test_inputs_table_errors(inputs: str, expected: str) -> None:
+    message = graph_error(f"[inputs]\n{inputs}\n{SEED}")
+    assert expected in message, message
+
+
+def test_input_warnings() -> None:
+    from streamcalc.graph.validate import input_warnings
+
+    graph = parse('[nodes.total_out]\nexpr = "a + b"\n[nodes.eff]\nexpr = "total_ot / a"\n')
+    (warning,) = input_warnings(graph)
+    assert warning.startswith("input total_ot is close to node total_out: a typo?")
+    graph = parse('[inputs]\nnames = ["a", "b", "spare"]\n[nodes.s]\nexpr = "a + b"\n')
+    assert input_warnings(graph) == ("input spare is declared in [inputs] but no node uses it",)
+    assert graph.inputs == {"a", "b", "spare"}  # declared: a node, even if no node uses it
+
+
+# --------------------------------------------------------------------------- nothing else compiles
+
+_PIECES = [
+    "a",
+    "b.c",
+    "dev1.in",
+    "in",
+    "if",
+    "else",
+    "not",
+    "and",
+    "or",
+    "lambda",
+    "is",
+    "for",
+    "`",
+    "`in`",
+    "`x.y`",
+    "__import__",
+    "__class__",
+    "os",
+    "sum",
+    "where",
+    "len",
+    "vmin",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ".",
+    ":",
+    ";",
+    "=",
+    ":=",
+    "'",
+    '"',
+    "#",
+    "\\",
+    "*",
+    "**",
+    "+",
+    "-",
+    "/",
+    "//",
+    "%",
+    "@",
+    "<",
+    "<=",
+    "==",
+    "!=",
+    ">",
+    ">=",
+    "~",
+    "&",
+    "|",
+    "^",
+    "<<",
+    "1",
+    "0.5",
+    "1e999",
+    "0x1f",
+    "1j",
+    "True",
+    "None",
+    " ",
+    "\n",
+]
+_ALLOWED_AST = (
+    ast.Expression,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Constant,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Call,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.And,
+    ast.Or,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Eq,
+    ast.NotEq,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=12).map("".join))
+def test_only_the_whitelist_compiles(text: str) -> None:
+    """Any text: an ExpressionError, or a formula made of allowed forms only, whose
+    evaluation fails (if at all) with a FunctionError."""
+    from streamcalc.graph.expr import ExpressionError, compile_expression
+    from streamcalc.graph.quoting import rewrite
+
+    try:
+        compiled = compile_expression(text)
+    except ExpressionError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    tree = ast.parse(rewrite(text.strip()).text, mode="eval")
+    assert all(isinstance(node, _ALLOWED_AST) for node in ast.walk(tree)), text
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        assert isinstance(call.func, ast.Name) and call.func.id in BUILTINS and not call.keywords
+    for constant in (n for n in ast.walk(tree) if isinstance(n, ast.Constant)):
+        assert type(constant.value) in (int, float)
+    graph = Graph([NodeDef("R", compiled.args, expr=text)])
+    for value in (0, 2, (1, 0, 3)):
+        with contextlib.suppress(FunctionError):
+            graph.evaluate("R", [value] * len(compiled.args))

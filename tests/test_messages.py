@@ -59,9 +59,22 @@ def test_a_finite_number_or_vector_is_a_reading(text: str, value: object) -> Non
     assert type(entry.readings[0][1]) is type(value)
 
 
-def test_an_integer_too_large_for_int64_becomes_a_float() -> None:
-    ((_, value),) = decode(("C", str(2**70))).readings
-    assert isinstance(value, float) and value == 2.0**70
+@pytest.mark.parametrize("number", [2**53 + 1, 2**63 - 1, -(2**63) + 1])
+def test_an_integer_up_to_int64_is_kept_exactly(number: int) -> None:
+    ((_, value),) = decode(("C", str(number))).readings
+    assert type(value) is int and value == number
+
+
+@pytest.mark.parametrize("text", [str(2**63), str(2**64 + 1), str(-(2**63)), "1" + "0" * 400])
+def test_an_integer_beyond_int64_is_refused_not_rounded(text: str) -> None:
+    reason = rejected(("C", text))
+    assert reason == (
+        "bad value for 'C': integer beyond +-(2^63 - 1) would lose digits "
+        "(write it as a float, e.g. 1.8e19, to mean one)"
+    )
+    assert rejected(("C", f"[1, {text}]")).startswith("bad value for 'C': integer beyond")
+    ((_, value),) = decode(("C", "1.8446744073709552e19")).readings  # as a float it is fine
+    assert value == 2.0**64
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ def test_history_since_and_limit(
     code, out, _ = cli(capsys, redis_url, ns, "history", "X", "--limit", "2")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["entry", "id", "source", "ts", "value"]
+    assert lines[0].split() == ["entry", "id", "source", "time", "value"]
     assert [line.split()[0] for line in lines[1:]] == [x2, x3]  # oldest first
 
 
@@ -290,8 +290,10 @@ def test_dead_list_and_retry_with_a_live_worker(
     assert outputs(r, keys)[0][3] == requeued[0].decode()
     assert [d["@src"] for d in dead_letters(r, keys)] == [bad]
 
-    code, out, _ = cli(capsys, redis_url, ns, "dead", "retry", letters[failed]["id"])
-    assert (code, out) == (0, "retried 0 dead letters (1 not found or without fields)\n")
+    # Retrying it again finds nothing: exit 1, so a script does not take it for done.
+    code, out, err = cli(capsys, redis_url, ns, "dead", "retry", letters[failed]["id"])
+    assert (code, out) == (1, "retried 0 dead letters\n")
+    assert err.count("\n") == 1 and "1 of the 1 given IDs not found" in err
 
 
 def test_dead_retry_all_retries_each_current_letter_once(

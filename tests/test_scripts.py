@@ -206,6 +206,18 @@ def test_many_entries_and_fields_stay_within_lua_limits(
     assert r.xpending(keys.input, GROUP)["pending"] == 0
 
 
+@pytest.mark.parametrize("stray", [b"garbage", b"", b"c9 5 i9", b"\xff" * 300])
+def test_a_stray_value_without_expiry_is_no_lease(
+    r: redis.Redis, keys: Keys, scripts: Scripts, stray: bytes
+) -> None:
+    r.set(keys.lease(GROUP), stray)  # a hand or a hostile writer; it never expires
+    taken = scripts.take_lease(GROUP, "c1", 60_000, "i1").token
+    assert taken is not None and r.get(keys.lease(GROUP)) == taken.encode()
+    assert r.pttl(keys.lease(GROUP)) > 0
+    r.set(keys.lease(GROUP), b"garbage", px=60_000)  # not a token: no holder either
+    assert scripts.take_lease(GROUP, "c2", 60_000, "i2").token is not None
+
+
 def test_lease_take_renew_release_and_expiry(r: redis.Redis, scripts: Scripts) -> None:
     first = scripts.take_lease(GROUP, "c1", 200, "i1")
     assert first.token is not None and first.token.startswith("c1 ") and first.token.endswith(" i1")

@@ -1,27 +1,32 @@
-"""The ``streamcalc`` command line (SPEC §5): a thin layer over the library.
+"""The ``streamcalc`` command line: a thin layer over the library.
 
 Exit codes: 0 ok; 2 bad usage or invalid input; 1 runtime failure (Redis
 unreachable, ...). Every failure is one line on stderr, never a traceback
-(``STREAMCALC_DEBUG=1`` shows one for bug reports).
+(``STREAMCALC_DEBUG=1`` shows one for bug reports), and typer's own usage
+errors are one line too, not boxes.
 
 One module a command group (``graph``, ``send``, ``worker``, ``values``,
 ``status``, ``history`` with ``tail``, ``dead``, ``trim``, ``demo``); every
 option and its env var in :mod:`streamcalc.cli.options`; settings, client and
 output in :mod:`streamcalc.cli.helpers`; the app that gathers the commands in
 :mod:`streamcalc.cli.app`. Here only the entry point.
+
+Start-up time matters (``send`` in a shell loop): nothing here or in the
+command modules imports redis, the graph package or the ops at module level;
+each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 
-import redis
 import typer
+from typer._click.exceptions import ClickException
 
 from streamcalc.cli.app import app
 from streamcalc.errors import StreamcalcError
-from streamcalc.settings import mask_url
 
 __all__ = ["app", "main"]
 
@@ -30,29 +35,50 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app; every error becomes one line and an exit code."""
     debug = os.environ.get("STREAMCALC_DEBUG") == "1"
     try:
-        # Standalone mode: typer itself reports usage errors (exit 2) and --help (exit 0).
-        app(args=argv, prog_name="streamcalc", standalone_mode=True)
+        code = app(args=argv, prog_name="streamcalc", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except ClickException as exc:  # typer's usage errors: one line, exit 2
+        _error(_usage_message(exc))
+        return exc.exit_code
+    except typer.Abort:
+        return 130
     except StreamcalcError as exc:
         if debug:
             raise
-        typer.echo(f"streamcalc: error: {_one_line(str(exc))}", err=True)
+        _error(f"streamcalc: error: {_one_line(str(exc))}")
         return exc.exit_code
-    except redis.RedisError as exc:
-        if debug:
-            raise
-        typer.echo(f"streamcalc: redis error: {_one_line(mask_url(str(exc)))}", err=True)
-        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug: still one line, with the way to see more
+    except Exception as exc:
         if debug:
             raise
-        message = _one_line(mask_url(f"{type(exc).__name__}: {exc}"))
-        typer.echo(f"streamcalc: internal error: {message} (STREAMCALC_DEBUG=1 for more)", err=True)
+        return _unexpected(exc)
+    return code if isinstance(code, int) else 0
+
+
+def _unexpected(exc: Exception) -> int:
+    """A Redis error (exit 1, URL masked) or a bug: still one line, with the way to see more."""
+    from streamcalc.settings import mask_url
+
+    redis = sys.modules.get("redis")  # only a command that imported redis can raise its errors
+    if redis is not None and isinstance(exc, redis.RedisError):
+        _error(f"streamcalc: redis error: {_one_line(mask_url(str(exc)))}")
         return 1
-    return 0
+    message = _one_line(mask_url(f"{type(exc).__name__}: {exc}"))
+    _error(f"streamcalc: internal error: {message} (STREAMCALC_DEBUG=1 for more)")
+    return 1
+
+
+def _usage_message(exc: ClickException) -> str:
+    """``streamcalc: error: ... (see 'streamcalc worker --help')``, on one line."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"streamcalc: error: {_one_line(exc.format_message())}{hint}"
+
+
+def _error(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _one_line(text: str) -> str:

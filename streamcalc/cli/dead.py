@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
-from streamcalc.errors import UsageError
+from streamcalc.errors import StreamcalcError, UsageError
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 app = typer.Typer(help="Inspect, re-queue or drop dead letters.", no_args_is_help=True)
@@ -28,9 +27,13 @@ def dead_list(
     """List dead letters of every partition, oldest first.
 
     --json prints a list of objects: id, error, src, node (null for a bad
-    entry), fields (the original entry's fields, as a retry re-queues them),
-    partition (null for the routing stream's of a partitioned namespace).
+    entry), fields (the original entry's fields; of a name written twice, the
+    last), partition (null for the routing stream's of a partitioned
+    namespace), pairs (every original field as [name, value], in order, as a
+    retry re-queues them: a name written twice is there twice).
     """
+    from streamcalc import ops
+
     client, shape = connect_namespace(redis_url, ns)
     letters = ops.dead_list(client, shape, count, from_id)
     show(
@@ -44,7 +47,7 @@ def dead_list(
                 letter.src,
                 letter.node or "-",
                 letter.error,
-                " ".join(f"{k}={v}" for k, v in letter.fields.items()),
+                " ".join(f"{k}={v}" for k, v in letter.pairs),
             ]
             for letter in letters
         ],
@@ -57,7 +60,9 @@ def _partition(number: int | None) -> str:
 
 
 AllFlag = Annotated[bool, option("--all", help="Every dead letter.")]
-Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter IDs.", show_default=False)]
+Ids = Annotated[
+    list[str] | None, typer.Argument(metavar="ID...", help="Dead-letter IDs.", show_default=False)
+]
 
 
 @app.command("retry")
@@ -67,20 +72,27 @@ def dead_retry(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Re-queue dead letters as new input entries (and delete them from the dead letters).
+    """Re-queue dead letters as input entries.
 
+    A retried letter is deleted from the dead letters.
     Each letter goes back to the input stream of its own partition; a given ID
-    is looked for in every partition's dead letters.
+    is looked for in every partition's dead letters. An ID not found is an
+    error (exit 1), after the others are retried.
     """
+    from streamcalc import ops
+
     if bool(ids) == everything:
         raise UsageError("give dead-letter IDs or --all, not both or neither")
     selected = None if everything else [ops.check_id(i) for i in ids or []]
     client, shape = connect_namespace(redis_url, ns)
     retried = ops.dead_retry(client, shape, selected)
-    message = f"retried {retried} dead letter{'' if retried == 1 else 's'}"
+    typer.echo(f"retried {retried} dead letter{'' if retried == 1 else 's'}")
     if selected is not None and retried < len(selected):
-        message += f" ({len(selected) - retried} not found or without fields)"
-    typer.echo(message)
+        missing = len(selected) - retried
+        raise StreamcalcError(  # exit 1: a script must not take a retry that did nothing for done
+            f"{missing} of the {len(selected)} given IDs not found in namespace {ns!r}'s "
+            "dead letters (or without fields to re-queue)"
+        )
 
 
 @app.command("purge")
@@ -93,7 +105,12 @@ def dead_purge(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Delete dead letters of every partition: the given IDs, those --older-than, or --all."""
+    """Delete dead letters of every partition.
+
+    The given IDs, those --older-than a duration, or --all.
+    """
+    from streamcalc import ops
+
     if sum((bool(ids), everything, older_than_ms is not None)) != 1:
         raise UsageError("give exactly one of: dead-letter IDs, --older-than DURATION, --all")
     checked = [ops.check_id(i) for i in ids] if ids else None

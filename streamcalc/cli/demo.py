@@ -1,4 +1,4 @@
-"""``streamcalc demo``: the seed's example end to end, on an embedded Redis when none is given."""
+"""``streamcalc demo``: the classic A = C + D + E, B = A * F end to end, on an embedded Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from streamcalc.cli.helpers import check_namespace
 from streamcalc.cli.options import option
+from streamcalc.cli.ui import DEFAULT_HOST, DEFAULT_PORT
 
 
 def demo(
@@ -24,10 +25,37 @@ def demo(
     ns: Annotated[
         str, option("--ns", scope="demo", help="Namespace the demo uses (it is reset).")
     ] = "demo",
+    ui: Annotated[
+        bool,
+        option(
+            "--ui",
+            scope="demo",
+            help="Keep a simulated plant running and serve the live page (Ctrl-C stops).",
+        ),
+    ] = False,
+    host: Annotated[
+        str, option("--host", scope="demo", help="With --ui: the interface the page listens on.")
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int,
+        option("--port", scope="demo", help="With --ui: the page's port (0: any free one).", min=0),
+    ] = DEFAULT_PORT,
 ) -> None:
-    """The seed's example end to end (A = C + D + E, B = A * F), on an embedded Redis."""
-    from streamcalc.demo import run_demo
+    """Run the example A = C + D + E, B = A * F end to end, on an embedded Redis.
+
+    With --ui: a simulated plant of a few boilers instead, with the live page.
+    """
     from streamcalc.logs import configure_logging
 
-    configure_logging("auto", "warning")
+    # The live demo's dead letters are meant to be seen on the page, not as log lines.
+    configure_logging("auto", "error" if ui else "warning")
+    if ui:
+        from streamcalc.demo import run_live_demo
+        from streamcalc.ui.server import listen
+
+        sock = listen(host, port)  # before anything starts: a busy port is a one-line error
+        run_live_demo(redis_url, check_namespace(ns), sock, echo=typer.echo)
+        return
+    from streamcalc.demo import run_demo
+
     run_demo(redis_url, check_namespace(ns), echo=typer.echo)

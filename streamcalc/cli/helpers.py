@@ -28,8 +28,13 @@ def check_namespace(ns: str) -> str:
     return ns
 
 
+#: ``streamcalc --cluster COMMAND`` (or ``STREAMCALC_CLUSTER=1``): Redis is a cluster, forced.
+FORCE_CLUSTER = {"on": False}
+
+
 def build_settings(redis_url: str, ns: str, **extra: Any) -> Settings:
     """The settings of a command, from its options; a bad namespace is a UsageError."""
+    extra["cluster"] = bool(extra.get("cluster")) or FORCE_CLUSTER["on"]
     return Settings(redis_url=redis_url, ns=check_namespace(ns), **extra)
 
 
@@ -37,7 +42,7 @@ def redis_client(settings: Settings, wait_s: float = 0.0) -> redis.Redis:
     """A client that answered PING (waiting up to ``wait_s``), else RedisUnavailable (exit 1)."""
     from streamcalc.store import connect, ping
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, cluster=settings.cluster)
     ping(client, settings.redis_url, wait_s=wait_s)
     return client
 
@@ -58,6 +63,37 @@ def age(ms: int) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def when(ms: int) -> str:
+    """An event time for people: local time, ISO style, to the millisecond, with its offset.
+
+    ``2026-12-01 13:10:25.123+01:00``; a ts too far out for a calendar stays in ms.
+    """
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+    return moment.isoformat(sep=" ", timespec="milliseconds")
+
+
+#: A value column shows at most this many characters; a longer vector is shortened.
+VALUE_WIDTH = 40
+
+
+def value_cell(value: object) -> str:
+    """A value for a table: its JSON text, a long vector cut to its first elements and its length.
+
+    ``[1.5,2.0,3.25,... 4096 values]``: the columns stay aligned; ``--json`` has it whole.
+    """
+    text = to_json(value)
+    if len(text) <= VALUE_WIDTH or not isinstance(value, list | tuple):
+        return text
+    suffix = f",... {len(value)} values]"
+    head = text[: VALUE_WIDTH - len(suffix)]
+    return head[: head.rfind(",")] + suffix
 
 
 def to_json(obj: object) -> str:

@@ -1,12 +1,13 @@
 """Every option of the command line, each tied to its env var here and nowhere else.
 
 :func:`option` names an option's environment variable ``STREAMCALC_<OPTION>``
-(SPEC §5: ``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
+(``--lease-ms`` reads ``STREAMCALC_LEASE_MS``); every command makes
 its options with it, and the options most commands take are defined once below.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any
 
@@ -49,7 +50,7 @@ def duration(text: str | int, flag: str) -> int:
         raise UsageError(f"bad {flag} {text!r}: {exc}") from None
 
 
-def duration_option(flag: str, help: str) -> Any:
+def duration_option(flag: str, help: str, **kw: Any) -> Any:
     """An option whose value is a duration in ms (``--since 1h`` -> 3600000).
 
     A bad one is a UsageError (exit 2, one line) naming the option, raised
@@ -60,19 +61,59 @@ def duration_option(flag: str, help: str) -> Any:
         help=f"{help} ({DURATION_HELP}).",
         parser=partial(duration, flag=flag),
         metavar="DURATION",
+        **kw,
     )
 
 
-RedisUrl = Annotated[str, option("--redis-url", help="Redis URL.")]
-Namespace = Annotated[str, option("--ns", help="Namespace: keys live under sc:{NS}:.")]
+class LogFormat(StrEnum):
+    """``--log-format``: JSON lines, the console renderer, or auto (console on a terminal)."""
+
+    auto = "auto"
+    json = "json"
+    console = "console"
+
+
+class LogLevel(StrEnum):
+    """``--log-level``: the least severe level logged."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class GraphFormat(StrEnum):
+    """``graph show --format``."""
+
+    text = "text"
+    json = "json"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+def choice_option(flag: str, help: str) -> Any:
+    """An option of fixed choices (an Enum): listed in help, completed, any letter case."""
+    return option(flag, help=help, case_sensitive=False)
+
+
+RedisUrl = Annotated[
+    str, option("--redis-url", metavar="URL", help="Redis URL (redis://, rediss://, unix://).")
+]
+Namespace = Annotated[
+    str, option("--ns", metavar="NS", help="Namespace: its keys live under sc:{NS}:.")
+]
 JsonFlag = Annotated[bool, option("--json", help="Print JSON instead of text.")]
 KeyOption = Annotated[
-    str | None, option("--key", help="An entry's @key: only that key's values.", show_default=False)
+    str | None,
+    option(
+        "--key", metavar="KEY", help="Only this key's values (an entry's @key).", show_default=False
+    ),
 ]
 Plugins = Annotated[
     str,
     option(
         "--plugins",
+        metavar="MODULES",
         help="Trusted plugin modules, comma-separated (each with its submodules); "
         "no other module is ever imported.",
     ),

@@ -17,23 +17,39 @@ from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
     from streamcalc.producer import Fields, Producer
+    from streamcalc.resp import QuickRedis
+    from streamcalc.settings import Settings
 
 
 def send(
     readings: Annotated[
-        list[str] | None, typer.Argument(help="NODE=VALUE pairs; VALUE is JSON (4, -1.5, [1,2]).")
+        list[str] | None,
+        typer.Argument(
+            metavar="NODE=VALUE...",
+            help="Readings; VALUE is JSON: 4, -1.5, [1,2].",
+            show_default=False,
+        ),
     ] = None,
-    ts: Annotated[int | None, option("--ts", help="Event time, ms since the epoch.")] = None,
+    ts: Annotated[
+        int | None,
+        option("--ts", metavar="MS", help="Event time, ms since the epoch (default: now)."),
+    ] = None,
     file: Annotated[
-        str | None, option("--file", "-f", help="JSON lines to append ('-' = stdin).")
+        str | None,
+        option("--file", "-f", metavar="FILE", help="JSON lines to append ('-': stdin)."),
     ] = None,
     key: Annotated[
-        str | None, option("--key", help="The entries' @key (they go to its partition).")
+        str | None,
+        option("--key", metavar="KEY", help="The entries' @key (they go to its partition)."),
     ] = None,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Append one entry (prints its ID), or many from a JSON-lines file."""
+    """Append readings to the input stream.
+
+    One entry from NODE=VALUE pairs (its ID is printed), or one entry per line
+    of a JSON-lines file ({"C": 4, "@ts": 1700000000000}).
+    """
     from streamcalc.producer import Producer, entry_fields
 
     if bool(readings) == bool(file):
@@ -41,12 +57,12 @@ def send(
     settings = build_settings(redis_url, ns)
     if readings:
         fields = entry_fields(_parse_pairs(readings), ts, key)
-        producer = Producer(redis_client(settings), ns)
-        typer.echo(producer.append_fields([fields])[0])
+        _send_one(settings, fields)
         return
     assert file is not None
     if file == "-":
-        _send_stream(Producer(redis_client(settings), ns, key=key), sys.stdin, "<stdin>")
+        producer = Producer(redis_client(settings), ns, key=key)
+        _warn_unknown(producer, _send_stream(producer, sys.stdin, "<stdin>"))
     else:
         path = Path(file)
         try:
@@ -54,7 +70,89 @@ def send(
         except OSError as exc:
             raise UsageError(f"{file}: {exc.strerror}") from None
         batch = list(_json_entries(lines, file, key))  # every line valid before anything is sent
-        _send_all(Producer(redis_client(settings), ns, key=key), batch)
+        producer = Producer(redis_client(settings), ns, key=key)
+        _send_all(producer, batch)
+        _warn_unknown(producer, {name for fields in batch for name in fields})
+
+
+def _warn_unknown(producer: Producer, names: Iterable[str]) -> None:
+    """Warn about the sent names the stored graph does not have, read with redis-py."""
+    import redis
+
+    from streamcalc.store import graph_names
+
+    try:
+        known = graph_names(producer.client, producer.namespace.root)
+    except redis.exceptions.NoPermissionError:
+        return  # a producer's ACL may allow XADD alone: the warning is a courtesy
+    _warn_names(producer.namespace.ns, known, names)
+
+
+def _warn_names(ns: str, known: frozenset[str] | None, names: Iterable[str]) -> None:
+    """One line on stderr naming the sent names the stored graph does not have (if any)."""
+    sent = {name for name in names if not name.startswith("@")}
+    if not sent or known is None:
+        return  # no graph yet: every name is still to come
+    unknown = sorted(sent - known)
+    if not unknown:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    what = "is not a node" if len(unknown) == 1 else "are not nodes"
+    typer.echo(
+        f"streamcalc: warning: {', '.join(unknown[:5])}{more} {what} of the graph of "
+        f"namespace {ns!r}{hint}; sent anyway",
+        err=True,
+    )
+
+
+def _send_one(settings: Settings, fields: Fields) -> None:
+    """Append one entry and print its ID: on the quick client, or on redis-py when it must.
+
+    Then warn about names the graph does not have.
+    """
+    from streamcalc.keys import Namespace
+    from streamcalc.resp import FullClientNeeded, QuickRedis
+
+    namespace = Namespace(settings.ns)
+    try:
+        with QuickRedis(settings.redis_url) as quick:
+            raw = quick.execute("HGET", namespace.root.meta, "partitions")
+            key = fields.get("@key", "")
+            stream = namespace.of_key(str(key), int(raw) if raw else 1).input
+            flat = [part for pair in fields.items() for part in pair]
+            typer.echo(bytes(quick.execute("XADD", stream, "*", *flat)).decode())
+            _warn_quick(quick, settings.ns, fields)  # written: never again on redis-py
+            return
+    except FullClientNeeded:  # nothing was written: a cluster, TLS, ... redis-py does it
+        pass
+    from streamcalc.producer import Producer
+
+    producer = Producer(redis_client(settings), settings.ns)
+    typer.echo(producer.append_fields([fields])[0])
+    _warn_unknown(producer, fields)
+
+
+def _warn_quick(quick: QuickRedis, ns: str, fields: Fields) -> None:
+    """:func:`_warn_names` with the graph read on the quick client (no warning if it cannot)."""
+    from streamcalc.keys import Namespace
+    from streamcalc.resp import FullClientNeeded, RedisReplyError
+
+    try:
+        flat = quick.execute("HGETALL", Namespace(ns).root.graph)
+    except FullClientNeeded:
+        return
+    except RedisReplyError as exc:
+        if "NOPERM" in str(exc):
+            return  # a producer's ACL may allow XADD alone: the warning is a courtesy
+        raise
+    if flat:
+        from streamcalc.graph import Graph
+
+        _warn_names(ns, Graph.names_of(dict(zip(flat[0::2], flat[1::2], strict=True))), fields)
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, object]:
@@ -101,11 +199,16 @@ def _send_all(producer: Producer, batch: list[Fields], chunk: int = 1000) -> Non
     typer.echo(f"sent {len(batch)} entries")
 
 
-def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: int = 1000) -> None:
+def _send_stream(
+    producer: Producer, stream: Iterable[str], source: str, chunk: int = 1000
+) -> set[str]:
+    """Send JSON lines as they come; returns the names of the readings sent."""
+    names: set[str] = set()
     sent = 0
     batch: list[Fields] = []
     try:
         for fields in _json_entries(stream, source, producer.key):
+            names.update(fields)
             batch.append(fields)
             if len(batch) >= chunk:
                 producer.append_fields(batch)
@@ -117,3 +220,4 @@ def _send_stream(producer: Producer, stream: Iterable[str], source: str, chunk: 
         producer.append_fields(batch)
         sent += len(batch)
     typer.echo(f"sent {sent} entries")
+    return names

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamcalc import ops
 from streamcalc.cli.helpers import age, connect_namespace, table, to_json
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, option
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL
+
+if TYPE_CHECKING:
+    from streamcalc import ops
 
 #: The text output lists at most this many partitions (those with the most lag); --json all.
 PARTITION_ROWS = 32
@@ -21,19 +23,26 @@ def status(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Partitions and their owners, stream lengths, groups, consumers, pending, lag and rates.
+    """Show partitions, owners, lag, workers and rates.
 
     --json prints one object: ns, graph_version, streams (in, out, dead: key,
     length, first_id, last_id, groups: name, pending, last_delivered_id, lag,
-    lag_capped, consumers: name, pending, idle_ms; summed over all partitions),
-    dead_letters, rates (window_s, input_per_s, output_per_s, input_entries,
-    output_values, estimated), group, partition_count, partitions (partition,
-    label, streams, group, owner: consumer, epoch, expires_in_ms or null, lag,
-    lag_capped, pending, consumers), router (the routing stream of a
+    lag_capped, consumers: name, pending, idle_ms; summed over all
+    partitions), dead_letters, rates (window_s: the window counted, 60 s
+    unless it held more entries than status reads; input_per_s,
+    output_per_s, input_entries, output_values: counted by entry IDs in that
+    window; estimated: true when even a 1 s window held more, so the rates
+    are lower bounds; input_idle_s, output_idle_s: seconds since the newest
+    entry, null when none), group, partition_count, partitions (partition,
+    label, streams, group, owner: consumer, epoch, expires_in_ms or null,
+    lag, lag_capped, pending, consumers), router (the routing stream of a
     partitioned namespace, like a partition; null otherwise), members (name,
     expires_in_ms: the live workers of the group), totals (lag, lag_capped,
-    pending, owned).
+    pending, owned), unknown_names (name, count: the most frequent names read
+    that are not nodes of the graph, since it was loaded).
     """
+    from streamcalc import ops
+
     client, shape = connect_namespace(redis_url, ns)
     snapshot = ops.status(client, shape, group)
     if as_json:
@@ -69,14 +78,28 @@ def status(
                 typer.echo("  no consumers")
     typer.echo("")
     _partitions(snapshot)
-    rates = snapshot.rates
-    about = "~" if rates.estimated else ""
     typer.echo("")
-    typer.echo(
-        f"rates over the last {rates.window_s:g}s: in {about}{rates.input_per_s:.2f} entries/s, "
-        f"out {about}{rates.output_per_s:.2f} values/s"
-    )
+    typer.echo(_rates_line(snapshot.rates))
     typer.echo(f"dead letters: {snapshot.dead_letters}")
+    if snapshot.unknown_names:
+        names = ", ".join(f"{u.name} ({u.count})" for u in snapshot.unknown_names[:10])
+        typer.echo(f"names read that are not nodes of the graph, most frequent: {names}")
+
+
+def _rates_line(rates: ops.Rates) -> str:
+    """``rates over the last 60s (by entry IDs): in 2.00 entries/s (120), ...; newest ...``."""
+    least = ">=" if rates.estimated else ""
+    idle = [
+        f"newest {name} {age(int(seconds * 1000))} ago"
+        for name, seconds in (("input", rates.input_idle_s), ("output", rates.output_idle_s))
+        if seconds is not None
+    ]
+    return (
+        f"rates over the last {rates.window_s:g}s (counted by entry IDs): "
+        f"in {least}{rates.input_per_s:,.2f} entries/s ({rates.input_entries:,}), "
+        f"out {least}{rates.output_per_s:,.2f} values/s ({rates.output_values:,})"
+        + (f"; {', '.join(idle)}" if idle else "")
+    )
 
 
 def _lag(lag: int | None, capped: bool) -> str:
@@ -88,7 +111,9 @@ def _partitions(snapshot: ops.Status) -> None:
     rows = [*snapshot.partitions, *([snapshot.router] if snapshot.router else [])]
     most_lag = sorted(range(len(rows)), key=lambda i: -(rows[i].lag or 0))[:PARTITION_ROWS]
     shown = [rows[i] for i in sorted(most_lag)]
-    totals = snapshot.totals or ops.Totals(0, False, 0, 0)
+    from streamcalc.ops import Totals
+
+    totals = snapshot.totals or Totals(0, False, 0, 0)
     owner = "owner (expires in)"
     table(
         ["partition", owner, "lag", "pending", "in", "out", "dead", "consumers"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from streamcalc import ops
 from streamcalc.cli.helpers import connect_namespace, show
 from streamcalc.cli.options import JsonFlag, Namespace, RedisUrl, duration_option, option
 from streamcalc.errors import UsageError
@@ -23,14 +22,17 @@ def trim(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Drop old entries of in, out and dead, never one a consumer group has not acknowledged.
+    """Drop processed history of in, out and dead.
 
+    Never an entry a consumer group has not acknowledged.
     Every partition's streams are trimmed (--max-len bounds each stream of each
     partition). --json prints one object: dry_run, streams (in, out, dead: key,
     removed, length, floor; summed over the partitions), partitions (partition,
     streams). floor is the lowest ID some group still needs (null: no group on
     that stream; "0-0": no group on in yet, so nothing goes).
     """
+    from streamcalc import ops
+
     if max_age_ms is None and max_len is None:
         raise UsageError("give --max-age, --max-len or both")
     client, shape = connect_namespace(redis_url, ns)

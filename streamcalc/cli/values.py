@@ -4,36 +4,96 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamcalc.cli.helpers import age, connect_namespace, to_json
+from streamcalc.cli.helpers import (
+    age,
+    build_settings,
+    connect_namespace,
+    table,
+    value_cell,
+    when,
+)
 from streamcalc.cli.options import JsonFlag, KeyOption, Namespace, RedisUrl
+from streamcalc.keys import check_key
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
+
+if TYPE_CHECKING:
+    from streamcalc.resp import QuickRedis
+    from streamcalc.settings import Settings
+    from streamcalc.values import Value
+
+
+def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, tuple[int, Value]]:
+    """Latest (ts, value) of ``nodes`` (None: the graph's) of ``key``, on the quick client
+    when it can (one round trip for the graph and the partition count, one for the values),
+    else on redis-py. A node the graph does not have is an error (exit 1)."""
+    from streamcalc.resp import FullClientNeeded, QuickRedis
+
+    try:
+        with QuickRedis(settings.redis_url) as quick:
+            return _latest_quick(quick, settings.ns, nodes, key)
+    except FullClientNeeded:
+        pass
+    from streamcalc.store import graph_names, latest_values
+
+    client, shape = connect_namespace(settings.redis_url, settings.ns)
+    names = _wanted(graph_names(client, shape.root), nodes, settings.ns)
+    return latest_values(client, shape.of_key(key), names, key) if names else {}
+
+
+def _latest_quick(
+    quick: QuickRedis, ns: str, nodes: list[str] | None, key: str
+) -> dict[str, tuple[int, Value]]:
+    from streamcalc.graph import Graph
+    from streamcalc.keys import Namespace as Layout
+    from streamcalc.keys import state_field
+    from streamcalc.values import decode_latest
+
+    root = Layout(ns).root
+    raw_count, flat = quick.pipeline([("HGET", root.meta, "partitions"), ("HGETALL", root.graph)])
+    stored = dict(zip(flat[0::2], flat[1::2], strict=True))
+    names = _wanted(Graph.names_of(stored) if stored else None, nodes, ns)
+    if not names:
+        return {}
+    partition = Layout(ns).of_key(key, int(raw_count) if raw_count else 1)
+    found = quick.execute("HMGET", partition.latest, *(state_field(key, n) for n in names))
+    return decode_latest(zip(names, found, strict=True), partition.latest)
+
+
+def _wanted(known: frozenset[str] | None, nodes: list[str] | None, ns: str) -> list[str]:
+    """The nodes to read: the given ones, each a node of the graph (a typo is an error,
+    not an empty answer), or every node of the graph."""
+    if nodes is None:
+        return sorted(known or ())
+    if known is None or not known.issuperset(nodes):
+        from streamcalc.ops.explain import require_nodes
+
+        require_nodes(known, nodes, ns)
+    return nodes
 
 
 def values(
-    nodes: Annotated[list[str] | None, typer.Argument(help="Nodes (default: all).")] = None,
+    nodes: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NODE]...", help="Nodes (default: every node of the graph)."),
+    ] = None,
     key: KeyOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
 ) -> None:
-    """Latest value of each node of a key (default: the empty key), with its ts and age.
+    """Show the latest value of each node, its time and its age.
 
-    --json prints one object: node -> value, ts, age_s.
+    Nodes of the graph (default: all of them) of one key (default: the empty
+    key). Times are local; --json prints one object: node -> value, ts (ms
+    since the epoch), age_s.
     """
-    from streamcalc.ops import check_key
-    from streamcalc.store import fetch_graph, latest_values
-
     if key is not None:
         check_key(key)
-    client, shape = connect_namespace(redis_url, ns)
-    if not nodes:  # every node of the graph: one HMGET, however many keys the partition holds
-        graph = fetch_graph(client, shape.root)[1]
-        nodes = sorted(graph.inputs | set(graph.nodes)) if graph is not None else []
-    rows = latest_values(client, shape.of_key(key or ""), nodes, key or "") if nodes else {}
+    rows = _latest(build_settings(redis_url, ns), nodes or None, key or "")
     now_ms = int(time.time() * 1000)
     if as_json:
         out = {
@@ -45,7 +105,11 @@ def values(
     if not rows:
         typer.echo("no values yet" if key is None else f"no values of key {key!r} yet")
         return
-    width = max(len(node) for node in rows)
-    for node, (ts, value) in sorted(rows.items()):
-        text = to_json(value)
-        typer.echo(f"{node:<{width}}  {text:<20}  ts={ts}  age={age(now_ms - ts)}")
+    table(
+        ["node", "value", "time", "age"],
+        [
+            [node, value_cell(value), when(ts), age(now_ms - ts)]
+            for node, (ts, value) in sorted(rows.items())
+        ],
+        right=[3],
+    )

@@ -11,30 +11,44 @@ import typer
 
 from streamcalc.cli.helpers import build_settings
 from streamcalc.cli.options import (
+    LogFormat,
+    LogLevel,
     Namespace,
     Plugins,
     RedisUrl,
+    choice_option,
     duration,
     duration_option,
     option,
     trusted,
 )
-from streamcalc.errors import UsageError
 from streamcalc.settings import DEFAULT_GROUP, DEFAULT_NS, DEFAULT_REDIS_URL, Settings
 
 
 def worker(
     redis_url: RedisUrl = DEFAULT_REDIS_URL,
     ns: Namespace = DEFAULT_NS,
-    group: Annotated[str, option("--group", help="Consumer group.")] = DEFAULT_GROUP,
-    consumer: Annotated[str, option("--consumer", help="Consumer name (default host-pid).")] = "",
-    processes: Annotated[int, option("--processes", min=1, help="Consumer processes.")] = 1,
-    batch: Annotated[int, option("--batch", min=1, max=10_000, help="Entries a batch.")] = 500,
-    block_ms: Annotated[int, option("--block-ms", min=1, help="XREADGROUP BLOCK, ms.")] = 1000,
+    group: Annotated[
+        str, option("--group", metavar="NAME", help="Consumer group.")
+    ] = DEFAULT_GROUP,
+    consumer: Annotated[
+        str, option("--consumer", metavar="NAME", help="Consumer name (default: <hostname>-<pid>).")
+    ] = "",
+    processes: Annotated[
+        int, option("--processes", min=1, help="Worker processes (one /metrics for all).")
+    ] = 1,
+    batch: Annotated[
+        int, option("--batch", min=1, max=10_000, help="Entries read at most at once.")
+    ] = 500,
+    block_ms: Annotated[
+        int, option("--block-ms", min=1, help="How long a read waits for new entries, ms.")
+    ] = 1000,
     claim_idle_ms: Annotated[
-        int, option("--claim-idle", min=0, help="Claim entries idle this long, ms.")
+        int, option("--claim-idle", min=0, help="Take over entries pending this long, ms.")
     ] = 30_000,
-    max_deliveries: Annotated[int, option("--max-deliveries", min=1, help="Then dead-letter.")] = 5,
+    max_deliveries: Annotated[
+        int, option("--max-deliveries", min=1, help="Deliveries before a dead letter.")
+    ] = 5,
     lease_ms: Annotated[
         int,
         option(
@@ -50,21 +64,41 @@ def worker(
     max_future_ms: Annotated[
         int,
         duration_option(
-            "--max-future", "How far an @ts may lie ahead of its entry's time (0: no limit)"
+            "--max-future",
+            "How far an @ts may lie ahead of its entry's time (0: no limit)",
+            show_default="5m",
         ),
     ] = 5 * 60_000,
     cache_keys: Annotated[
         int, option("--cache-keys", min=1, help="Keys' slot state kept in memory, per partition.")
     ] = 100_000,
     metrics_port: Annotated[
-        int | None, option("--metrics-port", help="Serve /metrics, /healthz.")
+        int | None,
+        option("--metrics-port", min=1, max=65535, help="Port of /metrics and /healthz."),
     ] = None,
     metrics_host: Annotated[
-        str, option("--metrics-host", help="Interface of /metrics (127.0.0.1: this host only).")
+        str,
+        option(
+            "--metrics-host",
+            metavar="HOST",
+            help="Interface of /metrics, /healthz (127.0.0.1: this host only).",
+        ),
     ] = "0.0.0.0",
-    log_format: Annotated[str, option("--log-format", help="json, console or auto.")] = "auto",
-    log_level: Annotated[str, option("--log-level")] = "info",
-    wait_s: Annotated[float, option("--wait", help="Seconds to wait for Redis at start.")] = 30.0,
+    log_format: Annotated[
+        LogFormat,
+        choice_option(
+            "--log-format", "Log lines as JSON, for the console, or auto (console on a terminal)."
+        ),
+    ] = LogFormat.auto,
+    log_level: Annotated[
+        LogLevel, choice_option("--log-level", "The least severe level logged.")
+    ] = LogLevel.info,
+    wait_s: Annotated[
+        float, option("--wait", help="Seconds to wait for Redis at start (then exit 1).")
+    ] = 30.0,
+    cluster: Annotated[
+        bool, option("--cluster", help="Redis is a Redis Cluster (found out by itself otherwise).")
+    ] = False,
     export_values: Annotated[
         bool,
         option(
@@ -72,26 +106,30 @@ def worker(
         ),
     ] = False,
     stuck_after_s: Annotated[
-        float, option("--stuck-after", help="/healthz fails after this many seconds stuck.")
+        float,
+        option("--stuck-after", help="/healthz fails after this many seconds without progress."),
     ] = 60.0,
     retain: Annotated[
         str | None,
         option(
             "--retain",
+            metavar="AGE|LENGTH",
             help="Trim acknowledged history: an age with its unit (10m, 2d) or a length "
             "(a bare number of entries: 100000).",
         ),
     ] = None,
 ) -> None:
-    """Run a consumer of the group until SIGTERM/SIGINT."""
+    """Run a worker: process entries until SIGTERM or Ctrl-C.
+
+    It joins the consumer group, takes its share of the partitions, and on
+    SIGTERM finishes and acknowledges its batch, hands its partitions over
+    and exits 0.
+    """
     from streamcalc.logs import configure_logging
 
-    if log_format not in ("json", "console", "auto"):
-        raise UsageError(f"unknown log format {log_format!r}: use json, console or auto")
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise UsageError(f"unknown log level {log_level!r}")
     # Each option is named after the setting it sets (the flags are spelled out above).
     given = {k: v for k, v in locals().items() if k in _SETTINGS and k not in ("redis_url", "ns")}
+    given["log_format"] = log_format.value
     settings = build_settings(
         redis_url,
         ns,
@@ -100,11 +138,11 @@ def worker(
         heartbeat_file=os.environ.get("STREAMCALC_HEARTBEAT_FILE", ""),
         **_retention(retain),
     )
-    configure_logging(log_format, log_level)
+    configure_logging(log_format.value, log_level.value)
     if processes > 1:
         from streamcalc.supervisor import supervise
 
-        raise typer.Exit(supervise(settings, processes, log_level))
+        raise typer.Exit(supervise(settings, processes, log_level.value))
     _run_worker(settings)
 
 

@@ -2,7 +2,8 @@
 
 Modules, one concern each: ``model`` (names, NodeDef), ``functions`` (element-wise
 arithmetic, built-ins), ``plugins`` (``module:callable`` functions and their
-timeout), ``expr`` (expression compiler), ``validate`` (per-node checks,
+timeout), ``expr`` (expression compiler), ``quoting`` (how node names are
+written in expressions), ``validate`` (per-node checks,
 cycles, ranks), ``compiled`` (the Graph and its node functions), ``parse``
 (TOML), ``render`` (text/json/dot/mermaid).
 

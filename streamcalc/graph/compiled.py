@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -11,10 +12,11 @@ import msgspec
 
 from streamcalc.errors import FunctionError
 from streamcalc.graph.functions import Formula, describe
-from streamcalc.graph.model import NodeDef, graph_error
+from streamcalc.graph.model import UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import (
     check_acyclic,
+    check_inputs,
     check_node,
     check_size,
     rank_nodes,
@@ -30,6 +32,11 @@ NodeFunction: TypeAlias = Callable[[Sequence[Value]], Value]
 FunctionError (see :meth:`Graph.evaluate`)."""
 
 _encoder = msgspec.json.Encoder()
+#: The graph hash's field of ``[defaults] unknown`` (only when it is not the default).
+_UNKNOWN = b"@unknown"
+#: The graph hash's field of a file's ``[inputs]`` (a JSON list; only when the file has one).
+_INPUTS = b"@inputs"
+_names_decoder = msgspec.json.Decoder(list[str])
 _decoder = msgspec.json.Decoder(NodeDef)
 
 
@@ -40,18 +47,22 @@ class Graph:
     message names ``source`` and the node) and compiles each derived node's
     function; ``parse_graph_text`` and ``from_definitions`` both end here.
     ``plugins`` says which plugin modules may be imported (none by default) and
-    their timeout: a worker passes its ``Settings.plugin_policy``.
+    their timeout: a worker passes its ``Settings.plugin_policy``. With
+    ``declared_inputs`` (a file's ``[inputs]``), an argument that is neither a
+    derived node nor declared is a GraphError naming it.
     """
 
     __slots__ = (
         "_definitions",
         "_downstream",
         "_functions",
+        "declared_inputs",
         "inputs",
         "nodes",
         "order",
         "parents",
         "rank",
+        "unknown",
         "version_hash",
         "warnings",
     )
@@ -60,6 +71,9 @@ class Graph:
     """Derived nodes by name, in name order."""
     inputs: frozenset[str]
     """Nodes used as arguments but not defined."""
+    declared_inputs: frozenset[str] | None
+    """The inputs a graph file's ``[inputs]`` table declares (None: no table). Stored with
+    the graph (the ``@inputs`` field) and part of its hash; all of them are in ``inputs``."""
     parents: Mapping[str, tuple[tuple[str, int], ...]]
     """Any node -> every (derived node, argument position) slot it feeds."""
     rank: Mapping[str, int]
@@ -68,6 +82,8 @@ class Graph:
     """Derived nodes by (rank, name): an evaluation order that respects dependencies."""
     version_hash: str
     """sha1 hex of the definitions: equal graphs have equal hashes."""
+    unknown: str
+    """What a reading of a name that is not a node does: ``ignore`` (counted) or ``dead``."""
 
     def __init__(
         self,
@@ -75,7 +91,12 @@ class Graph:
         source: str = "<graph>",
         *,
         plugins: PluginPolicy = NO_PLUGINS,
+        unknown: str = UNKNOWN_POLICIES[0],
+        declared_inputs: Iterable[str] | None = None,
     ) -> None:
+        if unknown not in UNKNOWN_POLICIES:
+            raise graph_error(source, f"bad unknown {unknown!r}: must be ignore or dead")
+        self.unknown = unknown
         by_name: dict[str, NodeDef] = {}
         for node in nodes:
             if node.name in by_name:
@@ -97,6 +118,12 @@ class Graph:
 
         self.nodes = MappingProxyType({name: by_name[name] for name in sorted(by_name)})
         self.inputs = frozenset(parents) - frozenset(by_name)
+        self.declared_inputs = None
+        if declared_inputs is not None:
+            self.declared_inputs = frozenset(declared_inputs)
+            check_inputs(source, by_name, self.inputs, self.declared_inputs)
+            # A declared input no node uses is still a node: its readings are stored.
+            self.inputs |= self.declared_inputs
         self.parents = MappingProxyType({k: tuple(v) for k, v in sorted(parents.items())})
         self.rank = MappingProxyType(dict(sorted(rank.items())))
         self.order = tuple(sorted(by_name, key=lambda name: (rank[name], name)))
@@ -109,6 +136,8 @@ class Graph:
         digest = hashlib.sha1(usedforsecurity=False)
         for name, text in self._definitions.items():
             digest.update(b"%s\0%s\n" % (name.encode(), text))
+        for option, value in self._options().items():  # only options off their defaults
+            digest.update(b"%s\0%s\n" % (option, value))
         self.version_hash = digest.hexdigest()
         self.warnings = size_warnings(by_name)
         """Where the graph comes near a limit (``graph check`` prints them)."""
@@ -148,6 +177,21 @@ class Graph:
         """Node name -> canonical JSON of its NodeDef; the same graph gives the same bytes."""
         return dict(self._definitions)
 
+    def stored(self) -> dict[str, bytes]:
+        """What the graph hash in Redis holds: :meth:`definitions` plus the graph's options
+        off their defaults, as ``@option`` fields (no node name starts with ``@``)."""
+        stored = dict(self._definitions)
+        stored.update((option.decode(), value) for option, value in self._options().items())
+        return stored
+
+    def _options(self) -> dict[bytes, bytes]:
+        options: dict[bytes, bytes] = {}
+        if self.unknown != UNKNOWN_POLICIES[0]:
+            options[_UNKNOWN] = self.unknown.encode()
+        if self.declared_inputs is not None:
+            options[_INPUTS] = _encoder.encode(sorted(self.declared_inputs))
+        return options
+
     @classmethod
     def from_definitions(
         cls,
@@ -156,10 +200,19 @@ class Graph:
         *,
         plugins: PluginPolicy = NO_PLUGINS,
     ) -> Graph:
-        """Rebuild a graph from ``definitions()`` output (e.g. a Redis hash), revalidating it
+        """Rebuild a graph from ``stored()`` output (e.g. a Redis hash), revalidating it
         and compiling its node functions (``plugins`` as in :class:`Graph`)."""
         nodes: list[NodeDef] = []
+        unknown = UNKNOWN_POLICIES[0]
+        declared: list[str] | None = None
         for key, text in defs.items():
+            field = key.encode() if isinstance(key, str) else key
+            if field == _UNKNOWN:
+                unknown = text.decode("utf-8", "backslashreplace")
+                continue
+            if field == _INPUTS:
+                declared = _declared(source, text)
+                continue
             try:
                 name = key.decode() if isinstance(key, bytes) else key
             except UnicodeDecodeError:
@@ -171,7 +224,26 @@ class Graph:
             if node.name != name:
                 raise graph_error(source, f"stored definition names {node.name!r}", name)
             nodes.append(node)
-        return cls(nodes, source, plugins=plugins)
+        return cls(nodes, source, plugins=plugins, unknown=unknown, declared_inputs=declared)
+
+    @staticmethod
+    def names_of(defs: Mapping[_Key, bytes]) -> frozenset[str]:
+        """Every node name of stored definitions (derived nodes and their arguments), read
+        without compiling anything: enough to tell a known name from a typo, fast."""
+        names: set[str] = set()
+        for key, text in defs.items():
+            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            if name == _INPUTS.decode():
+                with contextlib.suppress(msgspec.DecodeError):
+                    names.update(_names_decoder.decode(text))
+            if name.startswith("@"):
+                continue  # a setting of the graph, not a node
+            names.add(name)
+            try:
+                names.update(_decoder.decode(text).args)
+            except msgspec.DecodeError:
+                continue  # what reads the graph for real reports it
+        return frozenset(names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
@@ -186,6 +258,13 @@ class Graph:
             f"<Graph {len(self.nodes)} derived, {len(self.inputs)} inputs, "
             f"version {self.version_hash[:12]}>"
         )
+
+
+def _declared(source: str, text: bytes) -> list[str]:
+    try:
+        return _names_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise graph_error(source, f"bad stored inputs: {exc}") from None
 
 
 def _node_function(name: str, formula: Formula, count: int) -> NodeFunction:

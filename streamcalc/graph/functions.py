@@ -225,8 +225,102 @@ def _round_digits(digits: Value) -> int:
     return digits
 
 
+# ---------------------------------------------------------------------------
+# comparisons and logic: results are the numbers 1 and 0, never booleans
+
+
+def truth(x: Number) -> bool:
+    """A number as a condition: 0 is false, anything else is true."""
+    check_finite(x)
+    return x != 0
+
+
+def _comparison(test: Callable[[Number, Number], bool]) -> Scalar2:
+    def compare(a: Number, b: Number) -> Number:
+        check_finite(a)
+        check_finite(b)
+        return 1 if test(a, b) else 0
+
+    return compare
+
+
+COMPARISONS: Mapping[str, Scalar2] = {
+    "<": _comparison(operator.lt),
+    "<=": _comparison(operator.le),
+    ">": _comparison(operator.gt),
+    ">=": _comparison(operator.ge),
+    "==": _comparison(operator.eq),
+    "!=": _comparison(operator.ne),
+}
+
+
+def logical_and(a: Number, b: Number) -> Number:
+    """1 when both are true (non-zero), else 0."""
+    return 1 if truth(a) and truth(b) else 0
+
+
+def logical_or(a: Number, b: Number) -> Number:
+    """1 when either is true (non-zero), else 0."""
+    return 1 if truth(a) or truth(b) else 0
+
+
+def logical_not(a: Number) -> Number:
+    """1 for 0, 0 for anything else."""
+    return 0 if truth(a) else 1
+
+
+def select(condition: Number, a: Number, b: Number) -> Number:
+    """``a`` where ``condition`` is true (non-zero), else ``b``."""
+    return a if truth(condition) else b
+
+
+def where(condition: Value, a: Term, b: Term, args: Sequence[Value]) -> Value:
+    """``where(condition, a, b)``: with a scalar condition, one branch, the other never
+    evaluated (``where(d != 0, n / d, 0)`` is safe); with a vector, element-wise."""
+    if isinstance(condition, tuple):
+        return broadcast(select, [condition, a(args), b(args)])
+    return a(args) if truth(condition) else b(args)
+
+
+def _where(args: Sequence[Value]) -> Value:
+    return where(args[0], _SECOND, _THIRD, args)
+
+
+def _elements(name: str, value: Value, *, empty_ok: bool) -> Vector:
+    """A reduction's operand as a vector: a scalar is a vector of one element."""
+    items = value if isinstance(value, tuple) else (value,)
+    if not items and not empty_ok:
+        raise FunctionError(f"{name} of an empty vector")
+    for x in items:
+        check_finite(x)
+    return items
+
+
+def _reduction(name: str, reduce_: Callable[[Vector], Number], *, empty_ok: bool) -> Term:
+    def run(args: Sequence[Value]) -> Value:
+        return reduce_(_elements(name, args[0], empty_ok=empty_ok))
+
+    return run
+
+
+def _vmean(items: Vector) -> Number:
+    return truediv(sum(items), len(items))
+
+
+_REDUCTIONS: tuple[tuple[str, Callable[[Vector], Number], bool], ...] = (
+    ("sum", sum, True),
+    ("len", len, True),
+    ("vmin", min, False),
+    ("vmax", max, False),
+    ("vmean", _vmean, False),
+    ("any", lambda items: 1 if any(map(truth, items)) else 0, True),
+    ("all", lambda items: 1 if all(map(truth, items)) else 0, True),
+)
+
+
 _FIRST: Term = operator.itemgetter(0)
 _SECOND: Term = operator.itemgetter(1)
+_THIRD: Term = operator.itemgetter(2)
 _ROUND0 = unary_term(_round0, _FIRST)
 
 
@@ -315,6 +409,11 @@ BUILTINS: Mapping[str, Builtin] = {
         _unary("sqrt", sqrt),
         Builtin("round", 1, 2, _round, scalar1=_round0),
         Builtin("clamp", 3, 3, _clamp),
+        Builtin("where", 3, 3, _where),
+        *(
+            Builtin(name, 1, 1, _reduction(name, reduce_, empty_ok=empty_ok))
+            for name, reduce_, empty_ok in _REDUCTIONS
+        ),
     )
 }
 

@@ -11,6 +11,9 @@ from streamcalc.errors import GraphError
 MAX_NAME_LENGTH = 128
 DEFAULT_TTL_MS = 60_000
 MODES = ("consume", "latest")
+#: What a reading of a name that is not a node of the graph does: counted and ignored (the
+#: default) or, with ``[defaults] unknown = "dead"``, its whole entry becomes a dead letter.
+UNKNOWN_POLICIES = ("ignore", "dead")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 

@@ -11,11 +11,11 @@ import msgspec
 
 from streamcalc.durations import duration_ms
 from streamcalc.graph.compiled import Graph
-from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, NodeDef, graph_error
+from streamcalc.graph.model import DEFAULT_TTL_MS, MODES, UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
 from streamcalc.graph.validate import check_name, compile_expression
 
-#: The units a ttl is written in (SPEC §3); a bare number is seconds.
+#: The units a ttl is written in (docs/graph-file.md); a bare number is seconds.
 TTL_UNITS = ("ms", "s", "m", "h")
 
 
@@ -30,8 +30,9 @@ class _NodeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _NODE_KEYS = frozenset(_NodeSpec.__struct_fields__)
-_DEFAULTS_KEYS = frozenset({"ttl", "mode"})
-_TOP_KEYS = frozenset({"defaults", "nodes"})
+_DEFAULTS_KEYS = frozenset({"ttl", "mode", "unknown"})
+_TOP_KEYS = frozenset({"defaults", "inputs", "nodes"})
+_INPUTS_KEYS = frozenset({"names"})
 
 
 def parse_duration_ms(value: object) -> int:
@@ -70,27 +71,51 @@ def parse_graph_text(text: str, source: str, plugins: PluginPolicy = NO_PLUGINS)
     unknown = sorted(set(document) - _TOP_KEYS)
     if unknown:
         raise graph_error(
-            source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, nodes)"
+            source, f"unknown top-level key {unknown[0]!r} (allowed: defaults, inputs, nodes)"
         )
-    ttl_ms, mode = _defaults(source, document.get("defaults", {}))
+    ttl_ms, mode, unknown_policy = _defaults(source, document.get("defaults", {}))
     tables = document.get("nodes", {})
     if not isinstance(tables, dict):
         raise graph_error(source, "nodes must be a table of [nodes.NAME] tables")
     if not tables:
         raise graph_error(source, "no nodes defined (add a [nodes.NAME] table)")
     nodes = [_node(source, name, tables[name], ttl_ms, mode) for name in sorted(tables)]
-    return Graph(nodes, source, plugins=plugins)
+    declared = _inputs(source, document["inputs"]) if "inputs" in document else None
+    return Graph(nodes, source, plugins=plugins, unknown=unknown_policy, declared_inputs=declared)
 
 
-def _defaults(source: str, table: object) -> tuple[int, str]:
+def _inputs(source: str, table: object) -> list[str]:
+    """``[inputs] names = [...]``: the inputs a graph declares (then no other is allowed)."""
+    if not isinstance(table, dict):
+        raise graph_error(source, "inputs must be a table: [inputs] names = [...]")
+    unknown = sorted(set(table) - _INPUTS_KEYS)
+    if unknown:
+        raise graph_error(source, f"unknown key {unknown[0]!r} in [inputs] (allowed: names)")
+    names = table.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise graph_error(source, "[inputs] names must be a list of node names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise graph_error(source, f"input {name} is declared twice in [inputs]")
+        seen.add(name)
+    return names
+
+
+def _defaults(source: str, table: object) -> tuple[int, str, str]:
     if not isinstance(table, dict):
         raise graph_error(source, "defaults must be a table")
     unknown = sorted(set(table) - _DEFAULTS_KEYS)
     if unknown:
-        raise graph_error(source, f"unknown key {unknown[0]!r} in [defaults] (allowed: ttl, mode)")
+        raise graph_error(
+            source, f"unknown key {unknown[0]!r} in [defaults] (allowed: ttl, mode, unknown)"
+        )
     ttl_ms = _ttl(source, None, table["ttl"]) if "ttl" in table else DEFAULT_TTL_MS
     mode = _mode(source, None, table["mode"]) if "mode" in table else MODES[0]
-    return ttl_ms, mode
+    policy = table.get("unknown", UNKNOWN_POLICIES[0])
+    if policy not in UNKNOWN_POLICIES:
+        raise graph_error(source, f"bad unknown {policy!r} in [defaults]: must be ignore or dead")
+    return ttl_ms, mode, policy
 
 
 def _node(source: str, name: str, table: object, ttl_ms: int, mode: str) -> NodeDef:

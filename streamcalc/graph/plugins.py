@@ -14,6 +14,7 @@ import importlib
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
@@ -25,7 +26,7 @@ from streamcalc.settings import DEFAULT_FUNCTION_TIMEOUT_S
 from streamcalc.values import Value
 
 Plugin: TypeAlias = Callable[[list[Value]], object]
-"""A user's plugin callable: ``f(args: list) -> value`` (SPEC section 3)."""
+"""A user's plugin callable: ``f(args: list) -> value`` (docs/graph-file.md, Plugins)."""
 
 
 class UnknownFunction(Exception):
@@ -122,16 +123,36 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _PluginTimeout
 
 
+#: The plugin call running in this process's main thread: (ref, start, timeout), or None.
+_running: tuple[str, float, float] | None = None
+
+
+def blocked_call() -> str:
+    """What blocks this process, or "": a plugin call that has run past its timeout by
+    as long again (at least a second) is blocked where the timer cannot cut it off (in
+    C code: ``signal.sigwait``, a C extension's sleep), and will not return by itself."""
+    running = _running
+    if running is None:
+        return ""
+    ref, started, timeout_s = running
+    ran = time.monotonic() - started
+    if not timeout_s or ran <= timeout_s + max(timeout_s, 1.0):
+        return ""
+    return f"plugin {ref} blocked for {ran:.0f}s, past its timeout of {timeout_s:g}s"
+
+
 def _plugin_formula(ref: str, plugin: Plugin, timeout_s: float) -> Formula:
     """The formula calling ``plugin`` with a list of argument values, its failures and
     overruns (longer than ``timeout_s``; 0 = no limit) turned into FunctionErrors."""
 
     def run(args: Sequence[Value]) -> object:
+        global _running
         # The timer needs the main thread (signals); workers run there. Elsewhere, no limit.
         timed = timeout_s > 0 and threading.current_thread() is threading.main_thread()
         if timed:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, timeout_s)
+            _running = (ref, time.monotonic(), timeout_s)
         try:
             return plugin(list(args))
         except FunctionError:
@@ -142,6 +163,7 @@ def _plugin_formula(ref: str, plugin: Plugin, timeout_s: float) -> Formula:
             raise FunctionError(f"{ref} raised {describe(exc)}") from exc
         finally:
             if timed:
+                _running = None
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
 

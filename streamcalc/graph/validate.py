@@ -6,7 +6,9 @@ same checks serve a graph file and a graph read back from Redis.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from streamcalc.durations import MAX_MS
 from streamcalc.graph.expr import CompiledExpression, ExpressionError, builtin_formula
@@ -21,6 +23,9 @@ from streamcalc.graph.model import (
     valid_node_name,
 )
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy, UnknownFunction
+
+if TYPE_CHECKING:
+    from streamcalc.graph.compiled import Graph
 
 # Slot timestamps are compared in Lua, whose numbers are doubles: stay exact.
 MAX_TTL_MS = MAX_MS
@@ -186,3 +191,96 @@ def size_warnings(nodes: Mapping[str, NodeDef]) -> tuple[str, ...]:
         if len(node.args) >= _WARN_AT * MAX_ARGS:
             found.append(f"node {name}: {len(node.args)} arguments, near the limit of {MAX_ARGS}")
     return tuple(found)
+
+
+def check_inputs(
+    source: str, nodes: Mapping[str, NodeDef], inputs: frozenset[str], declared: frozenset[str]
+) -> None:
+    """With an ``[inputs]`` table: every argument is a derived node or a declared input."""
+    for name in sorted(declared):
+        if not valid_node_name(name):
+            raise graph_error(source, f"bad input name {_quoted(name)} in [inputs] ({_NAME_RULE})")
+        if name in nodes:
+            raise graph_error(source, "declared in [inputs] but defined in [nodes]", name)
+    for name in sorted(nodes):
+        for arg in nodes[name].args:
+            if arg in inputs and arg not in declared:
+                close = difflib.get_close_matches(arg, [*declared, *nodes], n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise graph_error(
+                    source,
+                    f"argument {arg} is neither a node nor declared in [inputs]{hint}",
+                    name,
+                )
+
+
+def input_warnings(graph: Graph) -> tuple[str, ...]:
+    """What ``graph check`` warns about the inputs: undeclared names one edit away from
+    another node's (``total_ot`` next to ``total_out``), declared ones nothing uses."""
+    used = frozenset(graph.parents) - frozenset(graph.nodes)
+    if graph.declared_inputs is not None:
+        return tuple(
+            f"input {name} is declared in [inputs] but no node uses it"
+            for name in sorted(graph.declared_inputs - used)
+        )
+    derived = frozenset(graph.nodes)
+    found: list[str] = []
+    for name, other in near_misses(used, derived):
+        kind = "node" if other in derived else "input"
+        found.append(
+            f"input {name} is close to {kind} {other}: a typo? "
+            "(declare the inputs in [inputs] to make an unknown one an error)"
+        )
+    return tuple(found)
+
+
+def near_misses(inputs: frozenset[str], derived: frozenset[str]) -> list[tuple[str, str]]:
+    """(input, other node) pairs one edit apart: a letter added, dropped, changed or two
+    swapped. Changes of digits only (``dev1``, ``dev2``) are not typos, nor is one changed
+    letter between two inputs (``line_a``, ``line_b``): families of sensors look like that.
+    Nor are edits of short names (``A``, ``B``; ``tmp``, ``tap``).
+
+    Symmetric deletes keep this linear in the graph's size (no all-pairs comparison).
+    """
+    index: dict[str, set[str]] = {}
+    for name in inputs | derived:
+        for variant in _deletions(name):
+            index.setdefault(variant, set()).add(name)
+    pairs: list[tuple[str, str]] = []
+    for name in sorted(inputs):
+        candidates = set().union(*(index.get(v, set()) for v in _deletions(name)))
+        for other in sorted(candidates - {name}):
+            if other in inputs and other < name:
+                continue  # each pair of inputs once
+            edit = _one_edit(name, other)
+            if edit is None or edit[1].isdigit():
+                continue
+            if min(len(name), len(other)) < (4 if edit[0] == "change" else 3):
+                continue  # one letter of a short name is no typo: A, B; C, D
+            if edit[0] == "change" and other in inputs:
+                continue
+            pairs.append((name, other))
+    return pairs
+
+
+def _deletions(name: str) -> set[str]:
+    return {name, *(name[:i] + name[i + 1 :] for i in range(len(name)))}
+
+
+def _one_edit(a: str, b: str) -> tuple[str, str] | None:
+    """(kind, the characters that differ) when ``a`` and ``b`` are one edit apart, else None."""
+    if len(a) > len(b):
+        a, b = b, a
+    start = 0
+    while start < len(a) and a[start] == b[start]:
+        start += 1
+    if len(b) == len(a) + 1:
+        return ("add", b[start]) if a[start:] == b[start + 1 :] else None
+    if len(a) != len(b) or start == len(a):
+        return None
+    if a[start + 1 :] == b[start + 1 :]:
+        return "change", a[start] + b[start]
+    swapped = a[start : start + 2] == b[start : start + 2][::-1]
+    if swapped and a[start + 2 :] == b[start + 2 :]:
+        return "swap", a[start : start + 2]
+    return None

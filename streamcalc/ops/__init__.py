@@ -8,6 +8,8 @@ scripts (``scripts/dead_retry.lua``, ``scripts/trim.lua``) through their
 wrappers in :mod:`streamcalc.scripts`. One module a concern:
 
 - :mod:`~streamcalc.ops.snapshot`: ``status``: partitions, owners, lag, members, rates;
+- :mod:`~streamcalc.ops.explain`: ``explain``: a node's slots, and why it fired or not;
+- :mod:`~streamcalc.ops.rates`: input and output rates, counted from entry IDs;
 - :mod:`~streamcalc.ops.streaminfo`: streams, groups and consumers, read in pipelines;
 - :mod:`~streamcalc.ops.timeline`: ``history`` (past values) and ``tail`` (new ones);
 - :mod:`~streamcalc.ops.dead_letters`: list, retry and purge dead letters;
@@ -20,17 +22,21 @@ namespace's :class:`~streamcalc.ops.streams.Layout` (every partition, and with
 partitions.
 """
 
-from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_retry
+from streamcalc.keys import check_key
+from streamcalc.ops.dead_letters import DeadLetter, dead_list, dead_purge, dead_recent, dead_retry
+from streamcalc.ops.explain import Explanation, SlotView, explain
+from streamcalc.ops.rates import Rates
 from streamcalc.ops.retention import PartitionTrim, StreamTrim, TrimResult, trim
-from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Rates, Status, Totals, status
+from streamcalc.ops.snapshot import Member, Owner, PartitionStatus, Status, Totals, status
 from streamcalc.ops.streaminfo import ConsumerStatus, GroupStatus, StreamStatus
-from streamcalc.ops.streams import Layout, check_id, check_key, layout
+from streamcalc.ops.streams import Layout, check_id, layout
 from streamcalc.ops.timeline import Emitted, PastValue, history, tail
 
 __all__ = [
     "ConsumerStatus",
     "DeadLetter",
     "Emitted",
+    "Explanation",
     "GroupStatus",
     "Layout",
     "Member",
@@ -39,6 +45,7 @@ __all__ = [
     "PartitionTrim",
     "PastValue",
     "Rates",
+    "SlotView",
     "Status",
     "StreamStatus",
     "StreamTrim",
@@ -48,7 +55,9 @@ __all__ = [
     "check_key",
     "dead_list",
     "dead_purge",
+    "dead_recent",
     "dead_retry",
+    "explain",
     "history",
     "layout",
     "status",

@@ -15,9 +15,9 @@ import msgspec
 import redis
 
 from streamcalc.keys import Keys
-from streamcalc.ops.streams import Layout, as_text, check_id, id_key, page_size, pages
-from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_fields
-from streamcalc.store import StreamEntry, read_range, server_time_ms
+from streamcalc.ops.streams import Layout, as_text, check_id, flat_pages, id_key, page_size, pages
+from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_pairs
+from streamcalc.store import FlatEntry, read_flat, read_range, server_time_ms
 
 #: Dead-letter IDs handed to one dead_retry.lua call (or one XDEL).
 DEAD_CHUNK = 100
@@ -30,24 +30,29 @@ class DeadLetter(msgspec.Struct, frozen=True):
     error: str
     src: str  # ID of the input entry it came from
     node: str | None  # the node whose function failed; None for a bad entry
-    fields: dict[str, str]  # the original entry's fields, as a retry re-queues them
+    fields: dict[str, str]  # the original entry's fields (of a name written twice: the last)
     partition: int | None = 0  # its partition; None: the routing stream's (P > 1)
+    pairs: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    """Every original field in order, as a retry re-queues them: a name written twice
+    (XADD allows it) is there twice."""
 
 
-def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes], partition: int | None) -> DeadLetter:
-    original = {as_text(name): as_text(value) for name, value in original_fields(fields).items()}
+def _dead_letter(entry_id: bytes, flat: list[bytes], partition: int | None) -> DeadLetter:
+    pairs = [(as_text(name), as_text(value)) for name, value in original_pairs(flat)]
+    fields = dict(zip(flat[0::2], flat[1::2], strict=True))
     node = fields.get(DEAD_NODE)
     return DeadLetter(
         id=entry_id.decode(),
         error=as_text(fields.get(DEAD_ERROR, b"")),
         src=as_text(fields.get(DEAD_SRC, b"")),
         node=as_text(node) if node is not None else None,
-        fields=original,
+        fields=dict(pairs),
         partition=partition,
+        pairs=pairs,
     )
 
 
-def _letters(rows: Iterable[StreamEntry], partition: int | None) -> Iterator[DeadLetter]:
+def _letters(rows: Iterable[FlatEntry], partition: int | None) -> Iterator[DeadLetter]:
     for entry_id, fields in rows:
         yield _dead_letter(entry_id, fields, partition)
 
@@ -71,7 +76,7 @@ def dead_list(
         check_id(start)
     streams = _streams(where)
     page = page_size(count or 1000, len(streams))
-    letters = [_letters(pages(client, keys.dead, start, "+", page), n) for keys, n in streams]
+    letters = [_letters(flat_pages(client, keys.dead, start, "+", page), n) for keys, n in streams]
     found: list[DeadLetter] = []
     for letter in heapq.merge(*letters, key=lambda d: (id_key(d.id), d.partition or -1)):
         if count is not None and len(found) >= count:
@@ -150,3 +155,18 @@ def dead_purge(
         else:
             purged += int(client.xtrim(keys.dead, maxlen=0, approximate=False))
     return purged
+
+
+def dead_recent(client: redis.Redis, where: Keys | Layout, count: int = 20) -> list[DeadLetter]:
+    """The newest ``count`` dead letters of every dead stream of ``where``, newest first.
+
+    One read of at most ``count`` entries per dead stream, newest first, whatever
+    their length: what a page that refreshes every second can afford.
+    """
+    letters = [
+        _dead_letter(entry_id, fields, number)
+        for keys, number in _streams(where)
+        for entry_id, fields in read_flat(client, keys.dead, count=count, reverse=True)
+    ]
+    letters.sort(key=lambda d: (id_key(d.id), d.partition or -1), reverse=True)
+    return letters[:count]

@@ -16,31 +16,14 @@ import msgspec
 import redis
 
 from streamcalc.keys import Keys, Namespace
-from streamcalc.messages import id_ms
+from streamcalc.ops.rates import Rates, idle_s, rates
 from streamcalc.ops.streaminfo import ConsumerStatus, StreamStatus, combine, read_streams
-from streamcalc.ops.streams import Layout, as_text, layout, page_size, stream_keys
-from streamcalc.scripts import LeaseToken
+from streamcalc.ops.streams import Layout, as_text, id_key, layout, stream_keys
+from streamcalc.scripts import UNKNOWN_NAMES_KEPT, LeaseToken
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.store import StreamEntry, server_time_ms
+from streamcalc.store import server_time_ms
 
 _NAMES = ("in", "out", "dead")
-
-#: Rates are measured over this window, ending at the Redis server's clock.
-RATE_WINDOW_MS = 60_000
-#: At most this many entries (over all partitions) are read to measure a rate; a busier
-#: window is estimated from the time span of the newest entries read.
-RATE_SAMPLE_CAP = 10_000
-
-
-class Rates(msgspec.Struct, frozen=True):
-    """Input entries and output values per second over the last ``window_s`` seconds."""
-
-    window_s: float
-    input_per_s: float
-    output_per_s: float
-    input_entries: int  # entries of `in` in the window (at most RATE_SAMPLE_CAP)
-    output_values: int  # entries of `out` in the window (at most RATE_SAMPLE_CAP)
-    estimated: bool  # a window held more entries than were read: rate estimated
 
 
 class Owner(msgspec.Struct, frozen=True):
@@ -72,6 +55,13 @@ class Member(msgspec.Struct, frozen=True):
     expires_in_ms: int
 
 
+class UnknownName(msgspec.Struct, frozen=True):
+    """A name read that is not a node of the graph, and about how often (since the graph's load)."""
+
+    name: str
+    count: int
+
+
 class Totals(msgspec.Struct, frozen=True):
     """The group's lag and pending entries over every partition and the routing stream."""
 
@@ -100,15 +90,31 @@ class Status(msgspec.Struct, frozen=True):
     router: PartitionStatus | None = None
     members: list[Member] = msgspec.field(default_factory=list)
     totals: Totals | None = None
+    unknown_names: list[UnknownName] = msgspec.field(default_factory=list)
+    """The most frequent names read that are not nodes, most frequent first (at most
+    UNKNOWN_NAMES_SHOWN)."""
 
 
-def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP) -> Status:
+#: How many of the most frequent unknown names ``status`` lists.
+UNKNOWN_NAMES_SHOWN = 20
+
+
+def status(
+    client: redis.Redis,
+    where: Keys | Layout,
+    group: str = DEFAULT_GROUP,
+    *,
+    measured: Rates | None = None,
+) -> Status:
     """A snapshot of the namespace: every partition's streams, group, owner; rates, members.
 
     ``where`` is the namespace's :class:`Layout` (or the keys of its root,
     whose layout is then read). Each part is read separately (not one atomic
     snapshot); that is what an operator's view needs, and it never blocks
     Redis for long: every step is one pipeline over all partitions.
+    ``measured``: rates the caller counted itself (the live page, which samples
+    every second, counts them from its samples); without, they are counted
+    from the streams' entry IDs.
     """
     shape = layout(client, where.ns) if isinstance(where, Keys) else where
     every = shape.everything()
@@ -134,7 +140,11 @@ def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP
         graph_version=as_text(version) if version else "0",
         streams=streams,
         dead_letters=streams["dead"].length,
-        rates=_rates(client, shape.partitions, now_ms),
+        rates=msgspec.structs.replace(
+            rates(client, shape.partitions, now_ms) if measured is None else measured,
+            input_idle_s=idle_s(_newest(parts, "in"), now_ms),
+            output_idle_s=idle_s(_newest(parts, "out"), now_ms),
+        ),
         group=group,
         partition_count=shape.count,
         partitions=parts,
@@ -146,7 +156,22 @@ def status(client: redis.Redis, where: Keys | Layout, group: str = DEFAULT_GROUP
             pending=sum(p.pending for p in listed),
             owned=sum(p.owner is not None for p in listed),
         ),
+        unknown_names=_unknown_names(client, every),
     )
+
+
+def _unknown_names(client: redis.Redis, every: Sequence[Keys]) -> list[UnknownName]:
+    """The most frequent unknown names over every partition (each keeps its own few)."""
+    pipe = client.pipeline(transaction=False)
+    for keys in every:
+        pipe.zrevrange(keys.unknown, 0, UNKNOWN_NAMES_KEPT - 1, withscores=True)
+    counts: dict[str, int] = {}
+    for rows in pipe.execute():
+        for name, score in cast(list[tuple[bytes, float]], rows):
+            text = as_text(name)
+            counts[text] = counts.get(text, 0) + int(score)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [UnknownName(name, count) for name, count in ranked[:UNKNOWN_NAMES_SHOWN]]
 
 
 def _partition(
@@ -191,33 +216,7 @@ def _members(client: redis.Redis, ns: str, group: str, now_ms: int) -> list[Memb
     return sorted(members, key=lambda m: m.name)
 
 
-def _rates(client: redis.Redis, partitions: Sequence[Keys], now_ms: int) -> Rates:
-    """Entries per second of every partition's ``in`` and ``out`` (not the routing stream's).
-
-    The newest entries of the window are read from every stream in one
-    pipeline, at most RATE_SAMPLE_CAP in all.
-    """
-    cap = page_size(RATE_SAMPLE_CAP, len(partitions), least=10)
-    start = f"{max(now_ms - RATE_WINDOW_MS, 0)}-0"
-    pipe = client.pipeline(transaction=False)
-    for keys in partitions:
-        pipe.xrevrange(keys.input, "+", start, count=cap)
-        pipe.xrevrange(keys.output, "+", start, count=cap)
-    rates = [_rate(rows, now_ms, cap) for rows in pipe.execute()]
-    ins, outs = rates[0::2], rates[1::2]
-    return Rates(
-        window_s=RATE_WINDOW_MS / 1000,
-        input_per_s=sum(rate for _, rate, _ in ins),
-        output_per_s=sum(rate for _, rate, _ in outs),
-        input_entries=sum(n for n, _, _ in ins),
-        output_values=sum(n for n, _, _ in outs),
-        estimated=any(estimated for _, _, estimated in rates),
-    )
-
-
-def _rate(rows: list[StreamEntry], now_ms: int, cap: int) -> tuple[int, float, bool]:
-    """(entries in the window, entries per second, estimated) from the newest entries' IDs."""
-    if len(rows) < cap:
-        return len(rows), len(rows) * 1000 / RATE_WINDOW_MS, False
-    span_ms = max(now_ms - id_ms(rows[-1][0]), 1)
-    return len(rows), len(rows) * 1000 / span_ms, True
+def _newest(parts: Sequence[PartitionStatus], name: str) -> str | None:
+    """The newest entry ID of the partitions' streams called ``name``."""
+    lasts = [last for p in parts if (last := p.streams[name].last_id) is not None]
+    return max(lasts, key=id_key) if lasts else None

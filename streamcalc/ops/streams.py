@@ -11,15 +11,15 @@ stream for them, one stream (one hash slot) per call.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from streamcalc.errors import UsageError
-from streamcalc.keys import Keys, Namespace, valid_key
-from streamcalc.store import StreamEntry, partition_count, read_range
+from streamcalc.keys import Keys, Namespace
+from streamcalc.store import FlatEntry, StreamEntry, partition_count, read_flat, read_range
 
 _ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
@@ -34,13 +34,6 @@ def check_id(text: str) -> str:
     if _ID.fullmatch(text) is None:
         raise UsageError(f"bad entry ID {text!r}: expected <ms>-<seq>, like 1700000000000-0")
     return text
-
-
-def check_key(key: str) -> str:
-    """``key`` if it may be an entry's ``@key``, else raise UsageError."""
-    if not valid_key(key):
-        raise UsageError(f"bad key {key!r}: 1 to 128 characters of A-Z a-z 0-9 _ . : / -")
-    return key
 
 
 def as_text(raw: bytes | str) -> str:
@@ -118,8 +111,36 @@ def pages(
     reverse: bool = False,
 ) -> Iterator[StreamEntry]:
     """Entries of ``key`` between ``low`` and ``high`` (inclusive), read lazily in pages."""
+    return _paged(read_range, client, key, low, high, page, reverse)
+
+
+def flat_pages(
+    client: redis.Redis,
+    key: str,
+    low: str = "-",
+    high: str = "+",
+    page: int = 1000,
+    *,
+    reverse: bool = False,
+) -> Iterator[FlatEntry]:
+    """:func:`pages` with every field of an entry kept, in order (a name may repeat)."""
+    return _paged(read_flat, client, key, low, high, page, reverse)
+
+
+_Row = TypeVar("_Row", StreamEntry, FlatEntry)
+
+
+def _paged(
+    reader: Callable[..., list[_Row]],
+    client: redis.Redis,
+    key: str,
+    low: str,
+    high: str,
+    page: int,
+    reverse: bool,
+) -> Iterator[_Row]:
     while True:
-        rows = read_range(client, key, low, high, page, reverse=reverse)
+        rows = reader(client, key, low, high, page, reverse=reverse)
         yield from rows
         if len(rows) < page:
             return

@@ -9,7 +9,8 @@ stream is not read: its entries are read once they reach their partition.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 import msgspec
@@ -18,8 +19,8 @@ import redis
 from streamcalc.errors import EntryError, UsageError
 from streamcalc.keys import Keys
 from streamcalc.messages import OutputValue, decode_entry, decode_output
-from streamcalc.ops.streams import Layout, check_id, id_key, page_size, pages, read_new
-from streamcalc.store import StreamEntry, read_range
+from streamcalc.ops.streams import Layout, check_id, flat_pages, id_key, page_size, read_new
+from streamcalc.store import FlatEntry, read_range
 from streamcalc.values import Value
 
 #: Entries read per XREVRANGE page by :func:`history` (shared by all the streams it reads).
@@ -49,33 +50,38 @@ class Emitted(NamedTuple):
 
 def _backwards(
     client: redis.Redis, key: str, since_ms: int | None, page: int = HISTORY_PAGE
-) -> Iterator[StreamEntry]:
-    """Entries of ``key`` newest first, down to ID time ``since_ms``, read in pages."""
+) -> Iterator[FlatEntry]:
+    """Entries of ``key`` newest first, down to ID time ``since_ms``, read in pages; their
+    fields as Redis holds them (a field written twice is seen twice)."""
     low = f"{since_ms}-0" if since_ms is not None else "-"
-    return pages(client, key, low, "+", page, reverse=True)
+    return flat_pages(client, key, low, "+", page, reverse=True)
 
 
-def _reading(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
-    """The value of ``node`` in an input entry; None when the entry does not decode (dead)."""
-    flat = [part for pair in fields.items() for part in pair]
+def _reading(entry_id: bytes, fields: list[bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an input entry; None when the entry does not decode (dead:
+    a field written twice, too)."""
     try:
-        entry = decode_entry(entry_id, flat)
+        entry = decode_entry(entry_id, fields)
     except EntryError:
         return None
     return PastValue(entry.ts, dict(entry.readings)[node], entry.id, "in", entry.key)
 
 
-def _fired(entry_id: bytes, fields: dict[bytes, bytes], node: str) -> PastValue | None:
-    """The value of ``node`` in an output entry; None for another node's or a foreign entry."""
-    output = _output_or_none(fields)
+def _fired(entry_id: bytes, fields: list[bytes], node: str) -> PastValue | None:
+    """The value of ``node`` in an output entry; None for another node's or a foreign entry
+    (one with a field written twice is no output entry)."""
+    mapping = dict(zip(fields[0::2], fields[1::2], strict=True))
+    if len(mapping) * 2 != len(fields):
+        return None
+    output = output_or_none(mapping)
     if output is None or output.node != node:
         return None
     return PastValue(output.ts, output.value, entry_id.decode(), "out", output.key)
 
 
 def _values(
-    rows: Iterable[StreamEntry],
-    decode: Callable[[bytes, dict[bytes, bytes], str], PastValue | None],
+    rows: Iterable[FlatEntry],
+    decode: Callable[[bytes, list[bytes], str], PastValue | None],
     node: str,
     key: str | None,
     partition: int,
@@ -83,7 +89,7 @@ def _values(
     """The values of ``node`` (of ``key``, None: any) that ``decode`` finds in ``rows``."""
     field = node.encode()
     for entry_id, fields in rows:
-        if field not in fields:
+        if field not in fields[0::2]:
             continue
         value = decode(entry_id, fields, node)
         if value is not None and (key is None or value.key == key):
@@ -128,7 +134,7 @@ def history(
     return values
 
 
-def _output_or_none(fields: dict[bytes, bytes]) -> OutputValue | None:
+def output_or_none(fields: Mapping[bytes, bytes]) -> OutputValue | None:
     """The output value of an entry, or None for an entry that is not one (written by hand)."""
     try:
         return decode_output(fields)
@@ -141,58 +147,103 @@ def tail(
     where: Keys | Layout,
     *,
     start: str = "$",
-    node: str | None = None,
+    node: str | Collection[str] | None = None,
     key: str | None = None,
     block_ms: int = 1000,
     stop: Callable[[], bool] | None = None,
-) -> Iterator[Emitted]:
+) -> Follow:
     """Follow ``out`` of every partition (or ``key``'s): yield each output entry after ``start``.
 
     ``start`` is ``$`` (values emitted from now on; resolved to each stream's
     current last ID before this function returns, so nothing written after the
     call is missed), ``0`` (everything still in the streams) or an entry ID
     (after it, in every stream). ``node`` and ``key`` keep only that node's or
-    that key's values. What one read returns from several streams is yielded
-    in entry-ID order. Between reads (every ``block_ms`` at most) ``stop()`` is
-    asked whether to end.
+    that key's values (``node`` may be several names: values of any of them).
+    What one read returns from several streams is yielded in entry-ID order.
+    Between reads (every ``block_ms`` at most) ``stop()`` is asked whether to end.
     """
     if start not in ("$", "0"):
         check_id(start)
-    if block_ms < 1:
-        raise UsageError("block_ms must be at least 1")
     if isinstance(where, Layout):
         readers = {k.output: where.number(k) or 0 for k in where.readers(key)}
     else:
         readers = {where.output: where.partition or 0}
-    after = {stream: _start_after(client, stream, start) for stream in readers}
-    return _follow(client, after, readers, block_ms, stop, node, key)
+    after = {stream: start_after(client, stream, start) for stream in readers}
+    nodes = None if node is None else frozenset([node] if isinstance(node, str) else node)
+    keys = None if key is None else frozenset([key])
+    return Follow(client, after, readers, block_ms=block_ms, stop=stop, nodes=nodes, keys=keys)
 
 
-def _start_after(client: redis.Redis, stream: str, start: str) -> str:
+def start_after(client: redis.Redis, stream: str, start: str) -> str:
+    """The ID to read ``stream`` after: ``$`` is its last entry now, ``0`` its beginning."""
     if start == "$":
         last = read_range(client, stream, count=1, reverse=True)
         return last[0][0].decode() if last else "0-0"
     return "0-0" if start == "0" else start
 
 
-def _follow(
-    client: redis.Redis,
-    after: dict[str, str],
-    partitions: dict[str, int],
-    block_ms: int,
-    stop: Callable[[], bool] | None,
-    node: str | None,
-    key: str | None,
-) -> Iterator[Emitted]:
-    count = page_size(TAIL_COUNT, len(after), least=10)
-    while stop is None or not stop():
-        seen: list[Emitted] = []
-        for stream, rows in read_new(client, after, count, block_ms):
+class Follow(Iterator[Emitted]):
+    """Output entries of several streams as they are written, in entry-ID order.
+
+    ``after`` maps each stream to the ID to read it after; it moves on with
+    every entry read (wanted or not). :attr:`position` says where to resume
+    without missing or repeating a value, however many were read ahead.
+    ``partitions`` maps each stream to its partition. ``nodes`` and ``keys``
+    keep only those nodes' and keys' values (None: all).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        after: dict[str, str],
+        partitions: Mapping[str, int],
+        *,
+        block_ms: int = 1000,
+        stop: Callable[[], bool] | None = None,
+        nodes: frozenset[str] | None = None,
+        keys: frozenset[str] | None = None,
+    ) -> None:
+        if block_ms < 1:
+            raise UsageError("block_ms must be at least 1")
+        self.client = client
+        self.after = after
+        self.partitions = partitions
+        self.block_ms = block_ms
+        self.stop = stop
+        self.nodes = nodes
+        self.keys = keys
+        self._count = page_size(TAIL_COUNT, len(after), least=10)
+        self._ready: deque[tuple[str, Emitted]] = deque()
+        self._yielded = dict(after)  # per stream: the last entry handed out (or the start)
+
+    @property
+    def position(self) -> dict[str, str]:
+        """stream -> the ID to resume after: every entry up to it was yielded or filtered out."""
+        waiting = {stream for stream, _ in self._ready}
+        return {
+            stream: self._yielded[stream] if stream in waiting else last
+            for stream, last in self.after.items()
+        }
+
+    def __next__(self) -> Emitted:
+        while not self._ready:
+            if self.stop is not None and self.stop():
+                raise StopIteration
+            self._read()
+        stream, emitted = self._ready.popleft()
+        self._yielded[stream] = emitted.id
+        return emitted
+
+    def _read(self) -> None:
+        seen: list[tuple[str, Emitted]] = []
+        for stream, rows in read_new(self.client, self.after, self._count, self.block_ms):
             for entry_id, fields in rows:
-                after[stream] = entry_id.decode()
-                output = _output_or_none(fields)
-                if output is None or (node is not None and output.node != node):
+                self.after[stream] = entry_id.decode()
+                output = output_or_none(fields)
+                if output is None or (self.nodes is not None and output.node not in self.nodes):
                     continue
-                if key is None or output.key == key:
-                    seen.append(Emitted(entry_id.decode(), output, partitions[stream]))
-        yield from sorted(seen, key=lambda e: (id_key(e.id), e.partition))
+                if self.keys is None or output.key in self.keys:
+                    emitted = Emitted(entry_id.decode(), output, self.partitions[stream])
+                    seen.append((stream, emitted))
+        seen.sort(key=lambda pair: (id_key(pair[1].id), pair[1].partition))
+        self._ready.extend(seen)

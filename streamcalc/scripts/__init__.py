@@ -20,6 +20,7 @@ from redis.commands.core import Script
 
 from streamcalc.keys import Keys
 from streamcalc.scripts.protocol import (
+    BOUNDS,
     DEAD_BYTES_LIMIT,
     DEAD_DELIVERIES,
     DEAD_ERROR,
@@ -36,12 +37,14 @@ from streamcalc.scripts.protocol import (
     DeadRetryReply,
     LeaseReply,
     LeaseToken,
+    PoisonEntry,
     RawEntry,
     ReadReply,
     ScriptArg,
     TrimReply,
     TrimRequest,
     original_fields,
+    original_pairs,
     reply_text,
 )
 
@@ -56,12 +59,14 @@ __all__ = [
     "DEAD_SRC",
     "DEAD_TRUNCATED",
     "DEAD_VALUE_PREFIX",
+    "UNKNOWN_NAMES_KEPT",
     "CommitReply",
     "CommitRequest",
     "DeadLetter",
     "DeadRetryReply",
     "LeaseReply",
     "LeaseToken",
+    "PoisonEntry",
     "RawEntry",
     "ReadReply",
     "ScriptArg",
@@ -70,6 +75,8 @@ __all__ = [
     "TrimRequest",
     "members_script",
     "original_fields",
+    "original_pairs",
+    "range_script",
     "script_source",
 ]
 
@@ -98,6 +105,7 @@ class Scripts:
         self._fetch: Script = client.register_script(script_source("fetch"))
         self._trim: Script = client.register_script(script_source("trim"))
         self._dead_retry: Script = client.register_script(script_source("dead_retry"))
+        self._unknown: Script = client.register_script(script_source("unknown"))
         k = keys
         self._commit_keys = [
             k.input, k.output, k.dead, k.slots, k.latest, k.meta, "", k.fresh, k.key_index,
@@ -128,7 +136,7 @@ class Scripts:
         args: list[ScriptArg] = [graph_hash, loaded_ms, len(definitions)]
         for node, definition in definitions.items():
             args += [node, definition]
-        return int(self._load_graph(keys=[k.graph, k.meta], args=args))
+        return int(self._load_graph(keys=[k.graph, k.meta, k.unknown], args=args))
 
     def leave(self, group: str, consumer: str) -> bool:
         """Run leave.lua: remove ``consumer`` unless it owns pending entries; True if removed."""
@@ -163,11 +171,23 @@ class Scripts:
         return ("EVALSHA", self._fetch.sha, 2, *keys, *args)
 
     def read(
-        self, group: str, consumer: str, token: str, count: int, start: str = ">"
+        self,
+        group: str,
+        consumer: str,
+        token: str,
+        count: int,
+        start: str = ">",
+        max_deliveries: int | None = None,
     ) -> ReadReply:
-        """Read up to ``count`` new (``>``) or own pending (``0``) entries, if we hold the lease."""
+        """Read up to ``count`` new (``>``) or own pending (``0``) entries, if we hold the lease.
+
+        With ``max_deliveries`` (own pending entries only), an entry this read would
+        deliver more often than that comes alone, cut, as the reply's ``poison``.
+        """
         keys = [self.keys.input, self.keys.lease(group)]
         args: list[ScriptArg] = ["read", group, consumer, token, count, start]
+        if max_deliveries is not None and start == "0":
+            args += [max_deliveries, *BOUNDS]
         return ReadReply.parse(self._fetch(keys=keys, args=args))
 
     def claim(self, group: str, consumer: str, token: str, count: int, cursor: str) -> ReadReply:
@@ -196,6 +216,23 @@ class Scripts:
         """Run dead_retry.lua: re-queue these dead letters to this partition's input stream."""
         reply = self._dead_retry(keys=[self.keys.dead, self.keys.input], args=list(ids))
         return DeadRetryReply.parse(reply)
+
+    def count_unknown(self, counts: Sequence[tuple[str, int]]) -> int:
+        """Run unknown.lua: add these counts of names that are not nodes to the partition's
+        bounded set of the most frequent ones (UNKNOWN_NAMES_KEPT); returns its size."""
+        args: list[ScriptArg] = [UNKNOWN_NAMES_KEPT]
+        for name, count in counts:
+            args += [name, count]
+        return int(self._unknown(keys=[self.keys.unknown], args=args))
+
+
+#: How many of the most frequent unknown names each partition keeps (see unknown.lua).
+UNKNOWN_NAMES_KEPT = 100
+
+
+def range_script(client: redis.Redis) -> Script:
+    """range.lua, registered on ``client``: XRANGE/XREVRANGE with fields as a flat list."""
+    return client.register_script(script_source("range"))
 
 
 def members_script(client: redis.Redis) -> Script:

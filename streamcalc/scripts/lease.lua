@@ -1,5 +1,5 @@
 --[[
-lease.lua: take, renew or give back the lease of one partition (S12).
+lease.lua: take, renew or give back the lease of one partition (docs/keys-and-partitions.md).
 
 The lease is a string "<consumer> <epoch> <instance>" that expires after
 lease_ms unless its owner renews it. Every take draws a new epoch, so a token
@@ -25,6 +25,10 @@ ARGV[4]  lease_ms (take, renew)
 ARGV[5]  take: this worker's instance
 ARGV[6]  take: the instance of a gone predecessor of the same name, or ""
 
+A value of the lease key that is not a token, or that has no expiry, was not
+written by this script; a take replaces it (else a stray SET would stop the
+partition for good).
+
 Reply:
   take     {1, the new token}, or {0, the holder's token} when another holds it
   renew    1 when the token still holds the lease (now extended), else 0
@@ -36,8 +40,11 @@ local op, group = ARGV[1], ARGV[2]
 
 if op == "take" then
   local holder = redis.call("GET", lease_key)
-  if holder then
-    local name, instance = string.match(holder, "^(.*) %d+ ([^ ]+)$")
+  local name, instance
+  if holder then name, instance = string.match(holder, "^(.*) %d+ ([^ ]+)$") end
+  -- A value that is no token, or one that never expires, was not set here (a hand or
+  -- a hostile writer): it holds nothing, or it would stop the partition for good.
+  if name and redis.call("PTTL", lease_key) >= 0 then
     if ARGV[6] == "" or name ~= ARGV[3] or instance ~= ARGV[6] then return {0, holder} end
   end
   local epoch = redis.call("HINCRBY", meta_key, "lease_epoch:" .. group, 1)

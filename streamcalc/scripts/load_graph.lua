@@ -10,6 +10,7 @@ those of an unchanged node survive, for every key, without a scan.
 
 KEYS[1]  graph   hash: derived node -> canonical JSON definition
 KEYS[2]  meta    hash: graph_version, graph_hash, graph_loaded_ms
+KEYS[3]  unknown sorted set of names read that are not nodes: a new graph counts anew
 
 ARGV: graph_hash, loaded_ms, n_nodes, (node, definition) ...
 
@@ -25,7 +26,7 @@ for i = 0, n - 1 do
   pairs_list[#pairs_list + 1] = ARGV[5 + 2 * i]
 end
 
-redis.call("DEL", graph_key)
+redis.call("DEL", graph_key, KEYS[3])
 for i = 1, #pairs_list, 500 do
   redis.call("HSET", graph_key, unpack(pairs_list, i, math.min(i + 499, #pairs_list)))
 end

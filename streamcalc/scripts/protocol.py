@@ -17,7 +17,7 @@ from streamcalc.messages import MAX_VALUE_BYTES
 
 ScriptArg = str | bytes | int | float
 
-#: Fields a dead letter adds to the original entry's fields (SPEC section 2).
+#: Fields a dead letter adds to the original entry's fields (docs/streams.md).
 DEAD_ERROR = b"@error"
 DEAD_SRC = b"@src"
 DEAD_NODE = b"@node"
@@ -48,6 +48,11 @@ class DeadLetter:
     fields: Sequence[bytes] = ()
     deliveries: int | None = None
     """For a poison entry: how often it was delivered."""
+    cut: Sequence[tuple[bytes, int]] = ()
+    """Values already cut before ``fields`` came here (a poison entry, cut by fetch.lua):
+    (field name, original length) of each."""
+    total_fields: int | None = None
+    """How many fields the entry had, when ``fields`` holds fewer (cut by fetch.lua)."""
 
 
 @dataclass(slots=True)
@@ -83,7 +88,7 @@ class CommitRequest:
         args: list[ScriptArg] = [self.group, self.consumer, self.graph_version, self.token]
         args += [payload, len(self.dead)]
         for letter in self.dead:
-            kept, notes = _bounded(letter.fields)
+            kept, notes = _bounded(letter.fields, letter.cut, letter.total_fields)
             error = letter.error + (f" (dead letter keeps {'; '.join(notes)})" if notes else "")
             deliveries = "" if letter.deliveries is None else str(letter.deliveries)
             truncated = "1" if notes else ""
@@ -91,31 +96,69 @@ class CommitRequest:
         return args
 
 
-def _bounded(fields: Sequence[bytes]) -> tuple[list[bytes], list[str]]:
+def _bounded(
+    fields: Sequence[bytes],
+    cut_before: Sequence[tuple[bytes, int]] = (),
+    total_fields: int | None = None,
+) -> tuple[list[bytes], list[str]]:
     """An entry's fields cut to a dead letter's limits, and what was cut, in words.
 
     At most DEAD_FIELDS_LIMIT fields and DEAD_BYTES_LIMIT bytes of values; a
     value over the entry limit, or past the budget, keeps its first
-    DEAD_VALUE_PREFIX bytes.
+    DEAD_VALUE_PREFIX bytes. fetch.lua cuts a poison entry the same way (see
+    :data:`BOUNDS`) and says what it cut: ``cut_before`` and ``total_fields``.
     """
     flat = list(fields)
     kept: list[bytes] = []
     notes: list[str] = []
-    if len(flat) > 2 * DEAD_FIELDS_LIMIT:
-        notes.append(f"the first {DEAD_FIELDS_LIMIT} of {len(flat) // 2} fields")
+    total = max(total_fields or 0, len(flat) // 2)
+    if total > DEAD_FIELDS_LIMIT:
+        notes.append(f"the first {DEAD_FIELDS_LIMIT} of {total} fields")
         flat = flat[: 2 * DEAD_FIELDS_LIMIT]
     budget = DEAD_BYTES_LIMIT
-    cut: list[str] = []
+    cut = list(cut_before)
     for i in range(0, len(flat) - 1, 2):
         name, value = flat[i], flat[i + 1]
         if len(value) > MAX_VALUE_BYTES or len(value) > budget:
-            cut.append(f"{name.decode('latin-1')[:40]!r} ({len(value)} bytes)")
+            cut.append((name, len(value)))
             value = value[:DEAD_VALUE_PREFIX]
         budget = max(budget - len(value), 0)
         kept += [name, value]
     if cut:
-        notes.append(f"the first {DEAD_VALUE_PREFIX} bytes of {', '.join(cut[:5])}")
+        said = ", ".join(f"{name.decode('latin-1')[:40]!r} ({n} bytes)" for name, n in cut[:5])
+        notes.append(f"the first {DEAD_VALUE_PREFIX} bytes of {said}")
     return kept, notes
+
+
+#: ARGV[8..11] of a fetch.lua read of own pending entries: how it cuts a poison entry.
+BOUNDS: tuple[int, int, int, int] = (
+    DEAD_FIELDS_LIMIT,
+    DEAD_BYTES_LIMIT,
+    MAX_VALUE_BYTES,
+    DEAD_VALUE_PREFIX,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonEntry:
+    """An own pending entry delivered too often, as fetch.lua hands it over: already cut."""
+
+    id: bytes
+    deliveries: int
+    """Counting the read that gave it up."""
+    fields: list[bytes] | None
+    """The fields a dead letter keeps (None: the entry was deleted)."""
+    cut: list[tuple[bytes, int]]
+    total_fields: int
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> PoisonEntry:
+        """Parse fetch.lua's poison part."""
+        if len(reply) < 5:
+            return cls(reply[0], int(reply[1]), None, [], 0)
+        flat_cut = reply[4]
+        cut = [(flat_cut[i], int(flat_cut[i + 1])) for i in range(0, len(flat_cut) - 1, 2)]
+        return cls(reply[0], int(reply[1]), list(reply[3]), cut, int(reply[2]))
 
 
 def original_fields(letter: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -124,11 +167,17 @@ def original_fields(letter: dict[bytes, bytes]) -> dict[bytes, bytes]:
     A letter's own fields (``DEAD_LETTER_FIELDS``) are left out, and an original
     field stored as ``@in_<name>`` (because it collided with them) gets its name back.
     """
-    return {
-        (b"@" + name[4:] if name.startswith(DEAD_ESCAPE) else name): value
-        for name, value in letter.items()
+    return dict(original_pairs([part for pair in letter.items() for part in pair]))
+
+
+def original_pairs(letter: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """:func:`original_fields` of a letter's flat fields, in order: a name the entry
+    carried twice (XADD allows it) is there twice."""
+    return [
+        (b"@" + name[4:] if name.startswith(DEAD_ESCAPE) else name, value)
+        for name, value in zip(letter[0::2], letter[1::2], strict=True)
         if name not in DEAD_LETTER_FIELDS
-    }
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +249,8 @@ class ReadReply:
     cursor: str = "0-0"
     """claim: where the next claim continues (``0-0``: done)."""
     claimed: int = 0
+    poison: PoisonEntry | None = None
+    """read of own pending entries: the first of them, delivered too often (then no entries)."""
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> ReadReply:
@@ -207,6 +258,8 @@ class ReadReply:
         if reply_text(reply[0]) == "fenced":
             return cls(True, holder=reply_text(reply[1]))
         if isinstance(reply[1], list):
+            if len(reply) > 3:
+                return cls(False, poison=PoisonEntry.parse(reply[3]))
             entries = [(entry[0], entry[1] or None) for entry in reply[1]]
             return cls(False, entries=entries, newest=reply_text(reply[2]))
         return cls(False, cursor=reply_text(reply[1]), claimed=int(reply[2]))

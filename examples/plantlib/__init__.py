@@ -1,0 +1,1 @@
+"""Plugin functions for the example graphs: trust them with ``--plugins plantlib``."""
