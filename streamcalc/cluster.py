@@ -241,7 +241,7 @@ def command_keys(args: Sequence[Any]) -> list[Any]:
 _REDIRECTS = 5
 #: How long TRYAGAIN (a slot being migrated) is waited out inside one command, seconds.
 _TRYAGAIN_S = 2.0
-#: One poll of a blocking read that spans several slots, ms.
+#: One round of polls of a blocking read that spans several slots, ms.
 _POLL_MS = 50
 
 
@@ -490,6 +490,11 @@ class SlotRouter(redis.Redis):
             i = parts.index("BLOCK")
             block_ms = int(args[i + 1])
             head = head[:i] + head[i + 2 :]
+        if block_ms is not None and head[0].upper() == "XREAD":
+            # "$" is the newest entry when each poll starts: pin it, or entries between polls
+            # would be skipped
+            pinned = zip(names, ids, strict=True)
+            ids = [self._newest(n) if _text(i) == "$" else i for n, i in pinned]
         by_slot: dict[int, list[tuple[Any, Any]]] = {}
         for name, entry_id in zip(names, ids, strict=True):
             by_slot.setdefault(slot_of(name), []).append((name, entry_id))
@@ -510,11 +515,23 @@ class SlotRouter(redis.Redis):
             return found or None
         deadline = time.monotonic() + (block_ms / 1000 if block_ms else 1e9)
         while time.monotonic() < deadline:
-            slice_ms = max(1, min(_POLL_MS, int((deadline - time.monotonic()) * 1000)))
+            # a round over every slot takes about _POLL_MS: new entries wait no longer than that
+            share = max(5, _POLL_MS // len(by_slot))
+            slice_ms = max(1, min(share, int((deadline - time.monotonic()) * 1000)))
             found = one_round(slice_ms)
             if found:
                 return found
         return None
+
+    def _newest(self, stream: Any) -> str:
+        """The last ID a stream generated ("0-0" before it exists): what "$" means now."""
+        try:
+            info = self._on_slot(slot_of(stream), ("XINFO STREAM", stream), {})
+        except redis.ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return "0-0"
+        return _text(info["last-generated-id"])
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         """A pipeline; on a cluster its commands run on their slots' owners, replies in order."""
