@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -96,6 +95,8 @@ def values(
     rows = _latest(build_settings(redis_url, ns), nodes or None, key or "")
     now_ms = int(time.time() * 1000)
     if as_json:
+        import json
+
         out = {
             node: {"value": value, "ts": ts, "age_s": (now_ms - ts) / 1000}
             for node, (ts, value) in rows.items()
