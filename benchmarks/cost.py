@@ -10,7 +10,8 @@ repeats is printed per workload, and, for two or more workloads, each one's cost
 first's (entries per CPU second, the figure issue 8's 85 % target reads on a quiet box).
 With ``--latency RATE``, each workload instead runs open loop at RATE entries/s
 (:func:`benchmarks.latency.run_latency`) and the median p50/p99 of the repeats is printed,
-with the producer's own lag behind its schedule (p99) and the CPU of worker and Redis.
+with the producer's own lag behind its schedule (p99) and the CPU of worker, Redis and the
+producer process.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def measure_latency(
                 "producer_lag_p99_ms": r["producer_lag_p99_max_ms"][0],
                 "worker_cpu": r["worker_cpu_util"],
                 "redis_cpu": r["redis_cpu_util"],
+                "producer_cpu": r["producer_cpu_util"],
             }
         )
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if opts.latency:
         with EmbeddedRedis() as server:
             print(f"{'workload':<8} {'p50 ms':>7} {'p99 ms':>7} {'producer lag p99 ms':>19} "
-                  f"{'worker CPU':>10} {'Redis CPU':>9}")  # fmt: skip
+                  f"{'worker CPU':>10} {'Redis CPU':>9} {'producer CPU':>12}")  # fmt: skip
             for name in opts.workloads:
                 r = measure_latency(
                     server.url, name, opts.latency, opts.seconds, opts.repeats, opts.batch
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"{name:<8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                     f"{r['producer_lag_p99_ms']:>19.2f} {r['worker_cpu']:>10.2f} "
-                    f"{r['redis_cpu']:>9.2f}"
+                    f"{r['redis_cpu']:>9.2f} {r['producer_cpu']:>12.2f}"
                 )
         return
     with EmbeddedRedis() as server:
