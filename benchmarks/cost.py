@@ -1,12 +1,17 @@
 """CPU cost per entry of one worker, workload against workload, in one process tree.
 
     .venv/bin/python -m benchmarks.cost seed keyed --entries 60000 --repeats 3
+    .venv/bin/python -m benchmarks.cost seed deep --latency 10000 --seconds 5
 
 On a shared box wall-clock rates are noisy; CPU time per entry is much less so. Each run
 drains the prefilled streams with one worker (:func:`benchmarks.closed_loop.run_closed`, which
 checks every value) and reports worker and Redis CPU microseconds per entry; the median of the
 repeats is printed per workload, and, for two or more workloads, each one's cost against the
 first's (entries per CPU second, the figure issue 8's 85 % target reads on a quiet box).
+With ``--latency RATE``, each workload instead runs open loop at RATE entries/s
+(:func:`benchmarks.latency.run_latency`) and the median p50/p99 of the repeats is printed,
+with the producer's own lag behind its schedule (p99) and the CPU of worker, Redis and the
+producer process.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from benchmarks import closed_loop, processes, streams, workloads
+from benchmarks import closed_loop, latency, processes, streams, workloads
 from benchmarks.streams import client_for
 from streamcalc.embedded import EmbeddedRedis
 
@@ -51,6 +56,32 @@ def measure(url: str, name: str, entries: int, repeats: int, batch: int) -> dict
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+def measure_latency(
+    url: str, name: str, rate: float, seconds: float, repeats: int, batch: int
+) -> dict[str, float]:
+    """Median open-loop p50/p99 (ms) at ``rate``, producer lag p99, worker and Redis CPU."""
+    wl = workloads.build(name, int(rate * (seconds + latency.WARMUP_S)) + 1)
+    runs: list[dict[str, float]] = []
+    for _ in range(repeats):
+        try:
+            r = latency.run_latency(url, wl, rate=rate, seconds=seconds, batch=batch)
+        finally:
+            processes.kill_all_workers()
+        if r["lost"]:
+            raise SystemExit(f"{name}: {r['lost']} values lost")
+        runs.append(
+            {
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "producer_lag_p99_ms": r["producer_lag_p99_max_ms"][0],
+                "worker_cpu": r["worker_cpu_util"],
+                "redis_cpu": r["redis_cpu_util"],
+                "producer_cpu": r["producer_cpu_util"],
+            }
+        )
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: workloads, entries per workload, repeats, batch."""
     parser = argparse.ArgumentParser(description="CPU cost per entry of one worker.")
@@ -58,7 +89,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entries", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.0, help="open loop at this rate")
+    parser.add_argument("--seconds", type=float, default=5.0)
     opts = parser.parse_args(argv)
+    if opts.latency:
+        with EmbeddedRedis() as server:
+            print(f"{'workload':<8} {'p50 ms':>7} {'p99 ms':>7} {'producer lag p99 ms':>19} "
+                  f"{'worker CPU':>10} {'Redis CPU':>9} {'producer CPU':>12}")  # fmt: skip
+            for name in opts.workloads:
+                r = measure_latency(
+                    server.url, name, opts.latency, opts.seconds, opts.repeats, opts.batch
+                )
+                print(
+                    f"{name:<8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                    f"{r['producer_lag_p99_ms']:>19.2f} {r['worker_cpu']:>10.2f} "
+                    f"{r['redis_cpu']:>9.2f} {r['producer_cpu']:>12.2f}"
+                )
+        return
     with EmbeddedRedis() as server:
         results = {
             name: measure(server.url, name, opts.entries, opts.repeats, opts.batch)

@@ -170,6 +170,7 @@ def run_latency(
         "worker_cpu_util": round(used["workers_s"] / used["wall_s"], 3),
         "redis_cpu_util": round(used["redis_s"] / used["wall_s"], 3),
         "harness_and_producer_cpu_util": used["harness_util"],
+        "producer_cpu_util": used["helpers_util"],
         "other_processes_cpu_util": used["other_util"],
         "check": check.as_dict(),
         "lost": check.lost,

@@ -197,7 +197,11 @@ def _system_busy_s() -> float:
 
 
 class CpuWindow:
-    """CPU used over a window by: the workers, redis-server, this process, everyone else."""
+    """CPU used over a window by: the workers, redis-server, this process, everyone else.
+
+    ``helpers`` (a producer process, say) count with this process in ``harness_*`` and
+    on their own in ``helpers_util``.
+    """
 
     def __init__(
         self, client: redis.Redis, pids: Sequence[int], helpers: Sequence[int] = ()
@@ -207,13 +211,15 @@ class CpuWindow:
         self.redis_pids = [int(s.info("server")["process_id"]) for s in masters(client)]
         self.start = self._now()
 
-    def _now(self) -> tuple[float, list[float], list[float], float, float]:
+    def _now(self) -> tuple[float, list[float], list[float], float, float, float]:
+        helpers = sum(cpu_seconds(p) for p in self.helpers)
         return (
             time.perf_counter(),
             [cpu_seconds(p) for p in self.pids],
             [cpu_seconds(p) for p in self.redis_pids],
-            time.process_time() + sum(cpu_seconds(p) for p in self.helpers),
+            time.process_time() + helpers,
             _system_busy_s(),
+            helpers,
         )
 
     def restart(self) -> None:
@@ -222,8 +228,8 @@ class CpuWindow:
 
     def stop(self) -> dict[str, Any]:
         """CPU seconds and utilisations (in CPUs) since the start."""
-        t0, w0, r0, h0, s0 = self.start
-        t1, w1, r1, h1, s1 = self._now()
+        t0, w0, r0, h0, s0, p0 = self.start
+        t1, w1, r1, h1, s1, p1 = self._now()
         wall = max(1e-9, t1 - t0)
         shards = [b - a for a, b in zip(r0, r1, strict=True)]
         workers, redis_s, harness = sum(w1) - sum(w0), sum(shards), h1 - h0
@@ -237,6 +243,7 @@ class CpuWindow:
             "other_s": other,
             "other_util": round(other / wall, 3),
             "harness_util": round(harness / wall, 3),
+            "helpers_util": round((p1 - p0) / wall, 3),
         }
 
 

@@ -290,7 +290,7 @@ def latency_table(results: Sequence[Result]) -> str:
     """Open-loop latency of every load: median p50/p99 over the repeats, and how the runs went."""
     headers = [
         "workload", "load", "entries/s", "p50 ms", "p99 ms", "p99 of runs", "worker CPU %",
-        "Redis CPU %", "harness CPU %", "others' CPU %", "producer lag p99 ms",
+        "Redis CPU %", "harness CPU %", "producer CPU %", "others' CPU %", "producer lag p99 ms",
     ]  # fmt: skip
     rows: list[list[str]] = []
     for r in results:
@@ -313,6 +313,9 @@ def latency_table(results: Sequence[Result]) -> str:
                     _fmt(med("worker_cpu_util") * 100, ".0f"),
                     _fmt(med("redis_cpu_util") * 100, ".0f"),
                     _fmt(med("harness_and_producer_cpu_util") * 100, ".0f"),
+                    _fmt(med("producer_cpu_util") * 100, ".0f")
+                    if "producer_cpu_util" in runs[0]
+                    else "-",
                     _fmt(med("other_processes_cpu_util") * 100, ".0f"),
                     _fmt(statistics.median(x["producer_lag_p99_max_ms"][0] for x in runs), ".1f"),
                 ]

@@ -251,6 +251,11 @@ class Engine:
         except redis.ConnectionError as exc:
             self.cache.clear()
             raise self._lost(exc) from None
+        except redis.ResponseError as exc:  # the commit's replies follow, unread: start afresh
+            self.cache.clear()
+            located = self._located(exc)
+            self.drop_connection()
+            raise located from None
         except BaseException:
             self.cache.clear()  # the cache must not claim to cover what it failed to load
             raise

@@ -16,7 +16,7 @@ from streamcalc import faults
 from streamcalc.errors import FunctionError
 from streamcalc.graph import Graph
 from streamcalc.messages import Entry
-from streamcalc.state import KeyView, generation
+from streamcalc.state import KeyView, Slot, generation
 from streamcalc.values import Value
 
 
@@ -61,6 +61,10 @@ class WavePlan:
         self.generations: dict[str, bytes] = {
             name: generation(text) for name, text in graph.definitions().items()
         }
+
+
+#: Above every ts (an entry's @ts is at most 2^53 - 1).
+_NO_TS = 2**63
 
 
 def run_wave(plan: WavePlan, entry: Entry, view: KeyView, result: BatchResult) -> None:
@@ -129,19 +133,21 @@ def _expire_and_fire(
     slots = view.working[node]
     args: list[Value] = []
     t_max = -1
+    t_min = _NO_TS
     for slot in slots:
-        if slot is not None and slot[1] is not None:
-            args.append(slot[1])
-            if slot[0] > t_max:
-                t_max = slot[0]
+        if slot is not None:
+            value = slot[1]
+            if value is not None:
+                args.append(value)
+                ts = slot[0]
+                if ts > t_max:
+                    t_max = ts
+                if ts < t_min:
+                    t_min = ts
     complete = len(args) == len(slots)
-    if ttl_ms:
-        cutoff = t_max - ttl_ms
-        for i, slot in enumerate(slots):
-            if slot is not None and slot[1] is not None and slot[0] < cutoff:
-                slots[i] = (slot[0], None)
-                result.expired += 1
-                complete = False
+    if ttl_ms and t_min < t_max - ttl_ms:  # some slot expired (the oldest one at least)
+        _expire(slots, t_max - ttl_ms, result)
+        complete = False
     if not complete:
         return
     try:
@@ -155,3 +161,11 @@ def _expire_and_fire(
     if faults.ENABLED:
         faults.reached("mid_wave")
     _apply(plan, view, result, node, value, t_max, dirty, queued)
+
+
+def _expire(slots: list[Slot], cutoff: int, result: BatchResult) -> None:
+    """Empty every filled slot older than ``cutoff`` (expired by its TTL); each keeps its ts."""
+    for i, slot in enumerate(slots):
+        if slot is not None and slot[1] is not None and slot[0] < cutoff:
+            slots[i] = (slot[0], None)
+            result.expired += 1

@@ -160,7 +160,7 @@ def _retention(text: str | None) -> dict[str, int]:
 
 
 def _run_worker(settings: Settings) -> None:
-    from streamcalc.worker import Worker
+    from streamcalc.worker import Worker, tune_gc
 
     w = Worker(settings)
 
@@ -173,4 +173,5 @@ def _run_worker(settings: Settings) -> None:
         from streamcalc.metrics import serve
 
         serve(settings.metrics_port, w.health, host=settings.metrics_host)
+    tune_gc()
     w.run()

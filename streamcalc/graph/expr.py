@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ from streamcalc.graph.functions import (
 from streamcalc.graph.model import valid_node_name
 from streamcalc.graph.quoting import QuotingError, Rewritten, bare_keyword, rewrite
 from streamcalc.values import Number, Value
+
+#: One parse at a time in a process: ``warnings.catch_warnings`` swaps process-wide state,
+#: and CPython 3.11 can fail parses in concurrent threads ("SystemError: AST constructor
+#: recursion depth mismatch", CPython gh-106905), e.g. workers of one process loading graphs.
+_PARSING = threading.Lock()
 
 MAX_LENGTH = 4096
 # Evaluation recurses once per level; a bound keeps far from the interpreter's limit.
@@ -135,7 +141,7 @@ def compile_expression(text: str) -> CompiledExpression:
     except QuotingError as exc:
         raise ExpressionError(str(exc)) from None
     try:
-        with warnings.catch_warnings():
+        with _PARSING, warnings.catch_warnings():
             # "1if x": Python warns and parses on; here it is a syntax error, not a stray line.
             warnings.simplefilter("error", SyntaxWarning)
             tree = ast.parse(source.text, mode="eval")
