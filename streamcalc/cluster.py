@@ -544,6 +544,7 @@ class SlotRouter(redis.Redis):
         """Close this client and every node's."""
         for client in list(self._nodes.values()):
             client.close()
+            client.connection_pool.disconnect()  # a pool handed to a client is not closed by it
         super().close()
 
 
