@@ -276,6 +276,7 @@ class Worker:
                         self._await_partitions()
                     if trouble == "moved":  # the slot table is read again: retry at once
                         delay = min(delay, 0.02)
+            self._check_supervisor()  # also while Redis is away: no progress is made then
             if self.stopping and failing:
                 return
             self._stopping.wait(delay)
@@ -505,11 +506,14 @@ class Worker:
             with contextlib.suppress(OSError):
                 Path(self.settings.heartbeat_file).touch()
             self._last_heartbeat = now
-            if os.getppid() != self._parent and not self.stopping:
-                # The supervisor is gone (killed): nobody would restart or stop us, so hand
-                # the partitions over rather than run on as an orphan.
-                self.log.warning("supervisor gone; stopping")
-                self.stop()
+            self._check_supervisor()
+
+    def _check_supervisor(self) -> None:
+        """Stop when our ``--processes`` supervisor is gone (killed): nobody would restart
+        or stop us, so hand the partitions over rather than run on as an orphan."""
+        if self.settings.heartbeat_file and os.getppid() != self._parent and not self.stopping:
+            self.log.warning("supervisor gone; stopping")
+            self.stop()
 
     def drain(self) -> int:
         """Process until no owned partition has anything left (for tests and tools)."""

@@ -58,3 +58,39 @@ def test_children_stop_when_their_supervisor_is_killed(
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_children_stop_when_their_supervisor_is_killed_while_redis_is_away(
+    env: dict[str, str],
+) -> None:
+    from streamcalc.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis().start()
+    own = redis.Redis.from_url(server.url)
+    load(own, "away", GRAPH)
+    own.close()
+    command = [sys.executable, "-m", "streamcalc", "worker", "--processes", "2", "--ns", "away"]
+    supervisor = subprocess.Popen(
+        [*command, "--consumer", "pool", "--lease-ms", "1000", "--log-level", "error"],
+        env={**env, "STREAMCALC_REDIS_URL": server.url},
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[int] = []
+    try:
+        wait_for(lambda: len(_children(supervisor.pid)) == 2, timeout=30)
+        children = _children(supervisor.pid)
+        time.sleep(2.0)  # the children are working
+        server.stop()  # Redis gone: the children retry, making no progress
+        time.sleep(1.0)
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, "orphaned children retry on forever"
+            time.sleep(0.1)
+    finally:
+        supervisor.kill()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        server.stop()
