@@ -11,11 +11,12 @@ client of one master (:func:`slot_owner`), as on a single Redis.
 
 Slot moves and failovers: MOVED updates the slot table (and the whole table
 is read again), ASK sends ``ASKING`` and the command to the importing node,
-TRYAGAIN (a migration under way) waits briefly and tries again. A lost
-connection and CLUSTERDOWN mark the table stale; the next command reads it
-again from any node that answers. What cannot be ridden out quickly is raised
-to the caller, annotated with the node and slot (:func:`where`), and
-:func:`classify` says whether it is worth waiting for (the worker waits).
+TRYAGAIN (a migration under way) and CLUSTERDOWN (a failover under way) wait
+briefly and try again. A lost connection and CLUSTERDOWN mark the table stale;
+the next command reads it again from any node that answers. What cannot be
+ridden out quickly is raised to the caller, annotated with the node and slot
+(:func:`where`), and :func:`classify` says whether it is worth waiting for
+(the worker waits).
 """
 
 from __future__ import annotations
@@ -239,9 +240,10 @@ def command_keys(args: Sequence[Any]) -> list[Any]:
 
 #: Redirections (MOVED, ASK) followed for one command before giving up.
 _REDIRECTS = 5
-#: How long TRYAGAIN (a slot being migrated) is waited out inside one command, seconds.
+#: How long TRYAGAIN (a slot being migrated) or CLUSTERDOWN (a failover under way) is waited
+#: out inside one command, seconds.
 _TRYAGAIN_S = 2.0
-#: One poll of a blocking read that spans several slots, ms.
+#: One round of polls of a blocking read that spans several slots, ms.
 _POLL_MS = 50
 
 
@@ -261,6 +263,7 @@ class SlotRouter(redis.Redis):
         self._lock = threading.RLock()
         self._nodes: dict[Address, redis.Redis] = {}
         self._slots: list[Address | None] = []
+        self._masters: list[Address] = []
         self._stale = True
         self._refreshed = 0.0
 
@@ -296,7 +299,7 @@ class SlotRouter(redis.Redis):
     def masters(self) -> list[Address]:
         """Every master that owns a slot, in address order."""
         self._topology()
-        return sorted({a for a in self._slots if a is not None})
+        return self._masters
 
     def node(self, address: Address) -> redis.Redis:
         """The plain client of one node (made on first use, with this client's options)."""
@@ -322,11 +325,7 @@ class SlotRouter(redis.Redis):
 
     def owner(self, slot: int) -> redis.Redis:
         """The plain client of the master that owns ``slot``."""
-        self._topology()
-        address = self._slots[slot]
-        if address is None:
-            raise ClusterDownError(f"slot {slot} is not served by any node")
-        return self.node(address)
+        return self.node(self._address(slot))
 
     def _address(self, slot: int) -> Address:
         self._topology()
@@ -359,6 +358,7 @@ class SlotRouter(redis.Redis):
                 continue
             if any(table):
                 self._slots, self._stale = table, False
+                self._masters = sorted({a for a in table if a is not None})
                 self._refreshed = time.monotonic()
                 return
         if isinstance(error, redis.ResponseError) and "cluster support disabled" in str(error):
@@ -450,15 +450,16 @@ class SlotRouter(redis.Redis):
                     asking = None
                 else:
                     asking = (exc.host, exc.port)
-            except TryAgainError:
+            except (TryAgainError, ClusterDownError) as exc:
+                # a migration under way, or a failover's moment without a master: the
+                # command did not run; a longer outage is the caller's to wait out
+                if isinstance(exc, ClusterDownError):
+                    self._stale = True
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 asking = None
-            except ClusterDownError:
-                self._stale = True
-                raise
 
     def _asking(
         self, address: Address, slot: int, args: Sequence[Any], options: dict[str, Any]
@@ -490,6 +491,11 @@ class SlotRouter(redis.Redis):
             i = parts.index("BLOCK")
             block_ms = int(args[i + 1])
             head = head[:i] + head[i + 2 :]
+        if block_ms is not None and head[0].upper() == "XREAD":
+            # "$" is the newest entry when each poll starts: pin it, or entries between polls
+            # would be skipped
+            pinned = zip(names, ids, strict=True)
+            ids = [self._newest(n) if _text(i) == "$" else i for n, i in pinned]
         by_slot: dict[int, list[tuple[Any, Any]]] = {}
         for name, entry_id in zip(names, ids, strict=True):
             by_slot.setdefault(slot_of(name), []).append((name, entry_id))
@@ -510,11 +516,23 @@ class SlotRouter(redis.Redis):
             return found or None
         deadline = time.monotonic() + (block_ms / 1000 if block_ms else 1e9)
         while time.monotonic() < deadline:
-            slice_ms = max(1, min(_POLL_MS, int((deadline - time.monotonic()) * 1000)))
+            # a round over every slot takes about _POLL_MS: new entries wait no longer than that
+            share = max(5, _POLL_MS // len(by_slot))
+            slice_ms = max(1, min(share, int((deadline - time.monotonic()) * 1000)))
             found = one_round(slice_ms)
             if found:
                 return found
         return None
+
+    def _newest(self, stream: Any) -> str:
+        """The last ID a stream generated ("0-0" before it exists): what "$" means now."""
+        try:
+            info = self._on_slot(slot_of(stream), ("XINFO STREAM", stream), {})
+        except redis.ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return "0-0"
+        return _text(info["last-generated-id"])
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         """A pipeline; on a cluster its commands run on their slots' owners, replies in order."""
@@ -529,12 +547,16 @@ class SlotRouter(redis.Redis):
         super().close()
 
 
+#: Replies that say a command did not run and may run elsewhere or a moment later.
+_REFUSED = (AskError, TryAgainError, ClusterDownError)
+
+
 class RoutedPipeline(Pipeline):
     """A cluster pipeline: commands grouped by slot owner, each group one plain pipeline.
 
     Replies come back in the order the commands were queued. A command
-    refused with MOVED, ASK or TRYAGAIN (it did not run) is run again alone,
-    through the router. A transaction must keep to one slot.
+    refused with MOVED, ASK, TRYAGAIN or CLUSTERDOWN (it did not run) is run
+    again alone, through the router. A transaction must keep to one slot.
     """
 
     def __init__(self, router: SlotRouter, transaction: bool) -> None:
@@ -562,7 +584,10 @@ class RoutedPipeline(Pipeline):
         for address, indexes in groups.items():
             replies = self._on_node(address, [stack[i] for i in indexes])
             for i, reply in zip(indexes, replies, strict=True):
-                results[i] = self._settled(reply, stack[i], address, slots[i])
+                if isinstance(reply, redis.ResponseError):
+                    annotate(reply, address, slots[i])
+                results[i] = reply
+        self._run_refused_again(stack, slots, results)
         if raise_on_error:
             for reply in results:
                 if isinstance(reply, redis.ResponseError):
@@ -580,17 +605,26 @@ class RoutedPipeline(Pipeline):
             annotate(exc, address, None)
             raise
 
-    def _settled(self, reply: Any, command: Any, address: Address, slot: int | None) -> Any:
-        """A reply, or the reply of the command run again alone when it was redirected."""
-        if isinstance(reply, AskError | TryAgainError):
-            args, options = command
-            try:
-                return self.router.execute_command(*args, **options)
-            except redis.ResponseError as exc:
-                return exc
-        if isinstance(reply, redis.ResponseError):
-            annotate(reply, address, slot)
-        return reply
+    def _run_refused_again(
+        self, stack: list[Any], slots: list[int | None], results: list[Any]
+    ) -> None:
+        """Run again, alone and in order, the commands refused with MOVED, ASK, TRYAGAIN or
+        CLUSTERDOWN (they did not run), slot by slot: only a slot's refused tail, so a later
+        command never overtakes an earlier one of its slot (a CLUSTERDOWN can end between
+        two commands of one pipeline); a refusal followed by a success stays an error."""
+        by_slot: dict[int | None, list[int]] = {}
+        for i, slot in enumerate(slots):
+            by_slot.setdefault(slot, []).append(i)
+        for indexes in by_slot.values():
+            refused = [i for i in indexes if isinstance(results[i], _REFUSED)]
+            if not refused or indexes[-len(refused) :] != refused:
+                continue
+            for i in refused:
+                args, options = stack[i]
+                try:
+                    results[i] = self.router.execute_command(*args, **options)
+                except redis.ResponseError as exc:
+                    results[i] = exc
 
     def _transaction(
         self, stack: list[Any], slots: list[int | None], raise_on_error: bool

@@ -113,7 +113,8 @@ class Consumer:
         block_ms: int = 1000,
         stop: Callable[[], bool] | None = None,
     ) -> Subscription:
-        """Follow the derived values of ``nodes`` (None: all) of ``keys`` (None: every key).
+        """Follow the derived values of ``nodes`` (None: all) of ``keys`` (None: every key;
+        ``""`` is the empty key).
 
         ``after``: ``"$"`` (values fired from now on), ``"0"`` (everything still
         in the streams), an entry ID (after it, in every partition), or a
@@ -121,7 +122,8 @@ class Consumer:
         between reads (every ``block_ms`` at most) whether to end.
         """
         wanted_nodes = None if nodes is None else frozenset(_checked(nodes))
-        wanted_keys = None if keys is None else frozenset(ops.check_key(k) for k in keys)
+        # "" is the empty key: the values of entries without @key.
+        wanted_keys = None if keys is None else frozenset(k and ops.check_key(k) for k in keys)
         if wanted_keys is None:
             readers = self.layout.partitions
         else:  # only the partitions of the keys wanted, each once

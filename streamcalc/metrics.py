@@ -9,6 +9,7 @@ gauges and node gauges are the same in every process, so the newest wins).
 
 from __future__ import annotations
 
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,19 +155,23 @@ def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms
     and the value gauge of each scalar node of ``values`` (the empty key's, when exported).
 
     A node set before and missing now (removed from the graph, say) loses its
-    series, so a dashboard never shows a node that no longer exists.
+    series, so a dashboard never shows a node that no longer exists (not yet
+    under ``--processes``: prometheus_client cannot remove a series there).
     """
     staleness = {node: max(now_ms - ts, 0) / 1000 for node, ts in newest.items()}
     scalars = {node: v for node, v in values.items() if not isinstance(v, tuple)}
     for gauge, current in ((NODE_STALENESS, staleness), (NODE_VALUE, scalars)):
         shown = _NODE_SERIES.setdefault(gauge._name, set())
-        for gone in shown - current.keys():
+        for gone in shown - current.keys() if not _MULTIPROCESS else ():
             gauge.remove(gone)
         for node, number in current.items():
             gauge.labels(node).set(number)
         shown.clear()
         shown.update(current)
 
+
+#: A child of ``--processes``: its samples live in files prometheus_client cannot remove from.
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 #: The node label values each node gauge of this process has a series of.
 _NODE_SERIES: dict[str, set[str]] = {}

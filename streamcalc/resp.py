@@ -6,7 +6,7 @@ TLS, its cluster client and more, whatever the command). This client is a
 socket and hiredis' reply parser (already a dependency): it speaks RESP2 to
 one Redis server over TCP or a Unix socket, with a password or ACL user and a
 database number. Anything else (TLS, other URL options, a Redis Cluster's
-MOVED/ASK replies, ``STREAMCALC_CLUSTER``) raises :class:`FullClientNeeded`
+MOVED/ASK replies, ``--cluster``) raises :class:`FullClientNeeded`
 before anything was written, and the command runs on redis-py instead.
 
 Only commands that are safe to run again after a :class:`FullClientNeeded`
@@ -44,8 +44,8 @@ class RedisReplyError(StreamcalcError):
 class QuickRedis:
     """One connection to one Redis server, opened on the first command (a context manager)."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        if os.environ.get("STREAMCALC_CLUSTER", "") not in ("", "0"):
+    def __init__(self, url: str, timeout: float = 10.0, *, cluster: bool = False) -> None:
+        if cluster or os.environ.get("STREAMCALC_CLUSTER", "") not in ("", "0"):
             raise FullClientNeeded("cluster mode")
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -214,8 +214,8 @@ def read_flat(
     reverse: bool = False,
 ) -> list[FlatEntry]:
     """:func:`read_range` with every field kept: a field written twice shows twice."""
-    args = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
-    rows = range_script(client)(keys=[key], args=[*args, count or 2**31 - 1])
+    bounds = ["XREVRANGE", end, start] if reverse else ["XRANGE", start, end]
+    rows = range_script(client)([key], [*bounds, count or 2**31 - 1])
     return [(entry_id, list(fields or ())) for entry_id, fields in rows]
 
 

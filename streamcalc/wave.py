@@ -63,7 +63,7 @@ class WavePlan:
         }
 
 
-#: Above every ts (a ts is at most 2^53 - 1).
+#: Above every ts (an entry's @ts is at most 2^53 - 1).
 _NO_TS = 2**63
 
 
@@ -164,7 +164,7 @@ def _expire_and_fire(
 
 
 def _expire(slots: list[Slot], cutoff: int, result: BatchResult) -> None:
-    """Empty every filled slot older than ``cutoff`` (expired); each keeps its ts."""
+    """Empty every filled slot older than ``cutoff`` (expired by its TTL); each keeps its ts."""
     for i, slot in enumerate(slots):
         if slot is not None and slot[1] is not None and slot[0] < cutoff:
             slots[i] = (slot[0], None)

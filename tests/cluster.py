@@ -22,6 +22,8 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
+from streamcalc.embedded import find_redis_server
+
 #: Why the cluster tests cannot run here, or "" when they can.
 MISSING = (
     ""
@@ -120,7 +122,7 @@ class LocalCluster:
 
     def _launch(self, node: Node) -> None:
         args = [
-            "redis-server",
+            find_redis_server(),  # STREAMCALC_REDIS_SERVER picks another (Redis 6.2, Valkey)
             "--port", str(node.port),
             "--bind", "127.0.0.1",
             "--cluster-enabled", "yes",

@@ -51,6 +51,8 @@ class Model:
     feeds: dict[str, list[tuple[str, int]]] = field(init=False)
     #: values that changed no slot because the slot holds a newer ts (S2)
     late: int = field(default=0, init=False)
+    #: inputs a graph file's [inputs] declares: nodes of the graph even when nothing uses them
+    declared: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.slots = {name: [None] * len(node.args) for name, node in self.nodes.items()}
@@ -104,7 +106,7 @@ class Model:
         self.dead.append((src, None))
 
     def _deliver(self, node: str, value: Any, ts: int, touched: set[str]) -> None:
-        if node not in self.nodes and node not in self.feeds:
+        if node not in self.nodes and node not in self.feeds and node not in self.declared:
             return  # not a node of the graph: not stored, triggers nothing (S1)
         if node not in self.latest or ts >= self.latest[node][0]:
             self.latest[node] = (ts, value)

@@ -371,3 +371,14 @@ def scrape(port: int) -> str:
             return response.read().decode()  # type: ignore[no-any-return]
     except OSError:
         return ""
+
+
+def test_a_time_past_any_calendar_is_shown_in_ms(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    load(r, ns, SEED_TOML)
+    far = 2**53 - 1  # the largest @ts there is: year 287396, past what a calendar shows
+    assert cli(capsys, redis_url, ns, "send", "C=4", "--ts", str(far))[0] == 0
+    drain(redis_url, ns, max_future_ms=0)
+    code, out = cli(capsys, redis_url, ns, "values", "C")
+    assert code == 0 and f"{far} ms" in out

@@ -307,10 +307,9 @@ def test_every_command_through_a_node_that_owns_none_of_the_namespace(
             crew.start("solo", "--metrics-port", str(port := free_port()))
             wait_for(lambda: "B" in cli(env, "values", "--key", "routed.1", "--json").stdout, 60)
             wait_for(lambda: healthz(port) == 200, timeout=30)
-            for key in keys:
-                wait_for(
-                    lambda key=key: "B" in cli(env, "values", "--key", key, "--json").stdout, 30
-                )
+            space = Namespace(ns)
+            for key in keys:  # through the library: a command per key costs a second here
+                wait_for(lambda k=key: "B" in latest_values(r, space.of_key(k, P), ["B"], k), 30)
             values = json.loads(cli(env, "values", "--key", "dev.7", "--json").stdout)
             assert values["B"]["value"] == 16  # (7 + 1) * 2
             status = json.loads(cli(env, "status", "--json").stdout)
@@ -318,6 +317,11 @@ def test_every_command_through_a_node_that_owns_none_of_the_namespace(
             assert all(p["owner"]["consumer"] == "solo" for p in status["partitions"]), status
             assert cli(env, "history", "B", "--key", "dev.7").stdout.split()[-2:] == ["16", "dev.7"]
             assert "dev.3" in cli(env, "dead", "list").stdout
+            lines = tmp_path / "entries.jsonl"
+            lines.write_text('{"C": 1, "D": 2, "@key": "dev.8"}\n{"C": 3, "D": 4}\n')
+            assert len(cli(env, "send", "--file", str(lines)).stdout.split()) >= 1
+            assert "retried 1" in cli(env, "dead", "retry", "--all").stdout
+            wait_for(lambda: "dev.3" in cli(env, "dead", "list").stdout, 30)  # dead again
             assert cli(env, "trim", "--max-len", "1").returncode == 0
             assert cli(env, "dead", "purge", "--all").returncode == 0
             assert "dev.3" not in cli(env, "dead", "list").stdout
@@ -515,6 +519,7 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
 ) -> None:
     from redis.cluster import RedisCluster
 
+    from streamcalc.consumer import Consumer
     from streamcalc.producer import Producer
 
     url = redis_cluster.node(redis_cluster.spares[0]).url
@@ -547,7 +552,68 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
         x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
         assert x4["X"][1] == 49 and x5["X"][1] == 49
         theirs_client.close()
+        consumer = Consumer(r, ns)  # reads every partition on its own master
+        assert consumer.latest(["X"], key="dev.5")["X"].value == 49
+        fired = consumer.subscribe(keys=["dev.4", "dev.5"], after="0", block_ms=100)
+        seen = [next(fired) for _ in range(20)]  # X and Y of each entry: L1 = X + Y fires
+        assert {v.key for v in seen} <= {"dev.4", "dev.5"} and "L1" in {v.node for v in seen}
     finally:
         r.close()
     demo = cli({**env, "STREAMCALC_DEMO_REDIS_URL": url}, "demo")
     assert "B = 9" in demo.stdout and "B = 20" in demo.stdout
+
+
+def test_cluster_forced_on_a_single_redis_is_a_one_line_error(
+    redis_url: str, env: dict[str, str]
+) -> None:
+    done = cli({**env, "STREAMCALC_REDIS_URL": redis_url}, "--cluster", "status", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("is not a cluster node (--cluster)"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    forced = cli({**env, "STREAMCALC_REDIS_URL": redis_url, "STREAMCALC_CLUSTER": "1"}, "status",
+                 check=False)  # fmt: skip
+    assert forced.returncode == 1 and "not a cluster node" in forced.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_read_of_streams_in_several_slots_wakes_for_any_of_them(
+    redis_cluster: LocalCluster,
+) -> None:
+    ns = fresh_namespace()
+    streams = [keys.input for keys in Namespace(ns).partitions(P)]
+    assert len({redis_cluster.owner(s) for s in streams}) > 1  # on several masters
+    r = connect(redis_cluster.url)
+    try:
+        assert r.xread(dict.fromkeys(streams, "0"), block=100) is None  # type: ignore[arg-type]
+        later = threading.Timer(0.5, lambda: r.xadd(streams[-1], {"C": "1"}))
+        later.start()
+        t0 = time.monotonic()
+        reply = r.xread(dict.fromkeys(streams, "$"), block=10_000)  # type: ignore[arg-type]
+        waited = time.monotonic() - t0
+        later.join()
+        assert [name.decode() for name, _ in reply] == [streams[-1]]
+        assert 0.4 < waited < 3.0, waited  # woken by the entry, not by the timeout
+        r.xadd(streams[0], {"C": "2"})
+        found = r.xread(dict.fromkeys(streams, "0"), count=10)  # type: ignore[arg-type]
+        assert sorted(name.decode() for name, _ in found) == sorted([streams[0], streams[-1]])
+        r.delete(*streams)
+    finally:
+        r.close()
+
+
+def test_a_user_who_may_not_run_info_is_on_a_single_redis(
+    redis_url: str, r: redis.Redis, env: dict[str, str]
+) -> None:
+    user = "u" + uuid.uuid4().hex[:8]
+    r.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-info")
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:pw@")
+        client = connect(url)
+        try:
+            assert not is_cluster(client)  # INFO refused (NOPERM): asked, not assumed
+            assert client.ping()
+        finally:
+            client.close()
+        assert cli({**env, "STREAMCALC_REDIS_URL": url}, "status").returncode == 0
+    finally:
+        r.execute_command("ACL", "DELUSER", user)

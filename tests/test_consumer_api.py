@@ -114,3 +114,13 @@ def test_subscribe_from_now_sees_only_new_values_as_they_fire(
         got = [next(live), next(live)]
     assert [(v.key, v.node, v.value) for v in got] == [("dev5", "A", 42), ("dev0", "A", 8)]
     assert [v.partition for v in got] == [partition_of("dev5", P), partition_of("dev0", P)]
+
+
+def test_subscribe_to_the_empty_key(
+    r: redis.Redis, redis_url: str, ns: str, plant: Producer
+) -> None:
+    fire(plant, "dev1", 1)
+    plant.send({"C": 2, "D": 2, "F": 1})  # no @key
+    drain(redis_url, ns)
+    got = list(Consumer(r, ns).subscribe(["B"], [""], after="0", block_ms=10, stop=until(1)))
+    assert [(v.key, v.value) for v in got] == [("", 4)]

@@ -152,6 +152,8 @@ def test_quick_client_hands_a_cluster_over_to_redis_py(
                 quick.execute("HGET", "sc:{default}:meta", "partitions")
     finally:
         node.stop()
+    with pytest.raises(FullClientNeeded):
+        QuickRedis("redis://localhost:6379/0", cluster=True)  # --cluster
     monkeypatch.setenv("STREAMCALC_CLUSTER", "1")
     with pytest.raises(FullClientNeeded):
         QuickRedis("redis://localhost:6379/0")

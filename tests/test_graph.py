@@ -236,6 +236,7 @@ def test_node_errors_name_the_node(body: str, expected: str) -> None:
         ("C is not D", "operator is not is not allowed"),
         ("in * 2", "in is a Python keyword: write a node of that name in backquotes, `in`"),
         ("C + if", "if is a Python keyword"),
+        ("dev1.in +", "syntax error: invalid syntax"),
         ("`1x` + C", "bad node name '1x' in backquotes at column 1"),
         ("`C + 1", "unclosed backquote at column 1"),
         ("dev1.in(C)", "call of dev1.in is not allowed"),
@@ -279,6 +280,8 @@ def test_expression_errors(expr: str, expected: str) -> None:
     message = graph_error(text)
     assert message.startswith(f"{SOURCE}: node N: bad expression "), message
     assert expected in message, message
+    if "keyword" not in expected:  # the hint is for a bare keyword only
+        assert "keyword:" not in message, message
 
 
 @pytest.mark.parametrize(

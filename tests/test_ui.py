@@ -10,10 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
-from helpers import drain, load
+from helpers import WorkerProcesses, drain, load
 from ui_support import PageProcess, alive, call, children, poll
 
 from streamcalc.embedded import EmbeddedRedis, free_port
@@ -73,6 +74,29 @@ def test_api_answers_json(redis_url: str, r: redis.Redis, ns: str, env: dict[str
         assert len(live["series"]["t_ms"]) >= 1
         index = subprocess.run(["curl", "-s", f"{page.url}/"], capture_output=True, text=True)
         assert "streamcalc live" in index.stdout
+        rebound = subprocess.run(  # another site's name resolved to our address
+            ["curl", "-s", "-w", " %{http_code}", "-H", "Host: evil.example", f"{page.url}/"],
+            capture_output=True,
+            text=True,
+        )
+        assert rebound.stdout.endswith(" 400") and "streamcalc live" not in rebound.stdout
+        meta = f"{page.url}/api/meta"
+        named = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: localhost:1",
+                meta,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert named.stdout == "200"
         for asset in ("app.js", "style.css", "vendor/cytoscape.min.js", "vendor/uPlot.iife.min.js"):
             got = subprocess.run(
                 [
@@ -275,6 +299,14 @@ def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> N
     try:
         with PageProcess({**env, "STREAMCALC_REDIS_URL": server.url}, "ui") as page:
             assert call(f"{page.url}/api/graph")[2]["nodes"] == []
+            with redis.Redis.from_url(server.url) as raw:  # a definition no one can read
+                raw.hset(Keys(ns).graph, "A", "{not json")
+                raw.hset(Keys(ns).meta, "graph_version", "7")
+            broken = poll(lambda: call(f"{page.url}/api/graph")[2]["error"])
+            assert "bad stored definition" in broken and "\n" not in broken
+            assert call(f"{page.url}/api/live")[2]["values"]["nodes"] == {}
+            with redis.Redis.from_url(server.url) as raw:
+                raw.delete(Keys(ns).graph, Keys(ns).meta)
             live = call(f"{page.url}/api/live")[2]
             assert live["values"]["nodes"] == {} and live["error"] is None
             port = server.port
@@ -289,3 +321,51 @@ def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> N
             assert page.proc.poll() is None
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_page_on_a_redis_cluster(env: dict[str, str], tmp_path: Path) -> None:
+    """Through a cluster node that owns no slot: values of a key, keys, a node, dead letters."""
+    from cluster import MISSING, LocalCluster
+
+    if MISSING:
+        pytest.skip(MISSING)
+    cluster = LocalCluster(masters=3, spare=1).start()
+    try:
+        far = cluster.node(cluster.spares[0]).url
+        env = {**env, "STREAMCALC_REDIS_URL": far}
+        graph = tmp_path / "g.toml"
+        graph.write_text(SEED)
+        cli = [sys.executable, "-m", "streamcalc"]
+        subprocess.run(
+            [*cli, "graph", "load", str(graph), "--partitions", "4"], env=env, check=True
+        )
+        for i in range(8):
+            send = [*cli, "send", "--key", f"dev.{i}", f"C={i}", "D=1", "E=1"]
+            subprocess.run(send, env=env, check=True)
+        bad = Namespace(env["STREAMCALC_NS"]).of_key("dev.3", 4)
+        with redis.RedisCluster.from_url(cluster.url) as r:
+            r.xadd(bad.input, {"@key": "dev.3", "C": "x"})
+        with WorkerProcesses(env, "--block-ms", "50") as workers, PageProcess(env, "ui") as page:
+            workers.start("w1")
+
+            def settled() -> bool:
+                live = call(f"{page.url}/api/live?key=dev.5")[2]
+                return bool(
+                    live["values"]["nodes"]["A"]["value"] == 7
+                    and live["overview"]
+                    and live["overview"]["dead_letters"]
+                    and live["overview"]["status"]["totals"]["owned"] == 5
+                )
+
+            poll(settled, timeout=90, every=0.5)
+            keys = call(f"{page.url}/api/keys")[2]
+            assert keys["count"] == 8 and keys["stalest"][0]["key"] == "dev.0"
+            found = call(f"{page.url}/api/keys?prefix=dev.")[2]["matches"]
+            assert sorted(k["key"] for k in found) == [f"dev.{i}" for i in range(8)]
+            node = call(f"{page.url}/api/node/A?key=dev.5")[2]
+            assert node["explain"]["state"] == "waiting" and node["recent"][-1]["value"] == 7
+            assert "bad value for 'C'" in call(f"{page.url}/api/dead")[2][0]["error"]
+    finally:
+        cluster.stop()

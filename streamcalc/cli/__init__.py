@@ -63,7 +63,9 @@ def _unexpected(exc: Exception) -> int:
 
     redis = sys.modules.get("redis")  # only a command that imported redis can raise its errors
     if redis is not None and isinstance(exc, redis.RedisError):
-        _error(f"streamcalc: redis error: {_one_line(mask_url(str(exc)))}")
+        from streamcalc.cluster import describe  # the code redis-py drops, the node and slot
+
+        _error(f"streamcalc: redis error: {_one_line(mask_url(describe(exc)))}")
         return 1
     message = _one_line(mask_url(f"{type(exc).__name__}: {exc}"))
     _error(f"streamcalc: internal error: {message} (STREAMCALC_DEBUG=1 for more)")

@@ -9,7 +9,6 @@ import typer
 from streamcalc.cli.helpers import age, connect_namespace, table, to_json
 from streamcalc.cli.options import JsonFlag, KeyOption, Namespace, RedisUrl
 from streamcalc.errors import UsageError
-from streamcalc.graph import valid_node_name
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 
@@ -27,6 +26,7 @@ def explain(
     its latest value and the nodes it feeds. --json prints one object.
     """
     from streamcalc import ops
+    from streamcalc.graph import valid_node_name
     from streamcalc.ops.explain import explain as explain_node
 
     if not valid_node_name(node):

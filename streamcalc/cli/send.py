@@ -119,7 +119,7 @@ def _send_one(settings: Settings, fields: Fields) -> None:
 
     namespace = Namespace(settings.ns)
     try:
-        with QuickRedis(settings.redis_url) as quick:
+        with QuickRedis(settings.redis_url, cluster=settings.cluster) as quick:
             raw = quick.execute("HGET", namespace.root.meta, "partitions")
             key = fields.get("@key", "")
             stream = namespace.of_key(str(key), int(raw) if raw else 1).input

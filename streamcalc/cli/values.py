@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +32,7 @@ def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, 
     from streamcalc.resp import FullClientNeeded, QuickRedis
 
     try:
-        with QuickRedis(settings.redis_url) as quick:
+        with QuickRedis(settings.redis_url, cluster=settings.cluster) as quick:
             return _latest_quick(quick, settings.ns, nodes, key)
     except FullClientNeeded:
         pass
@@ -96,6 +95,8 @@ def values(
     rows = _latest(build_settings(redis_url, ns), nodes or None, key or "")
     now_ms = int(time.time() * 1000)
     if as_json:
+        import json
+
         out = {
             node: {"value": value, "ts": ts, "age_s": (now_ms - ts) / 1000}
             for node, (ts, value) in rows.items()

@@ -26,6 +26,7 @@ _BACKQUOTED = re.compile(r"`([^`]*)`")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Keywords that are operators of the language; bare, they never name a node.
 OPERATOR_KEYWORDS = frozenset({"and", "or", "not"})
+_SKIPPED = (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER)
 
 
 class QuotingError(ValueError):
@@ -75,11 +76,15 @@ def rewrite(text: str) -> Rewritten:
 
 
 def bare_keyword(text: str) -> str | None:
-    """The first keyword in ``text`` that stands where a name could (a hint for syntax errors)."""
-    for token in _tokens(text) or ():
+    """The first keyword in ``text`` that stands alone where a name could: not an operator
+    (``and``, ``or``, ``not``), not a segment of a dotted name (a hint for syntax errors)."""
+    tokens = [t for t in _tokens(text) or () if t.type not in _SKIPPED]
+    for i, token in enumerate(tokens):
         word = token.string
-        is_name = token.type == tokenize.NAME
-        if is_name and word not in OPERATOR_KEYWORDS and keyword.iskeyword(word):
+        if token.type != tokenize.NAME or word in OPERATOR_KEYWORDS or not keyword.iskeyword(word):
+            continue
+        dotted = any(0 <= j < len(tokens) and tokens[j].string == "." for j in (i - 1, i + 1))
+        if not dotted:
             return word
     return None
 
@@ -116,7 +121,7 @@ def _name_spans(text: str, quoted: dict[int, tuple[int, str]]) -> list[tuple[int
     # "" for any other token (it ends a chain).
     items: list[tuple[int, int, str | None]] = []
     for token in tokens:
-        if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER):
+        if token.type in _SKIPPED:
             continue
         start = offsets[token.start[0] - 1] + token.start[1]
         end = offsets[token.end[0] - 1] + token.end[1]

@@ -5,12 +5,13 @@ work per request) or answers from the :class:`~streamcalc.ui.sampler.Sampler`'s
 memory. The app writes to Redis only through the two dead-letter actions, and
 only when it was made with ``allow_actions``; they take a JSON body, which a
 browser sends cross-site only after a CORS preflight this app never grants.
+Served on a loopback address, it answers only requests for a loopback name.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,8 @@ import redis
 import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -87,9 +90,11 @@ class LivePage:
         allow_actions: bool = False,
         redis_url: str = "",
         interval_s: float = 1.0,
+        hosts: Sequence[str] | None = None,
     ) -> None:
         self.reader = reader
         self.allow_actions = allow_actions
+        self.hosts = hosts
         self.redis_url = mask_url(redis_url)
         self.sampler = Sampler(reader, interval_s)
 
@@ -111,7 +116,14 @@ class LivePage:
         routes.append(Route("/api/dead/retry", self.retry, methods=["POST"]))
         routes.append(Route("/api/dead/purge", self.purge, methods=["POST"]))
         routes.append(Mount("/static", StaticFiles(directory=str(STATIC)), name="static"))
-        return Starlette(routes=routes, lifespan=self._lifespan)
+        # Only the names the page is served under: another site's name resolved to our
+        # address (DNS rebinding) must not reach the page, let alone its actions.
+        guard = (
+            []
+            if self.hosts is None
+            else [Middleware(TrustedHostMiddleware, allowed_hosts=list(self.hosts))]
+        )
+        return Starlette(routes=routes, lifespan=self._lifespan, middleware=guard)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -1,9 +1,8 @@
 """What the live page reads of a namespace: each read bounded, whatever the namespace holds.
 
 A refresh reads the selected key's latest values and slots (one HMGET each,
-sized by the graph, not by the number of keys), the newest dead letters (one
-short XREVRANGE per dead stream) and the ends of each partition's key index
-(a few ZRANGE calls of ten members). A key search scans at most
+sized by the graph, not by the number of keys); the key list reads the ends of
+each partition's key index (ZRANGE calls of ten members). A key search scans at most
 :data:`KEY_SCAN_BUDGET` members of the key indexes per request; a node's recent
 values come from at most :data:`RECENT_ENTRIES` entries of its partition's
 streams. Nothing is ever read with HGETALL of state or a full stream scan.
@@ -18,7 +17,7 @@ from typing import cast
 import msgspec
 import redis
 
-from streamcalc.errors import EntryError, UsageError
+from streamcalc.errors import EntryError, GraphError, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.render import formula
 from streamcalc.keys import Keys, state_field, valid_key
@@ -53,10 +52,15 @@ class NodeInfo(msgspec.Struct, frozen=True):
 
 
 class GraphView(msgspec.Struct, frozen=True):
-    """The stored graph as the page draws it (``nodes`` empty before any graph load)."""
+    """The stored graph as the page draws it (``nodes`` empty before any graph load).
+
+    ``error``: why the stored graph cannot be read (its definitions are broken);
+    the page then shows no node, as a worker runs none.
+    """
 
     version: str
     nodes: list[NodeInfo]
+    error: str | None = None
 
 
 class NodeState(msgspec.Struct, frozen=True):
@@ -205,8 +209,11 @@ class Reader:
             cached = self._graph
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
-        version, graph = fetch_graph(self.client, root)
-        view = graph_view(version, graph)
+        try:
+            version, graph = fetch_graph(self.client, root)
+            view = graph_view(version, graph)
+        except GraphError as exc:
+            graph, view = None, GraphView(version, [], error=str(exc))
         with self._lock:
             self._graph = (version, graph, view)
         return graph, view
@@ -266,7 +273,7 @@ class Reader:
         keys = shape.of_key(key)
         latest, slots, now_ms = self._state(keys, graph, key, [name])
         state = _node_state(info, graph, latest.get(name), slots.get(name), now_ms)
-        recent, scanned = self._recent(keys, name, key, info.kind)
+        recent, scanned = self._recent(keys, name, key)
         return NodeDetail(
             info=info,
             key=key,
@@ -276,7 +283,7 @@ class Reader:
             recent_scanned=scanned,
         )
 
-    def _recent(self, keys: Keys, name: str, key: str, kind: str) -> tuple[list[RecentValue], int]:
+    def _recent(self, keys: Keys, name: str, key: str) -> tuple[list[RecentValue], int]:
         """Values of ``name`` among the newest RECENT_ENTRIES entries of ``out`` (and ``in``)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.xrevrange(keys.output, count=RECENT_ENTRIES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import threading
@@ -46,6 +47,14 @@ def page_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+#: The names a page listening on a loopback address answers to.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def _loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -66,7 +75,12 @@ def serve(
     """
     import uvicorn
 
-    page = LivePage(Reader(client, ns, group), allow_actions=allow_actions, redis_url=redis_url)
+    page = LivePage(
+        Reader(client, ns, group),
+        allow_actions=allow_actions,
+        redis_url=redis_url,
+        hosts=LOOPBACK_NAMES if _loopback(sock) else None,
+    )
     config = uvicorn.Config(page.app(), log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if on_ready is not None:

@@ -129,7 +129,9 @@
     cy.on("tap", (event) => { if (event.target === cy) selectNode(null); });
     state.cy = cy;
     $("node-names").replaceChildren(...graph.nodes.slice(0, 5000).map((n) => el("option", { value: n.name })));
-    state.note = $("diagram-note").textContent = !graph.nodes.length
+    state.note = $("diagram-note").textContent = graph.error
+      ? "The stored graph cannot be read: " + graph.error
+      : !graph.nodes.length
       ? "No graph loaded yet: streamcalc graph load FILE"
       : `${graph.nodes.length} nodes · scroll to zoom, drag to pan, click a node for its slots` +
         (state.bigGraph ? " · showing its inputs' corner: find a node or filter by prefix, fit shows all" : "");
@@ -251,7 +253,7 @@
       const own = s.arg_latest ? `${value(s.arg_latest.value)} · ${age(s.arg_latest.age_s * 1000)}` : "–";
       return el("tr", {},
         el("td", {}, s.position), el("td", {}, s.arg), el("td", {}, value(s.value)),
-        el("td", {}, s.age_s === null ? "–" : age(s.age_s * 1000)),
+        el("td", { title: s.ts === null ? "" : `ts ${s.ts} (${clock(s.ts)})` }, s.age_s === null ? "–" : age(s.age_s * 1000)),
         el("td", {}, el("span", { class: "state " + shown }, shown)),
         el("td", { class: "muted" }, own));
     }));
@@ -476,7 +478,8 @@
 
   async function loop() {
     const spent = await tick(false);
-    const every = state.meta ? state.meta.interval_ms : 1000;
+    // A little faster than the server samples, so the page never lags a sample behind.
+    const every = 0.8 * (state.meta ? state.meta.interval_ms : 1000);
     setTimeout(loop, Math.max(100, every - (spent || 0)));
   }
 
