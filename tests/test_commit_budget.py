@@ -45,9 +45,9 @@ WIDE = 1_000
 WIDE_GRAPH = "".join(f'[nodes.W{i}]\nexpr = "X + {i}"\nmode = "latest"\n' for i in range(WIDE))
 #: What one commit may hold Redis for, measured by Redis itself: the CPU time Redis used
 #: per commit (INFO cpu; not the time it waited for a core: 5.2-5.6 ms seen for 1,000
-#: values, 7.6 ms for 2,000) and each commit's wall-clock time (SLOWLOG: ~6 ms on a quiet 2-core machine,
-#: 10-35 ms, some up to 85, on a loaded one). Without the values budget a commit of this
-#: fan-out carries up to 64,000 values and takes 0.1-0.5 s.
+#: values, 7.6 ms for 2,000) and each commit's wall-clock time (SLOWLOG: ~4-6 ms on a
+#: quiet 2-core machine, 10-35 ms, some up to 85, on a loaded one). Without the values
+#: budget a commit of this fan-out carries up to 64,000 values and takes 0.1-0.5 s.
 MEDIAN_COMMIT_US = 50_000
 SLOWEST_COMMIT_US = 250_000
 CPU_PER_COMMIT_US = 10_000
