@@ -7,7 +7,7 @@ On a shared box wall-clock rates are noisy; CPU time per entry is much less so. 
 drains the prefilled streams with one worker (:func:`benchmarks.closed_loop.run_closed`, which
 checks every value) and reports worker and Redis CPU microseconds per entry; the median of the
 repeats is printed per workload, and, for two or more workloads, each one's cost against the
-first's (entries per CPU second, the figure issue 8's 85 % target reads on a quiet box).
+first's (entries per CPU second, the figure the keyed target of 85 % of seed reads on a quiet box).
 With ``--latency RATE``, each workload instead runs open loop at RATE entries/s
 (:func:`benchmarks.latency.run_latency`) and the median p50/p99 of the repeats is printed,
 with the producer's own lag behind its schedule (p99) and the CPU of worker, Redis and the

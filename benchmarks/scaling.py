@@ -1,9 +1,9 @@
-"""Workers and partitions: what N workers do against one, and the targets of issue 8.
+"""Workers and partitions: what N workers do against one, and the keyed-scaling targets.
 
 Every streamcalc row of the closed loop is set against the 1-worker row of its workload:
 entries/s, late %, commit conflicts, rebalances and work per CPU second (entries per second of
 worker + Redis CPU, so that a box with 2 cores still shows whether more workers would scale on
-more cores). The targets (issue 8, point 6):
+more cores). The targets:
 
 - *keyed*, 1 worker: >= 85 % of *seed*'s 1-worker entries/s in the same run;
 - late % = 0 and commit conflicts = 0 with any number of workers, every workload (each
@@ -94,7 +94,7 @@ def _target(label: str, op: str, bound: float, value: float | None, **more: Any)
 
 
 def scaling_targets(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """The targets of issue 8 (see the module doc), in the shape of ``report.check_targets``."""
+    """The keyed-scaling targets (see the module doc), in the shape of ``report.check_targets``."""
     rows = scaling_rows(results)
     out: list[dict[str, Any]] = []
     keyed1, seed1 = _one(results, "keyed", 1), _one(results, "seed", 1)

@@ -17,7 +17,6 @@ from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
     from streamcalc.producer import Fields, Producer
-    from streamcalc.resp import QuickRedis
     from streamcalc.settings import Settings
 
 
@@ -110,49 +109,12 @@ def _warn_names(ns: str, known: frozenset[str] | None, names: Iterable[str]) -> 
 
 
 def _send_one(settings: Settings, fields: Fields) -> None:
-    """Append one entry and print its ID: on the quick client, or on redis-py when it must.
-
-    Then warn about names the graph does not have.
-    """
-    from streamcalc.keys import Namespace
-    from streamcalc.resp import FullClientNeeded, QuickRedis
-
-    namespace = Namespace(settings.ns)
-    try:
-        with QuickRedis(settings.redis_url, cluster=settings.cluster) as quick:
-            raw = quick.execute("HGET", namespace.root.meta, "partitions")
-            key = fields.get("@key", "")
-            stream = namespace.of_key(str(key), int(raw) if raw else 1).input
-            flat = [part for pair in fields.items() for part in pair]
-            typer.echo(bytes(quick.execute("XADD", stream, "*", *flat)).decode())
-            _warn_quick(quick, settings.ns, fields)  # written: never again on redis-py
-            return
-    except FullClientNeeded:  # nothing was written: a cluster, TLS, ... redis-py does it
-        pass
+    """Append one entry and print its ID, then warn about names the graph does not have."""
     from streamcalc.producer import Producer
 
     producer = Producer(redis_client(settings), settings.ns)
     typer.echo(producer.append_fields([fields])[0])
     _warn_unknown(producer, fields)
-
-
-def _warn_quick(quick: QuickRedis, ns: str, fields: Fields) -> None:
-    """:func:`_warn_names` with the graph read on the quick client (no warning if it cannot)."""
-    from streamcalc.keys import Namespace
-    from streamcalc.resp import FullClientNeeded, RedisReplyError
-
-    try:
-        flat = quick.execute("HGETALL", Namespace(ns).root.graph)
-    except FullClientNeeded:
-        return
-    except RedisReplyError as exc:
-        if "NOPERM" in str(exc):
-            return  # a producer's ACL may allow XADD alone: the warning is a courtesy
-        raise
-    if flat:
-        from streamcalc.graph import Graph
-
-        _warn_names(ns, Graph.names_of(dict(zip(flat[0::2], flat[1::2], strict=True))), fields)
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, object]:

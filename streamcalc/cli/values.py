@@ -20,46 +20,18 @@ from streamcalc.keys import check_key
 from streamcalc.settings import DEFAULT_NS, DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
-    from streamcalc.resp import QuickRedis
     from streamcalc.settings import Settings
     from streamcalc.values import Value
 
 
 def _latest(settings: Settings, nodes: list[str] | None, key: str) -> dict[str, tuple[int, Value]]:
-    """Latest (ts, value) of ``nodes`` (None: the graph's) of ``key``, on the quick client
-    when it can (one round trip for the graph and the partition count, one for the values),
-    else on redis-py. A node the graph does not have is an error (exit 1)."""
-    from streamcalc.resp import FullClientNeeded, QuickRedis
-
-    try:
-        with QuickRedis(settings.redis_url, cluster=settings.cluster) as quick:
-            return _latest_quick(quick, settings.ns, nodes, key)
-    except FullClientNeeded:
-        pass
+    """Latest (ts, value) of ``nodes`` (None: the graph's) of ``key``. A node the graph
+    does not have is an error (exit 1)."""
     from streamcalc.store import graph_names, latest_values
 
     client, shape = connect_namespace(settings.redis_url, settings.ns)
     names = _wanted(graph_names(client, shape.root), nodes, settings.ns)
     return latest_values(client, shape.of_key(key), names, key) if names else {}
-
-
-def _latest_quick(
-    quick: QuickRedis, ns: str, nodes: list[str] | None, key: str
-) -> dict[str, tuple[int, Value]]:
-    from streamcalc.graph import Graph
-    from streamcalc.keys import Namespace as Layout
-    from streamcalc.keys import state_field
-    from streamcalc.values import decode_latest
-
-    root = Layout(ns).root
-    raw_count, flat = quick.pipeline([("HGET", root.meta, "partitions"), ("HGETALL", root.graph)])
-    stored = dict(zip(flat[0::2], flat[1::2], strict=True))
-    names = _wanted(Graph.names_of(stored) if stored else None, nodes, ns)
-    if not names:
-        return {}
-    partition = Layout(ns).of_key(key, int(raw_count) if raw_count else 1)
-    found = quick.execute("HMGET", partition.latest, *(state_field(key, n) for n in names))
-    return decode_latest(zip(names, found, strict=True), partition.latest)
 
 
 def _wanted(known: frozenset[str] | None, nodes: list[str] | None, ns: str) -> list[str]:
