@@ -27,12 +27,13 @@ from redis.exceptions import NoScriptError
 
 from streamcalc import faults, metrics
 from streamcalc.budget import Budget
-from streamcalc.cluster import annotate, refresh, slot_of, slot_owner
+from streamcalc.cluster import refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
 from streamcalc.keys import Keys, partition_of, state_field
 from streamcalc.messages import Entry, decode_entry, id_ms
+from streamcalc.redis_errors import annotate
 from streamcalc.scripts import (
     CommitReply,
     CommitRequest,

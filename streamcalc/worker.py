@@ -26,7 +26,7 @@ import redis
 import structlog
 
 from streamcalc import metrics
-from streamcalc.cluster import classify, describe, refresh
+from streamcalc.cluster import refresh
 from streamcalc.engine import Engine
 from streamcalc.errors import GraphError, LeaseLost, RedisStateError, RedisUnavailable
 from streamcalc.graph import Graph
@@ -34,6 +34,7 @@ from streamcalc.graph.plugins import blocked_call
 from streamcalc.keys import Keys, Namespace
 from streamcalc.ownership import LeaseKeeper, Membership, assignment, tick_seconds
 from streamcalc.partition import Tenure, client_name
+from streamcalc.redis_errors import classify, describe
 from streamcalc.router import Router
 from streamcalc.settings import Settings
 from streamcalc.store import (

@@ -45,17 +45,11 @@ from redis.exceptions import (
 )
 from test_crash import GRAPH
 
-from streamcalc.cluster import (
-    SlotRouter,
-    classify,
-    command_keys,
-    describe,
-    is_cluster,
-    slot_of,
-)
+from streamcalc.cluster import SlotRouter, command_keys, is_cluster, slot_of
 from streamcalc.embedded import free_port
 from streamcalc.graph import parse_graph_text
 from streamcalc.keys import Namespace, partition_of
+from streamcalc.redis_errors import classify, describe
 from streamcalc.store import connect, latest_values, store_graph
 
 # -- classification (no server) -----------------------------------------------------------------

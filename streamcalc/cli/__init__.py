@@ -63,7 +63,7 @@ def _unexpected(exc: Exception) -> int:
 
     redis = sys.modules.get("redis")  # only a command that imported redis can raise its errors
     if redis is not None and isinstance(exc, redis.RedisError):
-        from streamcalc.cluster import describe  # the code redis-py drops, the node and slot
+        from streamcalc.redis_errors import describe  # the code redis-py drops, the node and slot
 
         _error(f"streamcalc: redis error: {_one_line(mask_url(describe(exc)))}")
         return 1
