@@ -3,7 +3,7 @@
 The workload's entries are XADDed once into a template stream per partition (one for an
 unpartitioned workload) and ``COPY``-ed into each partition's input of a fresh namespace; the
 graph is loaded (with the workload's partitions); N worker processes start
-(:class:`benchmarks.processes.Workers`). Workers own partitions through leases (SPEC S12), so a
+(:class:`benchmarks.processes.Workers`). Workers own partitions through leases, so a
 poller reads every partition's ``XINFO GROUPS`` and lease and the group's members every 1-5 ms:
 the measured window runs from the moment all N workers are members and every partition is
 leased to the worker it is dealt to (round-robin over the sorted names; with more workers than
@@ -135,7 +135,7 @@ def run_closed(
     finally:
         delete_namespace(client, ns, workload.partitions)
         client.close()
-    # each partition has one owner at a time (S10, S12): the serial order is the stream order
+    # each partition has one owner at a time: the serial order is the stream order
     check = verify(rows, workload.entries[:n], workload.model, stream_expected=stream_expected)
     worker_cpu = used["workers_s"]
     redis_cpu = used["redis_s"]

@@ -18,7 +18,7 @@ import msgspec
 
 from streamcalc.demo import SEED_GRAPH
 
-# The seed workload as a streamcalc graph file (SPEC section 3): the demo's graph.
+# The seed workload as a streamcalc graph file: the demo's graph.
 SEED_GRAPH_TOML = SEED_GRAPH
 
 SEED_INPUTS: tuple[str, ...] = ("C", "D", "E", "F")

@@ -1,6 +1,6 @@
-"""The checker's model: the test suite's reference model of SPEC S1-S8 (``tests/model.py``).
+"""The checker's model: the test suite's reference model of the semantics (``tests/model.py``).
 
-One model, written from the SPEC and sharing no code with the engine, judges both the tests
+One model, written from the semantics and sharing no code with the engine, judges both the tests
 and the benchmark. The tests import it as the top-level module ``model`` (pytest puts
 ``tests/`` on ``sys.path``); the benchmark loads the same file by its path under a name of its
 own, so that ``tests/`` (its ``conftest``, ``helpers``, ...) never goes on the harness's path.

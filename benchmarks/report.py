@@ -391,7 +391,7 @@ def report(doc: dict[str, Any]) -> str:
         "lost: derived values the model expects but out lacks; bad: wrong, duplicated or"
         " unexpected values (every value of every run is checked against tests/model.py).",
         "late %: derived values one worker in stream order makes that the run did not (late"
-        " readings); each partition has one owner at a time (S10, S12), so it must be 0.",
+        " readings); each partition has one owner at a time, so it must be 0.",
         "x (a): entries/s over baseline (a) = the seed's Celery design on *seed*;"
         " % (b): entries/s as % of the ceiling (b) on the same workload's entries.",
         "",

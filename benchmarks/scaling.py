@@ -7,7 +7,7 @@ more cores). The targets:
 
 - *keyed*, 1 worker: >= 85 % of *seed*'s 1-worker entries/s in the same run;
 - late % = 0 and commit conflicts = 0 with any number of workers, every workload (each
-  partition has one owner at a time, SPEC S10/S12);
+  partition has one owner at a time);
 - *keyed* work per CPU second with 2 and with 4 workers: >= 90 % of that with 1 worker.
 
 The unpartitioned workloads (*seed*, *wide*, *deep*: ``P = 1``) have one owner whatever the

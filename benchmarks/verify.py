@@ -3,11 +3,11 @@
 The output streams are read whole (:func:`read_out`, once per stream: a keyed namespace has
 one ``out`` per partition) into :class:`OutRows`, one row per value with its input entry, key,
 node, value and ``@ts``. :func:`verify` replays the input entries through the reference model
-of the SPEC (:mod:`benchmarks.reference`), one model per key made by a factory, in stream
+of the semantics (:mod:`benchmarks.reference`), one model per key made by a factory, in stream
 order, and compares value by value.
 
 The stream order is the serial order with any number of workers: each partition is processed by
-one worker at a time (SPEC S10, S12), and a key's entries are all in its partition, in order.
+one worker at a time, and a key's entries are all in its partition, in order.
 The entries are replayed in the workload's order, which is every partition's stream order, so
 every key's model sees that key's entries in the order its partition holds them.
 """

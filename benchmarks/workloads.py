@@ -1,8 +1,8 @@
 """The benchmark workloads (*seed*, *wide*, *deep*, *keyed*), each with its graph as the model
 sees it.
 
-Each workload is a graph file (SPEC §3) plus a list of input entries with strictly rising
-``@ts``, and the same graph as plain Python functions for the reference model of the SPEC
+Each workload is a graph file plus a list of input entries with strictly rising
+``@ts``, and the same graph as plain Python functions for the reference model of the semantics
 (:mod:`benchmarks.reference`, the test suite's model, which shares no code with the engine):
 the harness replays the entries through it and compares every derived value the engine wrote
 to ``sc:{NS}:out`` with the model's.
@@ -15,8 +15,8 @@ to ``sc:{NS}:out`` with the model's.
   have been seen (about 68 derived values an entry once warmed up).
 - *deep*: a chain of 8 levels ``L1..L8``, ``L1 = base * 0.5 + s1``, ``Lk = L(k-1) * 0.5 + sk``
   (consume mode); every entry carries ``base`` and ``s1..s8``, so every entry fires all 8.
-- *keyed*: the seed's graph as a template over 10,000 device keys (SPEC S11) in a namespace of
-  8 partitions (S12); each entry carries C, D, E, F and the ``@key`` of a device drawn at
+- *keyed*: the seed's graph as a template over 10,000 device keys in a namespace of
+  8 partitions; each entry carries C, D, E, F and the ``@key`` of a device drawn at
   random, so every entry fires A and B of its own device. The only workload with ``P > 1``.
 """
 
@@ -73,7 +73,7 @@ class Workload:
     entries: list[Entry]
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-    partitions: int = 1  # the namespace is loaded with this many partitions (SPEC S12)
+    partitions: int = 1  # the namespace is loaded with this many partitions
 
     @property
     def readings_per_entry(self) -> float:
