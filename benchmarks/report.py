@@ -14,19 +14,18 @@ from benchmarks.closed_loop import TOP_LEVEL_COMMANDS
 from benchmarks.common import Result
 from benchmarks.scaling import late_pct, scaling_table
 
-#: The targets of the performance issue: (label, workload, metric, bound, how the row is chosen)
+#: The speed and latency targets: (label, workload, metric, bound, how the row is chosen).
+#: Latency is open loop at half of the workload's 1-worker maximum; wide is judged by derived
+#: values (about 67 an entry: 150,000 readings a second would be 1M values, beyond one Redis).
 TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
-    ("seed entries/s, 1 worker", "seed", "entries_per_s", 50_000, "w1"),
-    ("seed derived values/s, 1 worker", "seed", "derived_per_s", 100_000, "w1"),
     ("seed vs baseline (a), 1 worker", "seed", "x_baseline", 300, "w1"),
-    ("seed vs ceiling (b), 1 worker", "seed", "pct_ceiling", 30, "w1"),
-    ("wide readings/s, 1 worker", "wide", "readings_per_s", 150_000, "w1"),
-    ("wide readings/s, best worker count", "wide", "readings_per_s", 150_000, "best"),
-    ("deep entries/s, 1 worker", "deep", "entries_per_s", 20_000, "w1"),
-    ("deep entries/s, best worker count", "deep", "entries_per_s", 20_000, "best"),
+    ("seed vs ceiling (b), 1 worker", "seed", "pct_ceiling", 55, "w1"),
+    ("deep entries/s, 1 worker", "deep", "entries_per_s", 35_000, "w1"),
+    ("wide derived values/s, 1 worker", "wide", "derived_per_s", 300_000, "w1"),
+    ("seed p50 latency at half load (ms)", "seed", "latency_p50_ms", 1.0, "max"),
     ("seed p99 latency at half load (ms)", "seed", "latency_p99_ms", 5.0, "max"),
-    ("wide p99 latency at half load (ms)", "wide", "latency_p99_ms", 5.0, "max"),
     ("deep p99 latency at half load (ms)", "deep", "latency_p99_ms", 5.0, "max"),
+    ("wide p99 latency at half load (ms)", "wide", "latency_p99_ms", 20.0, "max"),
 )
 
 
