@@ -382,3 +382,21 @@ def test_a_time_past_any_calendar_is_shown_in_ms(
     drain(redis_url, ns, max_future_ms=0)
     code, out = cli(capsys, redis_url, ns, "values", "C")
     assert code == 0 and f"{far} ms" in out
+
+
+def test_status_of_an_empty_namespace_says_so(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    """A namespace with no graph and no streams (a typo in --ns, say) is an error, not a
+    table of zeros; one with only a stream, or only a graph, is shown as usual."""
+    url = ["--redis-url", redis_url, "--ns", ns]
+    code, out, err = run(capsys, "status", *url)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"streamcalc: error: namespace {ns!r} has no graph and no streams (is --ns right? "
+        "'streamcalc graph load FILE' starts one)\n"
+    )
+    assert run(capsys, "status", "--json", *url)[0] == 0  # scripts still get the snapshot
+    r.xadd(Keys(ns).input, {"C": "1"})
+    code, out, _ = run(capsys, "status", *url)
+    assert code == 0 and out.startswith(f"namespace {ns!r}, graph version 0")

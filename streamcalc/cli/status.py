@@ -48,6 +48,13 @@ def status(
     if as_json:
         typer.echo(to_json(snapshot))
         return
+    if _empty(snapshot):
+        from streamcalc.errors import StreamcalcError
+
+        raise StreamcalcError(
+            f"namespace {snapshot.ns!r} has no graph and no streams (is --ns right? "
+            "'streamcalc graph load FILE' starts one)"
+        )
     typer.echo(
         f"namespace {snapshot.ns!r}, graph version {snapshot.graph_version}, "
         f"{snapshot.partition_count} partition{'' if snapshot.partition_count == 1 else 's'}"
@@ -144,3 +151,10 @@ def _partitions(snapshot: ops.Status) -> None:
         typer.echo(f"({len(rows) - len(shown)} more partitions with less lag: --json lists all)")
     members = ", ".join(f"{m.name} ({age(m.expires_in_ms)})" for m in snapshot.members)
     typer.echo(f"workers of group {snapshot.group!r}: {members or 'none'}")
+
+
+def _empty(snapshot: ops.Status) -> bool:
+    """No graph was ever loaded and no stream of the namespace holds anything or has a group."""
+    return snapshot.graph_version == "0" and not any(
+        stream.length or stream.groups for stream in snapshot.streams.values()
+    )
