@@ -608,6 +608,6 @@ def test_a_user_who_may_not_run_info_is_on_a_single_redis(
             assert client.ping()
         finally:
             client.close()
-        assert cli({**env, "STREAMCALC_REDIS_URL": url}, "status").returncode == 0
+        assert cli({**env, "STREAMCALC_REDIS_URL": url}, "status", "--json").returncode == 0
     finally:
         r.execute_command("ACL", "DELUSER", user)
