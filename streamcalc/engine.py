@@ -60,6 +60,11 @@ from streamcalc.wave import BatchResult, WavePlan, run_wave
 UNKNOWN_NAMES_PER_BATCH = 50
 
 
+def poison_reason(delivered: int, limit: int) -> str:
+    """Why an entry delivered more than ``--max-deliveries`` times is a dead letter."""
+    return f"delivered {delivered} times (limit {limit}); poison entry"
+
+
 @dataclass(slots=True)
 class Batch:
     """A batch of raw entries and, once prepared, its waves and commit request."""
@@ -367,8 +372,7 @@ class Engine:
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
-                error = f"delivered {delivered} times (limit {limit}); poison entry"
-                bad.append((entry_id.decode(), error))
+                bad.append((entry_id.decode(), poison_reason(delivered, limit)))
                 poison[entry_id.decode()] = delivered
                 continue
             try:

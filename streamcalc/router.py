@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 
 from streamcalc import faults, metrics
-from streamcalc.engine import Engine
+from streamcalc.engine import Engine, poison_reason
 from streamcalc.errors import EntryError, LeaseLost, RedisStateError
 from streamcalc.keys import Namespace, partition_of
 from streamcalc.messages import decode_key, id_ms
 from streamcalc.partition import Tenure
-from streamcalc.scripts import CommitRequest, DeadLetter, RawEntry, Scripts
+from streamcalc.scripts import CommitRequest, DeadLetter, PoisonEntry, RawEntry, Scripts
 from streamcalc.store import graph_version
 
 _KEY = b"@key"
@@ -66,6 +66,9 @@ class Router(Tenure):
         deadline = time.monotonic() + budget_s  # the worker's own partitions get their turn
         while not stopping() and time.monotonic() < deadline:
             reply = self.engine.read(self.settings.batch, start)
+            if reply.poison is not None:  # delivered too often: a dead letter, never read whole
+                self._give_up(reply.poison)
+                continue
             if not reply.entries:
                 if start == "0":
                     self.recovering, start = False, ">"
@@ -79,7 +82,7 @@ class Router(Tenure):
     def move(self, entries: list[RawEntry]) -> None:
         """Move ``entries`` (in stream order) to their partitions, then acknowledge them."""
         by_target: dict[int, list[tuple[str, list[bytes]]]] = {}
-        dead: list[tuple[str, list[bytes], str]] = []
+        dead: list[DeadLetter] = []
         for entry_id, fields in entries:
             text_id = entry_id.decode()
             if fields is None:
@@ -87,7 +90,7 @@ class Router(Tenure):
             try:
                 target = route_target(fields, self.partitions)
             except EntryError as exc:
-                dead.append((text_id, fields, str(exc)))
+                dead.append(DeadLetter(text_id, str(exc), "", fields))
                 continue
             if _TS not in fields[0::2]:
                 fields = [*fields, _TS, str(id_ms(text_id)).encode()]
@@ -99,14 +102,23 @@ class Router(Tenure):
         faults.reached("after_route")
         self._finish([entry_id.decode() for entry_id, _ in entries], dead)
 
-    def _finish(self, ids: list[str], dead: list[tuple[str, list[bytes], str]]) -> None:
+    def _give_up(self, poison: PoisonEntry) -> None:
+        """A routing entry delivered too often: a dead letter (fetch.lua cut its fields), acked."""
+        entry_id = poison.id.decode()
+        reason = poison_reason(poison.deliveries, self.settings.max_deliveries)
+        fields = poison.fields or ()
+        cut, total = poison.cut, poison.total_fields
+        self._finish(
+            [entry_id], [DeadLetter(entry_id, reason, "", fields, poison.deliveries, cut, total)]
+        )
+
+    def _finish(self, ids: list[str], letters: list[DeadLetter]) -> None:
         """Dead-letter the unroutable entries and acknowledge all, if still the router.
 
         Through commit.lua, like any batch: fenced by the routing lease, with the
         one dead-letter layout.
         """
         s = self.settings
-        letters = [DeadLetter(entry_id, error, "", fields) for entry_id, fields, error in dead]
         for _ in range(3):
             request = CommitRequest(s.group, self.consumer, self.engine.graph_version, self.token)
             request.ids, request.dead = ids, letters
@@ -119,11 +131,10 @@ class Router(Tenure):
             if reply.outcome == "gone":  # another router finished these after moving them itself
                 ids = [i for i in ids if i not in reply.gone]
                 letters = [letter for letter in letters if letter.src not in reply.gone]
-                dead = [d for d in dead if d[0] not in reply.gone]
                 continue
-            for entry_id, _, error in dead:
-                self.log.warning("dead letter", src=entry_id, error=error)
-            if dead:
-                metrics.ENTRIES.labels("dead").inc(len(dead))
+            for letter in letters:
+                self.log.warning("dead letter", src=letter.src, error=letter.error)
+            if letters:
+                metrics.ENTRIES.labels("dead").inc(len(letters))
             return
         raise RedisStateError("the routing stream's graph version keeps changing")

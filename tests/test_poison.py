@@ -63,3 +63,28 @@ def test_a_huge_poison_entry_is_a_truncated_dead_letter_and_the_rest_goes_on(
     assert len(letter["V0"]) == len(VALUE) and len(letter["V99"]) == DEAD_VALUE_PREFIX
     assert [v for _, v, _, _ in outputs(r, keys)] == [2, 3]
     assert r.xpending(keys.input, GROUP)["pending"] == 0
+
+
+def test_a_poison_entry_of_the_routing_stream_is_a_dead_letter_not_left_pending(
+    redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    """A partitioned namespace's router meets a poison entry among its own pending ones
+    (it kept dying on it): the entry becomes a dead letter of the routing stream, the
+    entries behind it are routed and processed, nothing stays pending."""
+    from streamcalc.graph import parse_graph_text
+    from streamcalc.keys import Namespace
+    from streamcalc.store import store_graph
+
+    store_graph(r, ns, parse_graph_text('[nodes.S]\nexpr = "X + 1"\n', "<test>"), partitions=2)
+    root = Namespace(ns).root
+    r.xgroup_create(root.input, GROUP, id="0", mkstream=True)
+    poison = _huge_entry(r, root, 100)
+    r.xadd(root.input, {"X": "1", "@key": "a"})
+    _deliver(r, root, 2)
+    drain(redis_url, ns, claim_idle_ms=0, max_deliveries=2)
+    (letter,) = dead_letters(r, root)
+    assert letter["@src"] == poison and letter["@deliveries"] == "3"
+    assert "poison entry" in letter["@error"]
+    parts = Namespace(ns).partitions(2)
+    assert [v for keys in parts for _, v, _, _ in outputs(r, keys)] == [2]
+    assert r.xpending(root.input, GROUP)["pending"] == 0
