@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import redis
@@ -194,3 +196,14 @@ class WorkerProcesses:
 def members(r: redis.Redis, ns: str, group: str = "streamcalc") -> set[str]:
     """The live members of the group's workers, read from Redis."""
     return {m.decode() for m in r.zrange(Namespace(ns).members(group), 0, -1)}
+
+
+def healthz(port: int) -> tuple[int, str]:
+    """(status, body) of a worker's ``/healthz`` on this host; (0, "") while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except OSError:
+        return 0, ""

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 from blocking_plugins import BLOCK_AT
-from helpers import dead_letters, load, outputs, wait_for
+from helpers import dead_letters, healthz, load, outputs, wait_for
 
 from streamcalc.embedded import free_port
 from streamcalc.keys import Keys
 
 GRAPH = '[nodes.S]\nfn = "blocking_plugins:block_in_c"\nargs = ["X"]\n'
-
-
-def healthz(port: int) -> tuple[int, str]:
-    """(status, body) of /healthz; (0, "") while nothing listens."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import drain, load, wait_for
+from helpers import drain, healthz, load, wait_for
 
 from streamcalc.cli import main
 from streamcalc.embedded import free_port
@@ -177,16 +177,6 @@ def test_rates_of_a_busy_window_are_counted_over_a_shorter_stated_one(
 
 
 # -- the worker says what it waits for -----------------------------------------------------------
-
-
-def healthz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 @contextmanager

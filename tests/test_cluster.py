@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import redis
 from cluster import MISSING, LocalCluster
-from helpers import WorkerProcesses, owned_counts, wait_for
+from helpers import WorkerProcesses, healthz, owned_counts, wait_for
 from keyed import CRASH_NODES, KeyedRun, crash_model, random_specs
 from redis._parsers.base import BaseParser
 from redis.exceptions import (
@@ -206,25 +206,6 @@ def cluster_env(env: dict[str, str], url: str, ns: str) -> dict[str, str]:
     return {**env, "STREAMCALC_REDIS_URL": url, "STREAMCALC_NS": ns}
 
 
-def healthz(port: int) -> int:
-    """The status of a worker's ``/healthz``."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
-
-
-def _healthz_text(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        return str(exc.read().decode())
-
-
 class Feeder:
     """Writes random keyed entries in the background while something happens to the cluster."""
 
@@ -300,7 +281,7 @@ def test_every_command_through_a_node_that_owns_none_of_the_namespace(
         with WorkerProcesses(env, *WORKER_ARGS, log_dir=tmp_path) as crew:
             crew.start("solo", "--metrics-port", str(port := free_port()))
             wait_for(lambda: "B" in cli(env, "values", "--key", "routed.1", "--json").stdout, 60)
-            wait_for(lambda: healthz(port) == 200, timeout=30)
+            wait_for(lambda: healthz(port)[0] == 200, timeout=30)
             space = Namespace(ns)
             for key in keys:  # through the library: a command per key costs a second here
                 wait_for(lambda k=key: "B" in latest_values(r, space.of_key(k, P), ["B"], k), 30)
@@ -468,17 +449,17 @@ def test_a_master_stopped_and_restarted_takes_the_cluster_down_and_back(
     seen: list[int] = []
 
     def stop_and_restart(ns: str, master: int) -> None:
-        wait_for(lambda: healthz(port) == 200, timeout=30)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=30)
         others = [p for p in redis_cluster.master_ports() if p != master]
         redis_cluster.stop_node(master)
         wait_for(lambda: redis_cluster.state(others[0]) == "fail", timeout=60)
-        wait_for(lambda: healthz(port) == 503, timeout=60)  # unhealthy while down
-        assert _healthz_text(port).startswith(("redis cluster down", "redis unreachable"))
+        wait_for(lambda: healthz(port)[0] == 503, timeout=60)  # unhealthy while down
+        assert healthz(port)[1].startswith(("redis cluster down", "redis unreachable"))
         seen.append(503)
         time.sleep(1.0)
         redis_cluster.restart_node(master)
         redis_cluster.wait_ok(timeout=60)
-        wait_for(lambda: healthz(port) == 200, timeout=60)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=60)
         seen.append(200)
 
     _scenario(
@@ -535,7 +516,7 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
         args = ("--processes", "2", "--metrics-port", str(port), *WORKER_ARGS)
         with WorkerProcesses(cluster_env(env, url, ns), *args, log_dir=tmp_path) as crew:
             crew.start("sup")
-            wait_for(lambda: healthz(port) == 200, timeout=60)
+            wait_for(lambda: healthz(port)[0] == 200, timeout=60)
             wait_for(lambda: _metric(port, "streamcalc_partitions_owned") == P, timeout=60)
             run.wait_idle(timeout=90)
             wait_for(lambda: _metric(port, "streamcalc_entries_total") >= 200, timeout=30)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import load, wait_for
+from helpers import healthz, load, wait_for
 from prometheus_client import REGISTRY, generate_latest
 
 from streamcalc.embedded import EmbeddedRedis, free_port
@@ -36,14 +36,6 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
-
-
-def healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def sample(samples: dict[str, float], name: str, **labels: str) -> float:
@@ -77,7 +69,7 @@ def worker(env: dict[str, str], port: int, *extra: str) -> Iterator[subprocess.P
 
 def _answers(port: int) -> bool:
     try:
-        return healthz(port) in (200, 503)
+        return healthz(port)[0] in (200, 503)
     except OSError:
         return False
 
@@ -101,7 +93,7 @@ def test_counters_and_histograms_move(r: redis.Redis, ns: str, env: dict[str, st
         wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 37, timeout=20)
         time.sleep(5.5)  # the gauges read from Redis refresh every 5 s
         after = scrape(port)
-        assert healthz(port) == 200
+        assert healthz(port)[0] == 200
     assert sample(before, "streamcalc_entries_total") == 0
     assert sample(after, "streamcalc_entries_total", outcome="ok") == 33
     assert sample(after, "streamcalc_entries_total", outcome="dead") == 4
@@ -124,9 +116,9 @@ def test_healthz_fails_without_redis(ns: str, env: dict[str, str]) -> None:
         load(redis.Redis.from_url(server.url), ns, GRAPH)
         port = free_port()
         with worker({**env, "STREAMCALC_REDIS_URL": server.url}, port):
-            wait_for(lambda: healthz(port) == 200, timeout=20)
+            wait_for(lambda: healthz(port)[0] == 200, timeout=20)
             server.kill()
-            wait_for(lambda: healthz(port) == 503, timeout=20)
+            wait_for(lambda: healthz(port)[0] == 503, timeout=20)
 
 
 @pytest.mark.slow
@@ -136,7 +128,7 @@ def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str
     port = free_port()
     args = ("--processes", "2", "--consumer", "pool", "--batch", "5", "--lease-ms", "1000")
     with worker(env, port, *args) as sup:
-        wait_for(lambda: healthz(port) == 200, timeout=30)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=30)
         wait_for(lambda: _members(r, ns) == {"pool-0", "pool-1"}, timeout=30)
         send_batch(r, keys, good=200, bad=0, div0=0)
         wait_for(lambda: sample(scrape(port), "streamcalc_entries_total") == 200, timeout=30)
@@ -151,7 +143,7 @@ def test_processes_share_one_metrics_port(r: redis.Redis, ns: str, env: dict[str
         # one owner at a time (S10): every entry fires A and B, none late
         assert sample(scrape(port), "streamcalc_derived_total") == 600 == r.xlen(keys.output)
         assert sample(scrape(port), "streamcalc_partitions_owned") == 1
-        wait_for(lambda: healthz(port) == 200, timeout=30)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=30)
     assert sup.returncode == 0
     assert r.xinfo_consumers(keys.input, "streamcalc") == []  # both left cleanly
     assert _members(r, ns) == set()
@@ -201,9 +193,9 @@ def test_healthz_fails_when_the_worker_is_stuck(
         "PYTHONPATH": os.path.dirname(__file__),
     }
     with worker(env, port, "--block-ms", "100") as proc:
-        wait_for(lambda: healthz(port) == 200, timeout=20)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=20)
         r.xadd(Keys(ns).input, {"X": "1"})
-        wait_for(lambda: healthz(port) == 503, timeout=20)
+        wait_for(lambda: healthz(port)[0] == 503, timeout=20)
         proc.kill()  # SIGTERM cannot finish a batch that never ends
 
 
@@ -224,7 +216,7 @@ def test_metrics_bind_the_chosen_interface_and_drop_silent_clients() -> None:
     server = serve(port, lambda: (True, "ok"), host="127.0.0.1")
     try:
         assert server.server_address == ("127.0.0.1", port)
-        assert healthz(port) == 200
+        assert healthz(port)[0] == 200
         silent = socket.create_connection(("127.0.0.1", port))
         silent.settimeout(15)
         started = time.monotonic()
