@@ -224,12 +224,15 @@ def _latency(
                 failed = True
             finally:
                 processes.kill_all_workers()
+        one.lost += sum(r["lost"] for r in runs)
+        one.extra["bad"] = one.extra.get("bad", 0) + sum(bad_values(r["check"]) for r in runs)
+        # a run too short for its warm-up on a busy box times no entry: it has no percentiles
+        runs = [r for r in runs if r["p50_ms"] is not None]
         if not runs:
+            log(f"{wl.name}: no latency measured at {rate:.0f} entries/s (nothing after warm-up)")
             continue
         p50 = round(statistics.median(r["p50_ms"] for r in runs), 3)
         p99 = round(statistics.median(r["p99_ms"] for r in runs), 3)
-        one.lost += sum(r["lost"] for r in runs)
-        one.extra["bad"] = one.extra.get("bad", 0) + sum(bad_values(r["check"]) for r in runs)
         by_load.append({"load": load, "rate": round(rate, 1), "p50_ms": p50, "p99_ms": p99,
                         "runs": runs})  # fmt: skip
         if load == plan.latency_loads[0]:
