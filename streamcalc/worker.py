@@ -230,12 +230,15 @@ class Worker:
             self.log.info("worker started")
         self._keeper.start()
         try:
-            while not self.stopping:
-                self._resilient(self.step)
+            try:
+                while not self.stopping:
+                    self._resilient(self.step)
+            finally:
+                self._keeper.stop()
+            self._resilient(self.leave)
+            self.log.info("worker stopped")
         finally:
-            self._keeper.stop()
-        self._resilient(self.leave)
-        self.log.info("worker stopped")
+            self.client.close()  # its sockets now, not whenever the collector comes by
 
     def _resilient(self, action: Any) -> None:
         """Run ``action``, riding out lost connections with backoff until it succeeds or we stop.

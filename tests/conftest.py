@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import uuid
@@ -72,3 +73,11 @@ def _quiet_logs() -> None:
     from streamcalc.logs import configure_logging
 
     configure_logging("json", "warning")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after every test, so an object a test leaks (an unclosed socket, say) warns in
+    that test's teardown rather than in whichever later test the collector happens to run."""
+    yield
+    gc.collect()

@@ -89,6 +89,7 @@ class Background:
     def __exit__(self, *exc: object) -> None:
         self.worker.stop()
         self.thread.join(timeout=10)
+        self.worker.client.close()
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> None:

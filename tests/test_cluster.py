@@ -527,6 +527,9 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
         x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
         assert x4["X"][1] == 49 and x5["X"][1] == 49
         theirs_client.close()
+        for node in theirs_client.get_nodes():  # close() leaves the nodes' pools connected
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
         consumer = Consumer(r, ns)  # reads every partition on its own master
         assert consumer.latest(["X"], key="dev.5")["X"].value == 49
         fired = consumer.subscribe(keys=["dev.4", "dev.5"], after="0", block_ms=100)

@@ -38,6 +38,7 @@ def test_retain_bounds_streams_but_keeps_unacknowledged(
     worker.retain()
     assert r.xlen(keys.input) == 50
     worker.leave()
+    worker.client.close()
 
 
 def test_retain_trims_every_partition_the_worker_owns_and_the_routing_stream(
@@ -60,3 +61,4 @@ def test_retain_trims_every_partition_the_worker_owns_and_the_routing_stream(
     assert [r.xlen(k.input) for k in layout.partitions(4)] == [3, 3, 3, 3]
     assert r.xlen(layout.root.input) == 3
     worker.leave()
+    worker.client.close()
