@@ -120,3 +120,42 @@ def test_send_and_values_do_it_all(
     got = json.loads(cli("values", "--json"))
     assert {node: v["value"] for node, v in got.items()} == {"A": 9, "C": 4, "D": 5}
     assert json.loads(cli("values", "A", "--json"))["A"]["ts"] == 1700000000000
+
+
+@pytest.mark.parametrize(
+    ("args", "alone"),
+    [
+        (["send", "C=1"], "send"),
+        (["--cluster", "values", "--json"], "values"),
+        (["values", "--help"], "values"),
+        (["--help", "send"], None),
+        (["status"], None),
+        ([], None),
+        (["--version"], None),
+    ],
+)
+def test_quick_commands_start_alone(args: list[str], alone: str | None) -> None:
+    """``send`` and ``values`` run in a group of their own (typer makes no other command's
+    parameters); help, completion and every other command get the whole app."""
+    from streamcalc.cli.app import app, app_for
+
+    got = app_for(args)
+    if alone is None:
+        assert got is app
+    else:
+        assert [info.name for info in got.registered_commands] == [alone]
+
+
+@pytest.mark.parametrize("command", ["send", "values"])
+def test_quick_command_help_is_the_whole_apps(command: str) -> None:
+    """What a quick command shows is what the whole app shows for it."""
+    from typer.testing import CliRunner
+
+    from streamcalc.cli.app import app, app_for
+
+    runner = CliRunner()
+    whole = runner.invoke(app, [command, "--help"], prog_name="streamcalc")
+    alone = runner.invoke(app_for([command]), [command, "--help"], prog_name="streamcalc")
+    assert whole.exit_code == alone.exit_code == 0
+    assert alone.output == whole.output
+    assert "Usage: streamcalc " + command in alone.output
