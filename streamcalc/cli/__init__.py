@@ -25,7 +25,7 @@ import sys
 import typer
 from typer._click.exceptions import ClickException
 
-from streamcalc.cli.app import app
+from streamcalc.cli.app import app, app_for
 from streamcalc.errors import StreamcalcError
 
 __all__ = ["app", "main"]
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app; every error becomes one line and an exit code."""
     debug = os.environ.get("STREAMCALC_DEBUG") == "1"
     try:
-        code = app(args=argv, prog_name="streamcalc", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else argv
+        code = app_for(args)(args=args, prog_name="streamcalc", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ClickException as exc:  # typer's usage errors: one line, exit 2

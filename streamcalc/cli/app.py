@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -21,15 +24,20 @@ from streamcalc.cli.ui import ui
 from streamcalc.cli.values import values
 from streamcalc.cli.worker import worker
 
-app = typer.Typer(
-    name="streamcalc",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    # Plain help, no colours or boxes: quick to start, and readable in any terminal or pipe.
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+
+def _new_app() -> typer.Typer:
+    """The ``streamcalc`` group, its options and no command yet."""
+    new = typer.Typer(
+        name="streamcalc",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        # Plain help, no colours or boxes: quick to start, and readable in any terminal or pipe.
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    new.callback()(streamcalc)
+    return new
 
 
 def _print_version(given: bool) -> None:
@@ -40,7 +48,6 @@ def _print_version(given: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def streamcalc(
     version: Annotated[
         bool,
@@ -65,6 +72,27 @@ def streamcalc(
     FORCE_CLUSTER["on"] = cluster
 
 
+#: Commands run in shell loops, one process a call: each starts as a group of its own.
+QUICK: dict[str, Callable[..., None]] = {"send": send, "values": values}
+
+
+def app_for(args: list[str]) -> typer.Typer:
+    """The app that runs command line ``args``: for a :data:`QUICK` command, a group of it alone.
+
+    Before it runs a command, typer makes the parameters of every command (from
+    their annotations): of ``send`` what is left to start once its imports are
+    done, most of it. The group's one flag (``--cluster``) may come first; help,
+    completion, any other command get the whole app.
+    """
+    words = list(itertools.dropwhile(lambda word: word == "--cluster", args))
+    if not words or words[0] not in QUICK or os.environ.get("_STREAMCALC_COMPLETE"):
+        return app
+    quick = _new_app()
+    quick.command(words[0])(QUICK[words[0]])
+    return quick
+
+
+app = _new_app()
 app.command("send")(send)
 app.command("partition")(partition)
 app.command("worker")(worker)

@@ -49,6 +49,9 @@ def send(
     One entry from NODE=VALUE pairs (its ID is printed), or one entry per line
     of a JSON-lines file ({"C": 4, "@ts": 1700000000000}).
     """
+    from streamcalc.cli.lean import lean_redis
+
+    lean_redis()
     from streamcalc.producer import Producer, entry_fields
 
     if bool(readings) == bool(file):

@@ -62,6 +62,9 @@ def values(
     key). Times are local; --json prints one object: node -> value, ts (ms
     since the epoch), age_s.
     """
+    from streamcalc.cli.lean import lean_redis
+
+    lean_redis()
     if key is not None:
         check_key(key)
     rows = _latest(build_settings(redis_url, ns), nodes or None, key or "")
