@@ -2,10 +2,12 @@
 
 Every worker renews its membership (a sorted set scored by expiry in Redis
 time) every tick and reads the live members back. All of them compute the same
-assignment from the same list, so no coordinator is needed: partitions are
-dealt round-robin over the members in name order, which gives every worker
-``P // n`` or ``P // n + 1`` of them. A worker then gives back what is no
-longer its own and takes what is, each partition through its lease (see
+assignment from the same list, so no coordinator is needed (:func:`deal`):
+every worker gets ``P // n`` or ``P // n + 1`` partitions, and the assignment
+is sticky, as a rendezvous hash makes it: a worker that joins takes partitions
+mostly from the others' surplus, and one that leaves hands out only its own,
+instead of every partition being dealt anew. A worker then gives back what is
+no longer its own and takes what is, each partition through its lease (see
 ``lease.lua``): a partition changes hands only once its old owner gave it back
 or stopped renewing it, and ``commit.lua`` refuses any commit from a worker
 whose lease is gone, so two owners never both emit a wave.
@@ -14,6 +16,8 @@ whose lease is gone, so two owners never both emit a wave.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -26,11 +30,42 @@ from streamcalc.scripts import members_script
 
 def assignment(members: Sequence[str], partitions: int, consumer: str) -> set[int]:
     """The partitions ``consumer`` should own when ``members`` are alive (empty if not one)."""
-    ordered = sorted(members)
-    if consumer not in ordered:
-        return set()
-    index, count = ordered.index(consumer), len(ordered)
-    return {p for p in range(partitions) if p % count == index}
+    owners = deal(tuple(sorted(set(members))), partitions)
+    return {p for p, owner in enumerate(owners) if owner == consumer}
+
+
+@functools.lru_cache(maxsize=16)  # every tick asks; the members seldom change
+def deal(members: tuple[str, ...], partitions: int) -> tuple[str, ...]:
+    """Each partition's owner among ``members`` (sorted, distinct): the same for every caller.
+
+    Every (partition, member) pair has a score, a hash of both; pairs are taken
+    best score first, each partition going to the first member with room left.
+    A member has room for ``P // n`` partitions, ``P // n + 1`` for the ``P % n``
+    members whose own score is best. As scores do not depend on who else is
+    there, a partition keeps its owner through a join or a leave unless the
+    owner's room shrank or a newcomer outscores it: a join moves about
+    ``P / (n + 1)`` partitions (dealing them round-robin anew moved most of
+    them), a leave mostly just the leaver's.
+    """
+    if not members:
+        return ()
+    base, extra = divmod(partitions, len(members))
+    by_rank = sorted(members, key=lambda m: (_score("room", m), m), reverse=True)
+    room = {m: base + (1 if i < extra else 0) for i, m in enumerate(by_rank)}
+    pairs = sorted(
+        ((_score(str(p), m), p, m) for p in range(partitions) for m in members), reverse=True
+    )
+    owners: dict[int, str] = {}
+    for _, p, m in pairs:
+        if p not in owners and room[m]:
+            owners[p] = m
+            room[m] -= 1
+    return tuple(owners[p] for p in range(partitions))
+
+
+def _score(what: str, member: str) -> int:
+    digest = hashlib.blake2b(f"{what}\0{member}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def tick_seconds(lease_ms: int) -> float:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,3 +301,17 @@ def _cluster_info(client: redis.Redis) -> dict[str, str]:
     if isinstance(raw, bytes):
         raw = dict(line.split(":", 1) for line in raw.decode().split() if ":" in line)
     return {str(k): v.decode() if isinstance(v, bytes) else str(v) for k, v in raw.items()}
+
+
+@contextlib.contextmanager
+def cluster_client(url: str) -> Iterator[redis.RedisCluster]:
+    """redis-py's own cluster client, its sockets closed after (its close() leaves the nodes'
+    connection pools connected, to the garbage collector)."""
+    client = redis.RedisCluster.from_url(url)
+    try:
+        yield client
+    finally:
+        client.close()
+        for node in client.get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()

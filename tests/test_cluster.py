@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import redis
-from cluster import MISSING, LocalCluster
+from cluster import MISSING, LocalCluster, cluster_client
 from helpers import WorkerProcesses, healthz, owned_counts, wait_for
 from keyed import CRASH_NODES, KeyedRun, crash_model, random_specs
 from redis._parsers.base import BaseParser
@@ -492,8 +492,6 @@ def _metric(port: int, family: str) -> float:
 def test_producers_processes_metrics_and_the_demo_on_a_cluster(
     redis_cluster: LocalCluster, env: dict[str, str], tmp_path: Path
 ) -> None:
-    from redis.cluster import RedisCluster
-
     from streamcalc.consumer import Consumer
     from streamcalc.producer import Producer
 
@@ -507,29 +505,25 @@ def test_producers_processes_metrics_and_the_demo_on_a_cluster(
         clock = {key: 1_000_000 for key in KEYS if key != "timeless"}
         run.write(random_specs(rng, 100, KEYS, clock))
         ours = Producer(r, ns, key="dev.4")
-        theirs_client = RedisCluster.from_url(redis_cluster.url)  # redis-py's own works too
-        theirs = Producer(theirs_client, ns, key="dev.5")
-        sent = ours.send_many([{"X": i, "Y": 1} for i in range(50)])
-        sent += theirs.send_many([{"X": i, "Y": 2} for i in range(50)])
-        assert len(sent) == 100
-        port = free_port()
-        args = ("--processes", "2", "--metrics-port", str(port), *WORKER_ARGS)
-        with WorkerProcesses(cluster_env(env, url, ns), *args, log_dir=tmp_path) as crew:
-            crew.start("sup")
-            wait_for(lambda: healthz(port)[0] == 200, timeout=60)
-            wait_for(lambda: _metric(port, "streamcalc_partitions_owned") == P, timeout=60)
-            run.wait_idle(timeout=90)
-            wait_for(lambda: _metric(port, "streamcalc_entries_total") >= 200, timeout=30)
-            assert ours.lag() == 0 and theirs.lag() == 0
-            _assert_alive(crew, tmp_path)
-            assert crew.stop_all() == {"sup": 0}
-        x4 = latest_values(r, Namespace(ns).of_key("dev.4", P), ["X"], "dev.4")
-        x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
-        assert x4["X"][1] == 49 and x5["X"][1] == 49
-        theirs_client.close()
-        for node in theirs_client.get_nodes():  # close() leaves the nodes' pools connected
-            if node.redis_connection is not None:
-                node.redis_connection.connection_pool.disconnect()
+        with cluster_client(redis_cluster.url) as theirs_client:  # redis-py's own works too
+            theirs = Producer(theirs_client, ns, key="dev.5")
+            sent = ours.send_many([{"X": i, "Y": 1} for i in range(50)])
+            sent += theirs.send_many([{"X": i, "Y": 2} for i in range(50)])
+            assert len(sent) == 100
+            port = free_port()
+            args = ("--processes", "2", "--metrics-port", str(port), *WORKER_ARGS)
+            with WorkerProcesses(cluster_env(env, url, ns), *args, log_dir=tmp_path) as crew:
+                crew.start("sup")
+                wait_for(lambda: healthz(port)[0] == 200, timeout=60)
+                wait_for(lambda: _metric(port, "streamcalc_partitions_owned") == P, timeout=60)
+                run.wait_idle(timeout=90)
+                wait_for(lambda: _metric(port, "streamcalc_entries_total") >= 200, timeout=30)
+                assert ours.lag() == 0 and theirs.lag() == 0
+                _assert_alive(crew, tmp_path)
+                assert crew.stop_all() == {"sup": 0}
+            x4 = latest_values(r, Namespace(ns).of_key("dev.4", P), ["X"], "dev.4")
+            x5 = latest_values(r, Namespace(ns).of_key("dev.5", P), ["X"], "dev.5")
+            assert x4["X"][1] == 49 and x5["X"][1] == 49
         consumer = Consumer(r, ns)  # reads every partition on its own master
         assert consumer.latest(["X"], key="dev.5")["X"].value == 49
         fired = consumer.subscribe(keys=["dev.4", "dev.5"], after="0", block_ms=100)

@@ -35,10 +35,16 @@ from pause_plugins import PAUSE_AT
 from test_crash import GRAPH
 
 from streamcalc.keys import Keys, Namespace, partition_of
+from streamcalc.ownership import deal
 from streamcalc.scripts import Scripts
 
 KEYS = ["", "dev.1", "dev.2", "site:2/a", "x_4", "r.1", "r.2"]
 ROUTED_KEYS = ["r.1", "r.2"]
+
+
+def dealt(partitions: int, *members: str) -> list[str]:
+    """Each partition's owner when ``members`` are the live workers (the assignment's own)."""
+    return list(deal(tuple(sorted(members)), partitions))
 
 
 def options(lease_ms: int, *more: str) -> tuple[str, ...]:
@@ -118,13 +124,13 @@ def test_balance_after_join_clean_stop_and_kill(
         crew.start("w1")
         load.until(lambda: owned_counts(r, ns, 4) == {"w0": 2, "w1": 2}, timeout=30)
         crew.start("w2")
-        load.until(lambda: owners(r, ns, 4) == ["w0", "w1", "w2", "w0"], timeout=30)
+        load.until(lambda: owners(r, ns, 4) == dealt(4, "w0", "w1", "w2"), timeout=30)
         load.steady(1.5, r, ns, 4)
 
         # a clean stop hands over at once: the others take its partition within about a tick
         stopping = time.monotonic()
         assert crew.stop("w1") == 0
-        took = load.until(lambda: owners(r, ns, 4) == ["w0", "w2", "w0", "w2"], timeout=30)
+        took = load.until(lambda: owners(r, ns, 4) == dealt(4, "w0", "w2"), timeout=30)
         handover = time.monotonic() - stopping
         assert handover < 0.6 * lease_ms / 1000, f"clean handover took {handover:.2f}s"
         load.steady(1.0, r, ns, 4)
@@ -149,10 +155,13 @@ def test_workers_beyond_the_partitions_stand_by_and_take_over(
             crew.start(name)
         for name in ("w0", "w1", "w2"):
             crew.wait_running(r, ns, name, lease_ms)
-        load.until(lambda: owners(r, ns, 2) == ["w0", "w1"], timeout=30)
-        load.steady(1.5, r, ns, 2)  # w2 owns nothing and takes nothing
-        crew.kill("w1")
-        took = load.until(lambda: owners(r, ns, 2) == ["w0", "w2"], timeout=30)
+        (standby,) = {"w0", "w1", "w2"} - set(dealt(2, "w0", "w1", "w2"))
+        victim, survivor = sorted({"w0", "w1", "w2"} - {standby})
+        load.until(lambda: owners(r, ns, 2) == dealt(2, "w0", "w1", "w2"), timeout=30)
+        load.steady(1.5, r, ns, 2)  # the standby owns nothing and takes nothing
+        crew.kill(victim)
+        assert standby in dealt(2, survivor, standby)
+        took = load.until(lambda: owners(r, ns, 2) == dealt(2, survivor, standby), timeout=30)
         assert took <= lease_ms / 1000 + 2.5, f"the standby took over after {took:.2f}s"
         load(50)
         load.finish(crew)
@@ -171,9 +180,9 @@ def test_processes_children_take_part_like_separate_workers(
     load = Load(r, ns, 4, "processes")
     with crew_of(env, ns, lease_ms, tmp_path) as crew:
         crew.start("pool", "--processes", "2")
-        load.until(lambda: owners(r, ns, 4) == ["pool-0", "pool-1"] * 2, timeout=30)
+        load.until(lambda: owners(r, ns, 4) == dealt(4, "pool-0", "pool-1"), timeout=30)
         crew.start("solo")
-        load.until(lambda: owners(r, ns, 4) == ["pool-0", "pool-1", "solo", "pool-0"], timeout=30)
+        load.until(lambda: owners(r, ns, 4) == dealt(4, "pool-0", "pool-1", "solo"), timeout=30)
         load.steady(1.0, r, ns, 4)
         # the supervisor stopped: both children hand over, solo owns everything at once
         assert crew.stop("pool") == 0
@@ -190,7 +199,7 @@ def test_a_killed_child_is_restarted_and_takes_its_lease_back(
     load = Load(r, ns, 4, "restarted child")
     with crew_of(env, ns, lease_ms, tmp_path) as crew:
         pool = crew.start("pool", "--processes", "2")
-        load.until(lambda: owners(r, ns, 4) == ["pool-0", "pool-1"] * 2, timeout=30)
+        load.until(lambda: owners(r, ns, 4) == dealt(4, "pool-0", "pool-1"), timeout=30)
         children = _children(pool.pid)
         try:
             tokens = lease_holders(r, ns, 4)
@@ -199,8 +208,9 @@ def test_a_killed_child_is_restarted_and_takes_its_lease_back(
             load.during(1.5)
             assert pool.poll() is None, "the supervisor died with its child"
             load.until(lambda: victim not in _children(pool.pid), timeout=30)
-            load.until(lambda: lease_holders(r, ns, 4)[1] != tokens[1], timeout=15)
-            assert owners(r, ns, 4) == ["pool-0", "pool-1"] * 2
+            held = dealt(4, "pool-0", "pool-1").index("pool-1")  # a partition of the victim's
+            load.until(lambda: lease_holders(r, ns, 4)[held] != tokens[held], timeout=15)
+            assert owners(r, ns, 4) == dealt(4, "pool-0", "pool-1")
             load(50)
             load.finish(crew)
         finally:

@@ -24,8 +24,17 @@ from keyed import CRASH_NODES, KeyedRun, crash_model, partitioned, random_specs
 from test_crash import GRAPH
 
 from streamcalc.faults import HANDOVER_POINTS, POINTS
+from streamcalc.ownership import deal
 
 P = 4
+#: A worker name that owns partition 0 (so routes) beside w1 and w2, and beside w1 alone.
+ROUTER = next(
+    name
+    for name in (f"a{i}" for i in range(100))
+    if deal(tuple(sorted((name, "w1", "w2"))), P)[0]
+    == name
+    == deal(tuple(sorted((name, "w1"))), P)[0]
+)
 DIRECT_KEYS = ["", "dev.1", "dev.2", "site:2/a", "x_4"]
 ROUTED_KEYS = ["r.1", "r.2", "r.3", "r.4", "r.timeless"]
 KEYS = DIRECT_KEYS + ROUTED_KEYS
@@ -100,12 +109,12 @@ def test_sigkill_at_a_fault_point_while_partitions_change_hands(
         crew.kill("w2")
         feed(50)
         crew.start("w2")
-        # a0 joins last and takes partitions from the others; it sorts first, so it keeps
-        # partition 0 and the routing stream while w2 keeps leaving and coming back
-        crew.start("a0", **fault)
-        code = _churn_until_exit(crew, feed, "a0")
-        assert code == -signal.SIGKILL, f"a0 exited with {code}, not killed at {point}"
-        crew.start(feed.rng.choice(["a0", "a1"]))  # the same name, or a new one
+        # the router joins last and takes partitions from the others; it keeps partition 0
+        # and so the routing stream while w2 keeps leaving and coming back
+        crew.start(ROUTER, **fault)
+        code = _churn_until_exit(crew, feed, ROUTER)
+        assert code == -signal.SIGKILL, f"{ROUTER} exited with {code}, not killed at {point}"
+        crew.start(feed.rng.choice([ROUTER, "a1"]))  # the same name, or a new one
         feed(100)
         _finish(crew, feed)
 

@@ -93,7 +93,10 @@ def test_worker_survives_a_restart_of_an_aof_redis(aof_server: EmbeddedRedis) ->
     producer = threading.Thread(target=lambda: result.append(produce(aof_server.url, 1500, done)))
     producer.start()
     try:
-        time.sleep(1.0)
+        # mid-run: once the worker is working (on a busy box it may still be starting at 1 s,
+        # and would then wait for Redis at start instead of riding out an outage)
+        wait_for(lambda: r.xlen(Keys(NS).output) > 0, timeout=30)
+        time.sleep(0.3)
         aof_server.kill()  # SIGKILL mid-run
         time.sleep(1.5)
         aof_server.start()  # same port, same AOF

@@ -327,7 +327,7 @@ def test_empty_namespace_and_redis_going_away(ns: str, env: dict[str, str]) -> N
 @pytest.mark.timeout(240)
 def test_the_page_on_a_redis_cluster(env: dict[str, str], tmp_path: Path) -> None:
     """Through a cluster node that owns no slot: values of a key, keys, a node, dead letters."""
-    from cluster import MISSING, LocalCluster
+    from cluster import MISSING, LocalCluster, cluster_client
 
     if MISSING:
         pytest.skip(MISSING)
@@ -345,7 +345,7 @@ def test_the_page_on_a_redis_cluster(env: dict[str, str], tmp_path: Path) -> Non
             send = [*cli, "send", "--key", f"dev.{i}", f"C={i}", "D=1", "E=1"]
             subprocess.run(send, env=env, check=True)
         bad = Namespace(env["STREAMCALC_NS"]).of_key("dev.3", 4)
-        with redis.RedisCluster.from_url(cluster.url) as r:
+        with cluster_client(cluster.url) as r:
             r.xadd(bad.input, {"@key": "dev.3", "C": "x"})
         with WorkerProcesses(env, "--block-ms", "50") as workers, PageProcess(env, "ui") as page:
             workers.start("w1")
