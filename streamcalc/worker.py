@@ -254,6 +254,7 @@ class Worker:
             try:
                 action()
                 if failing:
+                    self.client.ping()  # back when Redis answers, not when a round needed none
                     self.log.warning("redis is back", after=failing)
                 self.redis_ok = True
                 return
