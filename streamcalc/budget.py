@@ -30,6 +30,9 @@ BATCH_SECONDS = 0.002
 #: A worker behind may spend this share of how long its oldest entry has waited on a
 #: batch: a batch adds at most about a quarter to the latency of the entries it carries.
 BEHIND_SHARE = 0.25
+#: A worker is behind once the oldest entry of a read waited longer than this, or a read
+#: brought all it asked for.
+BEHIND_S = 0.002
 
 
 class Budget:
@@ -75,6 +78,10 @@ class Budget:
         self._ramp = min(self._ramp * 4, 1 << 20)
         waited = (time.time() if now is None else now) - id_ms(entries[0][0]) / 1000
         self._behind_s = max(waited, 0.0)  # a Redis clock ahead of ours: not behind
+
+    def behind(self, read: int, asked: int) -> bool:
+        """True when the worker is behind, after a read of ``read`` entries of ``asked``."""
+        return read >= asked or self._behind_s > BEHIND_S
 
     def fired(self, values: int, entries: int) -> None:
         """Learn what entries fire from a committed batch."""

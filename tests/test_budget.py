@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamcalc.budget import (
     BATCH_SECONDS,
+    BEHIND_S,
     BEHIND_SHARE,
     COMMIT_VALUES_BUDGET,
     READ_BYTES_BUDGET,
@@ -65,3 +66,13 @@ def test_a_worker_behind_may_take_longer_batches() -> None:
     assert budget.size() == 500
     budget.weigh(stamped(4, int(now * 1000) + 5_000), now=now)  # Redis's clock ahead
     assert budget.size() == 40
+
+
+def test_behind_is_a_full_read_or_an_old_entry() -> None:
+    budget = Budget(500)
+    now = 1_700_000_000.0
+    budget.weigh(stamped(4, int(now * 1000) - 1), now=now)  # waited 1 ms
+    assert not budget.behind(4, 40)
+    assert budget.behind(40, 40)  # the read brought all it asked for: there may be more
+    budget.weigh(stamped(4, int(now * 1000) - round(BEHIND_S * 1000) - 5), now=now)
+    assert budget.behind(4, 40)
