@@ -10,8 +10,9 @@ repeats is printed per workload, and, for two or more workloads, each one's cost
 first's (entries per CPU second, the figure the keyed target of 85 % of seed reads on a quiet box).
 With ``--latency RATE``, each workload instead runs open loop at RATE entries/s
 (:func:`benchmarks.latency.run_latency`) and the median p50/p99 of the repeats is printed,
-with the producer's own lag behind its schedule (p99) and the CPU of worker, Redis and the
-producer process.
+with the producer's own lag behind its schedule (p99), the follower's own delay in noting a
+commit (p99, see :meth:`benchmarks.latency.Follower.delays_ms`) and the CPU of worker, Redis
+and the producer process: the latency is streamcalc's only where those two stay small.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def measure(url: str, name: str, entries: int, repeats: int, batch: int) -> dict
 def measure_latency(
     url: str, name: str, rate: float, seconds: float, repeats: int, batch: int
 ) -> dict[str, float]:
-    """Median open-loop p50/p99 (ms) at ``rate``, producer lag p99, worker and Redis CPU."""
+    """Median open-loop p50/p99 (ms) at ``rate``, producer lag and follower delay p99,
+    worker, Redis and producer CPU."""
     wl = workloads.build(name, int(rate * (seconds + latency.WARMUP_S)) + 1)
     runs: list[dict[str, float]] = []
     for _ in range(repeats):
@@ -74,6 +76,7 @@ def measure_latency(
                 "p50_ms": r["p50_ms"],
                 "p99_ms": r["p99_ms"],
                 "producer_lag_p99_ms": r["producer_lag_p99_max_ms"][0],
+                "follower_delay_p99_ms": r["follower_delay_p99_ms"] or 0.0,
                 "worker_cpu": r["worker_cpu_util"],
                 "redis_cpu": r["redis_cpu_util"],
                 "producer_cpu": r["producer_cpu_util"],
@@ -95,14 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     if opts.latency:
         with EmbeddedRedis() as server:
             print(f"{'workload':<8} {'p50 ms':>7} {'p99 ms':>7} {'producer lag p99 ms':>19} "
-                  f"{'worker CPU':>10} {'Redis CPU':>9} {'producer CPU':>12}")  # fmt: skip
+                  f"{'follower delay p99 ms':>21} {'worker CPU':>10} {'Redis CPU':>9} "
+                  f"{'producer CPU':>12}")  # fmt: skip
             for name in opts.workloads:
                 r = measure_latency(
                     server.url, name, opts.latency, opts.seconds, opts.repeats, opts.batch
                 )
                 print(
                     f"{name:<8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                    f"{r['producer_lag_p99_ms']:>19.2f} {r['worker_cpu']:>10.2f} "
+                    f"{r['producer_lag_p99_ms']:>19.2f} {r['follower_delay_p99_ms']:>21.2f} "
+                    f"{r['worker_cpu']:>10.2f} "
                     f"{r['redis_cpu']:>9.2f} {r['producer_cpu']:>12.2f}"
                 )
         return

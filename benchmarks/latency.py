@@ -30,6 +30,7 @@ from benchmarks.streams import (
 )
 from benchmarks.verify import read_out, verify
 from benchmarks.workloads import Workload
+from streamcalc.cluster import slot_owner
 from streamcalc.keys import Keys
 
 
@@ -41,22 +42,35 @@ class Follower:
     whose ``@src`` is the newest input entry finished. With one worker, ``out`` follows the
     stream order (:func:`verify` checks it), so every entry up to that ``@src`` is done.
     Parsing every output value instead would cost the harness a CPU core on a busy workload.
+
+    How late the follower itself notes a commit is :meth:`delays_ms`: the arrival against
+    the time Redis gave the newest value's ID (the commit's XADD), so that a latency figure
+    can be told apart from the follower's own polling.
     """
 
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client, self.key = client, key
+        # a connection of its own, written and read directly: a redis-py pipeline per commit
+        # cost the harness process (and so the CPUs the worker needs) several times more
+        self._pool = slot_owner(client, key).connection_pool
+        self._conn: Any = self._pool.get_connection()
         self.last = b"0-0"
         self.marks: list[tuple[int, bytes]] = []  # (time.time_ns(), newest @src)
+        self.written: list[bytes] = []  # the ID of that newest value, one per mark
 
     def read(self, block_ms: int | None) -> int:
         """One wait for new output; returns 1 when there was some."""
         args: list[Any] = ["XREAD", "COUNT", 1]
         if block_ms is not None:
             args += ["BLOCK", block_ms]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command(*args, "STREAMS", self.key, self.last)
-        pipe.execute_command("XREVRANGE", self.key, "+", "-", "COUNT", 1)
-        _, newest = pipe.execute()
+        conn = self._conn
+        wait = (*args, "STREAMS", self.key, self.last)
+        conn.send_packed_command(
+            conn.pack_commands([wait, ("XREVRANGE", self.key, "+", "-", "COUNT", 1)]),
+            check_health=False,
+        )
+        conn.read_response()
+        newest = conn.read_response()
         now = time.time_ns()
         if not newest or newest[0][0] == self.last:
             return 0
@@ -65,7 +79,22 @@ class Follower:
         src = field_of(flat, b"@src")
         if src is not None:
             self.marks.append((now, src))
+            self.written.append(eid)
         return 1
+
+    def delays_ms(self, since_ns: int) -> list[float]:
+        """Arrival minus the newest value's ID time (ms) of each commit noted after
+        ``since_ns``: the follower's own delay, plus the rest of the commit's script after
+        that XADD, plus up to 1 ms because an ID counts whole milliseconds."""
+        return [
+            now / 1e6 - _id_key(eid)[0]
+            for (now, _), eid in zip(self.marks, self.written, strict=True)
+            if now >= since_ns
+        ]
+
+    def close(self) -> None:
+        """Give the connection back."""
+        self._pool.release(self._conn)
 
     def arrivals(self, ids: Sequence[bytes]) -> dict[bytes, int]:
         """Input entry ID -> when the first commit covering it showed up (IDs in order)."""
@@ -147,12 +176,14 @@ def run_latency(
         ids = [eid for eid, _ in stamps]
         out = read_out(client, keys.output, {eid: i for i, eid in enumerate(ids)})
     finally:
+        follower.close()
         delete_namespace(client, ns)
         client.close()
     check = verify(out, workload.entries[: len(ids)], workload.model, stream_expected=None)
     arrivals = follower.arrivals(ids)
     latencies = latencies_ms(stamps, arrivals, warmup_s)
     p50, p99 = latency_summary(latencies)
+    delays = follower.delays_ms(stamps[0][1] + int(warmup_s * 1e9)) if stamps else []
     return {
         "timeline_p50_ms": _timeline(stamps, arrivals),
         "p50_ms": p50,
@@ -167,10 +198,13 @@ def run_latency(
         "entries": len(stamps),
         "samples": len(latencies),
         "commits_seen": len(follower.marks),
+        "follower_delay_p50_ms": round(percentile(delays, 50), 3) if delays else None,
+        "follower_delay_p99_ms": round(percentile(delays, 99), 3) if delays else None,
         "worker_cpu_util": round(used["workers_s"] / used["wall_s"], 3),
         "redis_cpu_util": round(used["redis_s"] / used["wall_s"], 3),
         "harness_and_producer_cpu_util": used["harness_util"],
-        "producer_cpu_util": used["helpers_util"],
+        "producer_cpu_util": round(sender.cpu_util, 3),  # while it sent
+        "producer_process_cpu_util": used["helpers_util"],  # with its start (packing, imports)
         "other_processes_cpu_util": used["other_util"],
         "check": check.as_dict(),
         "lost": check.lost,

@@ -290,6 +290,7 @@ def latency_table(results: Sequence[Result]) -> str:
     headers = [
         "workload", "load", "entries/s", "p50 ms", "p99 ms", "p99 of runs", "worker CPU %",
         "Redis CPU %", "harness CPU %", "producer CPU %", "others' CPU %", "producer lag p99 ms",
+        "follower delay p99 ms",
     ]  # fmt: skip
     rows: list[list[str]] = []
     for r in results:
@@ -317,6 +318,9 @@ def latency_table(results: Sequence[Result]) -> str:
                     else "-",
                     _fmt(med("other_processes_cpu_util") * 100, ".0f"),
                     _fmt(statistics.median(x["producer_lag_p99_max_ms"][0] for x in runs), ".1f"),
+                    _fmt(med("follower_delay_p99_ms"), ".1f")
+                    if runs[0].get("follower_delay_p99_ms") is not None
+                    else "-",
                 ]
             )
     return render_table(headers, rows)

@@ -87,6 +87,8 @@ class Batch:
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
+    work: float = 0.0
+    """CPU seconds spent decoding and evaluating the batch (what the budget learns)."""
 
 
 class Engine:
@@ -226,6 +228,7 @@ class Engine:
             self._conn, self._pool = pool.get_connection(), pool
         commands: list[tuple[Any, ...]] = []
         if upcoming is not None and self._plan is not None and not self.unrunnable:
+            started = time.thread_time()
             self._decode_batch(upcoming)
             try:
                 missing = self.cache.missing(self._plan.graph, upcoming.good)
@@ -236,6 +239,7 @@ class Engine:
                 upcoming.prefetch = missing
                 fields = [state_field(key, node) for key, node in missing]
                 commands.append(("HMGET", self.keys.slots, *fields))
+            upcoming.work += time.thread_time() - started
         commands.append(self.scripts.commit_command(batch.request))
         if read_ahead:
             s = self.settings
@@ -334,6 +338,7 @@ class Engine:
             raise GraphUnrunnable(self.unrunnable)
         if self.graph is None or self._plan is None:
             raise RedisStateError("no graph loaded")
+        started = time.thread_time()
         raw = self._decode_batch(batch)
         if batch.prefetch is not None:
             self._take_prefetched(batch)
@@ -346,6 +351,7 @@ class Engine:
             run_wave(plan, entry, scope(entry.key), result)
         faults.reached("after_eval")
         batch.request = self._request(batch, raw)
+        batch.work += time.thread_time() - started
         return batch
 
     def _decode_batch(self, batch: Batch) -> Sequence[RawEntry]:
@@ -535,6 +541,7 @@ class Engine:
         assert batch.view is not None
         result = batch.result
         self.budget.fired(len(result.fired), len(batch.good))
+        self.budget.took(batch.work, len(batch.raw))
         self.cache.update(batch.view.changed())
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:

@@ -161,20 +161,24 @@ def observe_nodes(newest: Mapping[str, int], values: Mapping[str, Value], now_ms
     staleness = {node: max(now_ms - ts, 0) / 1000 for node, ts in newest.items()}
     scalars = {node: v for node, v in values.items() if not isinstance(v, tuple)}
     for gauge, current in ((NODE_STALENESS, staleness), (NODE_VALUE, scalars)):
-        shown = _NODE_SERIES.setdefault(gauge._name, set())
-        for gone in shown - current.keys() if not _MULTIPROCESS else ():
+        shown = _NODE_SERIES.setdefault(gauge._name, {})
+        for gone in shown.keys() - current.keys() if not _MULTIPROCESS else ():
             gauge.remove(gone)
+            del shown[gone]
         for node, number in current.items():
-            gauge.labels(node).set(number)
-        shown.clear()
-        shown.update(current)
+            series = shown.get(node)
+            if series is None:
+                series = shown[node] = gauge.labels(node)
+            series.set(number)
 
 
 #: A child of ``--processes``: its samples live in files prometheus_client cannot remove from.
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
-#: The node label values each node gauge of this process has a series of.
-_NODE_SERIES: dict[str, set[str]] = {}
+#: The series of each node gauge of this process, by node: ``labels()`` once per node, not
+#: on every refresh (on a graph of thousands of nodes the lookups held the worker's loop
+#: for several milliseconds).
+_NODE_SERIES: dict[str, dict[str, Gauge]] = {}
 
 
 def serve(

@@ -247,13 +247,16 @@ class Tenure:
             if self.recovering:  # out of time: the rest of it next turn
                 return processed
         first, self.ahead = self.ahead, []
+        behind = True  # entries read ahead in the turn before: there may be more
         if not first:
-            reply = self.engine.read(self.engine.batch_size())
+            count = self.engine.batch_size()
+            reply = self.engine.read(count)
             if not reply.entries:
                 self.newest = reply.newest or "0-0"
                 return processed
             first = reply.entries
-        return processed + self.pump(first, budget_s, stopping, settle_previous)
+            behind = self.engine.budget.behind(len(first), count)
+        return processed + self.pump(first, budget_s, stopping, settle_previous, behind)
 
     def drain_own_pending(self, stopping: Callable[[], bool], budget_s: float = 60.0) -> int:
         """Process the entries this consumer owns (read before a crash, or claimed) in order.
@@ -281,28 +284,34 @@ class Tenure:
         budget_s: float,
         stopping: Callable[[], bool],
         settle_previous: Callable[[], None] = _nothing,
+        behind: bool = True,
     ) -> int:
         """Process batches back to back while entries keep coming, for about ``budget_s``.
 
-        Each commit is sent together with a read of the next entries, and while
-        Redis runs it, the batch read before is evaluated on top of it: Redis
-        and Python work at the same time. Out of time, the last commit is left in
-        flight and what was read ahead kept for the next turn, so that the next
-        partition's first batch is evaluated while Redis commits this one's.
+        Behind (see :meth:`~streamcalc.budget.Budget.behind`), each commit is
+        sent together with a read of the next entries, and while Redis runs it,
+        the batch read before is evaluated on top of it: Redis and Python work at
+        the same time. Keeping up, a batch is committed before the next one is
+        read, so an entry waits for one commit, not for two. Out of time, the
+        last commit is left in flight and what was read ahead kept for the next
+        turn, so that the next partition's first batch is evaluated while Redis
+        commits this one's.
         """
         engine = self.engine
         current: Batch | None = engine.prepare(Batch(first, {}))
         settle_previous()
-        ahead = engine.read(engine.batch_size()).entries
+        ahead = engine.read(engine.batch_size()).entries if behind else []
         processed = len(first)
         deadline = time.monotonic() + budget_s
         while current is not None:
-            size = engine.batch_size()
             upcoming = Batch(ahead, {}) if ahead else None
+            size = engine.batch_size() if upcoming is None or behind else 0
             engine.send(current, read_ahead=size, upcoming=upcoming)
             if upcoming is not None:
                 engine.prepare(upcoming, after=current)
             committed, fetched = engine.receive(current, read_ahead=size)
+            if size:
+                behind = engine.budget.behind(len(fetched), size)
             if not committed:
                 engine.commit(engine.prepare(current))
                 upcoming = engine.prepare(Batch(ahead, {})) if ahead else None
@@ -310,6 +319,8 @@ class Tenure:
             if upcoming is None and fetched:  # nothing was waiting, but the read brought some
                 upcoming, fetched = engine.prepare(Batch(fetched, {})), []
                 processed += len(upcoming.raw)
+                if behind:  # a backlog: read the batch after it now, to evaluate meanwhile
+                    fetched = engine.read(engine.batch_size()).entries
             current, ahead = upcoming, fetched
             if current is not None and stopping():
                 engine.commit(current)  # finish what was read before leaving the loop

@@ -236,3 +236,25 @@ def test_a_multiprocess_scrape_shows_every_family_before_any_child_wrote(tmp_pat
     text = generate_latest(multiprocess_registry(str(tmp_path))).decode()  # an empty directory
     families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert families >= METRIC_NAMES
+
+
+def test_node_gauges_follow_the_nodes_removed_and_added_again() -> None:
+    from streamcalc.metrics import observe_nodes
+
+    def staleness() -> dict[str, float]:
+        return {
+            s.labels["node"]: s.value
+            for family in REGISTRY.collect()
+            if family.name == "streamcalc_node_staleness_seconds"
+            for s in family.samples
+            if s.labels["node"].startswith("probe_")
+        }
+
+    observe_nodes({"probe_a": 1_000, "probe_b": 2_000}, {}, 3_000)
+    assert staleness() == {"probe_a": 2.0, "probe_b": 1.0}
+    observe_nodes({"probe_a": 1_000}, {}, 4_000)  # probe_b left the graph
+    assert staleness() == {"probe_a": 3.0}
+    observe_nodes({"probe_a": 1_000, "probe_b": 4_000}, {}, 5_000)  # and came back
+    assert staleness() == {"probe_a": 4.0, "probe_b": 1.0}
+    observe_nodes({}, {}, 5_000)
+    assert staleness() == {}
