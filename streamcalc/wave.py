@@ -4,6 +4,16 @@ Pure: no I/O, and no knowledge of partitions or of other keys. :func:`run_wave`
 applies one entry to the :class:`~streamcalc.state.KeyView` of the entry's key,
 one wave at a time, and records what the commit has to write in a
 :class:`BatchResult` (fired values carry the entry's key through).
+
+The hot path is Python code generated once per graph (:class:`WavePlan`): for
+every node, a function that applies one of its values to its latest value and to
+each slot it feeds, with the slots, positions and ranks written in as constants;
+for every derived node, a function that fires it when all its slots are filled
+and none has expired, and then applies the fired value the same way. Anything
+else (a slot empty, consumed or expired) takes the one generic path,
+:func:`_fire_slowly`. The source is built from the validated graph only: node
+names enter it as string literals (``repr``), numbers as ints, and nothing an
+entry or Redis holds ever becomes code.
 """
 
 from __future__ import annotations
@@ -11,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any
 
 from streamcalc import faults
 from streamcalc.errors import FunctionError
 from streamcalc.graph import Graph
 from streamcalc.messages import Entry
-from streamcalc.state import KeyView, Slot, generation
+from streamcalc.state import KeyView, Slot, Slots, generation
 from streamcalc.values import Value
 
 
@@ -35,23 +46,33 @@ class BatchResult:
     expired: int = 0
 
 
-class WavePlan:
-    """The graph's tables for the hot path, built once per graph.
+#: Applies a value of one node: (value, ts, view, result, dirty, queued).
+Apply = Callable[[Value, int, KeyView, BatchResult, list[int], set[int]], None]
+#: Evaluates one derived node in a wave: (entry, view, result, dirty, queued).
+Fire = Callable[[Entry, KeyView, BatchResult, list[int], set[int]], None]
 
-    ``feeds``: node -> ((derived parent, argument position, parent's rank), ...);
-    ``derived``: derived node -> (ttl in ms, consume mode?, its evaluate function);
+#: A derived node of more arguments than this fires through the generic path only.
+MAX_UNROLLED_ARGS = 16
+
+#: Above every ts (an entry's @ts is at most 2^53 - 1).
+_NO_TS = 2**63
+
+
+class WavePlan:
+    """The graph's wave code, generated and compiled once per graph.
+
+    ``apply``: node -> the function that applies one of its values (every node of the graph);
+    ``fire``: index of a derived node in ``graph.order`` -> the function that evaluates it
+    (a wave's dirty nodes are these indices, so a heap of ints pops them in (rank, name)
+    order); ``derived``: derived node -> (ttl in ms, consume mode?, its evaluate function);
     ``generations``: derived node -> generation of its definition (stored with its slots);
     ``known``: every node name of the graph.
     """
 
-    __slots__ = ("derived", "feeds", "generations", "graph", "known")
+    __slots__ = ("apply", "derived", "fire", "generations", "graph", "known", "source")
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.feeds: dict[str, tuple[tuple[str, int, int], ...]] = {
-            node: tuple((parent, position, graph.rank[parent]) for parent, position in fed)
-            for node, fed in graph.parents.items()
-        }
         self.derived: dict[str, tuple[int, bool, Callable[[list[Value]], Value]]] = {
             name: (node.ttl_ms, node.mode == "consume", graph.function(name))
             for name, node in graph.nodes.items()
@@ -61,10 +82,40 @@ class WavePlan:
         self.generations: dict[str, bytes] = {
             name: generation(text) for name, text in graph.definitions().items()
         }
+        nodes = sorted(self.known)
+        self.source = _source(graph, nodes)
+        """The generated Python source of ``apply`` and ``fire``."""
+        self.apply: dict[str, Apply] = {}
+        self.fire: list[Fire] = []
+        self._compile(nodes)
 
+    def _compile(self, nodes: list[str]) -> None:
+        order = self.graph.order
+        namespace: dict[str, Any] = {
+            "F": [self.derived[name][2] for name in order],
+            "heappush": heappush,
+            "faults": faults,
+            "FunctionError": FunctionError,
+            "copy_slots": _copy_slots,
+        }
+        label = f"<wave of graph {self.graph.version_hash[:12]}>"
+        # The source is built from the validated graph alone (see the module doc).
+        exec(compile(self.source, label, "exec"), namespace)
+        self.apply = {name: namespace[f"a_{i}"] for i, name in enumerate(nodes)}
+        slow: list[Fire] = [self._slow(j, name) for j, name in enumerate(order)]
+        namespace["SLOW"] = slow
+        self.fire = [namespace.get(f"f_{j}", slow[j]) for j in range(len(order))]
 
-#: Above every ts (an entry's @ts is at most 2^53 - 1).
-_NO_TS = 2**63
+    def _slow(self, index: int, node: str) -> Fire:
+        ttl_ms, consume, evaluate = self.derived[node]
+        apply = self.apply[node]
+
+        def fire(
+            entry: Entry, view: KeyView, result: BatchResult, dirty: list[int], queued: set[int]
+        ) -> None:
+            _fire_slowly(node, ttl_ms, consume, evaluate, apply, entry, view, result, dirty, queued)
+
+        return fire
 
 
 def run_wave(plan: WavePlan, entry: Entry, view: KeyView, result: BatchResult) -> None:
@@ -73,63 +124,45 @@ def run_wave(plan: WavePlan, entry: Entry, view: KeyView, result: BatchResult) -
     ``view`` is the state of the entry's key: the wave reads and writes nothing else.
     """
     ts = entry.ts
-    dirty: list[tuple[int, str]] = []
-    queued: set[str] = set()
-    known = plan.known
+    dirty: list[int] = []
+    queued: set[int] = set()
+    apply = plan.apply
+    unknown = 0
     for node, value in entry.readings:
-        if node in known:
-            _apply(plan, view, result, node, value, ts, dirty, queued)
+        known = apply.get(node)
+        if known is None:
+            unknown += 1
         else:
-            result.unknown += 1
+            known(value, ts, view, result, dirty, queued)
+    if unknown:
+        result.unknown += unknown
     result.readings += len(entry.readings)
-    while dirty:
-        _, node = heappop(dirty)
-        _expire_and_fire(plan, entry, view, result, node, dirty, queued)
+    if dirty:
+        fire = plan.fire
+        while dirty:
+            fire[heappop(dirty)](entry, view, result, dirty, queued)
 
 
-def _apply(
-    plan: WavePlan,
-    view: KeyView,
-    result: BatchResult,
+def _copy_slots(view: KeyView, node: str) -> Slots:
+    """The batch's working copy of ``node``'s slots, made on its first change in the batch."""
+    source = view.overlay.get(node)
+    slots = view.working[node] = list(source if source is not None else view.base[node])
+    return slots
+
+
+def _fire_slowly(
     node: str,
-    value: Value,
-    ts: int,
-    dirty: list[tuple[int, str]],
-    queued: set[str],
-) -> None:
-    """Apply a value of ``node`` to its latest value and to every slot it feeds (unless late)."""
-    latest = view.latest
-    known = latest.get(node)
-    if known is None or ts >= known[0]:
-        latest[node] = (ts, value)
-    working = view.working
-    for parent, position, rank in plan.feeds.get(node, ()):
-        slots = working.get(parent)
-        if slots is None:
-            source = view.overlay.get(parent)
-            slots = working[parent] = list(source if source is not None else view.base[parent])
-        slot = slots[position]
-        if slot is not None and ts < slot[0]:
-            result.late += 1
-            continue
-        slots[position] = (ts, value)
-        if parent not in queued:
-            queued.add(parent)
-            view.changed.add(parent)
-            heappush(dirty, (rank, parent))
-
-
-def _expire_and_fire(
-    plan: WavePlan,
+    ttl_ms: int,
+    consume: bool,
+    evaluate: Callable[[list[Value]], Value],
+    apply: Apply,
     entry: Entry,
     view: KeyView,
     result: BatchResult,
-    node: str,
-    dirty: list[tuple[int, str]],
-    queued: set[str],
+    dirty: list[int],
+    queued: set[int],
 ) -> None:
     """Expire old slots (TTL), fire when complete, and consume or keep the slots (mode)."""
-    ttl_ms, consume, evaluate = plan.derived[node]
     slots = view.working[node]
     args: list[Value] = []
     t_max = -1
@@ -160,7 +193,7 @@ def _expire_and_fire(
     result.fired.append((node, value, t_max, entry.id, entry.key))
     if faults.ENABLED:
         faults.reached("mid_wave")
-    _apply(plan, view, result, node, value, t_max, dirty, queued)
+    apply(value, t_max, view, result, dirty, queued)
 
 
 def _expire(slots: list[Slot], cutoff: int, result: BatchResult) -> None:
@@ -169,3 +202,106 @@ def _expire(slots: list[Slot], cutoff: int, result: BatchResult) -> None:
         if slot is not None and slot[1] is not None and slot[0] < cutoff:
             slots[i] = (slot[0], None)
             result.expired += 1
+
+
+# -- the generated code ------------------------------------------------------------------------
+
+
+def _source(graph: Graph, nodes: list[str]) -> str:
+    """Python source of ``a_<i>`` (apply a value of ``nodes[i]``) for every node and of
+    ``f_<j>`` (fire ``graph.order[j]``) for every derived node of a few arguments."""
+    index = {name: j for j, name in enumerate(graph.order)}
+    lines: list[str] = []
+    for i, name in enumerate(nodes):
+        lines.append(f"def a_{i}(value, ts, view, result, dirty, queued):")
+        lines += _apply_lines(graph, index, name, "    ")
+        lines.append("")
+    for j, name in enumerate(graph.order):
+        node = graph.nodes[name]
+        if len(node.args) <= MAX_UNROLLED_ARGS:
+            lines += _fire_lines(graph, index, j, name)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _apply_lines(graph: Graph, index: dict[str, int], name: str, pad: str) -> list[str]:
+    """Statements applying ``value`` (of node ``name``, at ``ts``): its latest value, then
+    every slot it feeds unless the slot holds a newer ts (late); a changed slot queues its
+    node once per wave."""
+    node = repr(name)
+    lines = [
+        f"{pad}latest = view.latest",
+        f"{pad}known = latest.get({node})",
+        f"{pad}if known is None or ts >= known[0]:",
+        f"{pad}    latest[{node}] = (ts, value)",
+    ]
+    fed = graph.parents.get(name, ())
+    if fed:
+        lines.append(f"{pad}working = view.working")
+    for parent, position in fed:
+        p, j, pos = repr(parent), index[parent], int(position)
+        lines += [
+            f"{pad}slots = working.get({p})",
+            f"{pad}if slots is None:",
+            f"{pad}    slots = copy_slots(view, {p})",
+            f"{pad}slot = slots[{pos}]",
+            f"{pad}if slot is not None and ts < slot[0]:",
+            f"{pad}    result.late += 1",
+            f"{pad}else:",
+            f"{pad}    slots[{pos}] = (ts, value)",
+            f"{pad}    if {j} not in queued:",
+            f"{pad}        queued.add({j})",
+            f"{pad}        view.changed.add({p})",
+            f"{pad}        heappush(dirty, {j})",
+        ]
+    return lines
+
+
+def _fire_lines(graph: Graph, index: dict[str, int], j: int, name: str) -> list[str]:
+    """``f_<j>``: fire derived node ``name`` when every slot holds a value and none expired
+    (else ``SLOW[j]`` decides), consume its slots in consume mode, apply the fired value."""
+    node = graph.nodes[name]
+    n = len(node.args)
+    ttl = int(node.ttl_ms)
+    slot_names = ", ".join(f"s{k}" for k in range(n)) + ("," if n == 1 else "")
+    values = ", ".join(f"v{k}" for k in range(n))
+    lines = [
+        f"def f_{j}(entry, view, result, dirty, queued):",
+        f"    slots = view.working[{name!r}]",
+        f"    {slot_names} = slots",
+        f"    if {' or '.join(f's{k} is None' for k in range(n))}:",
+        f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+    ]
+    lines += [f"    t{k}, v{k} = s{k}" for k in range(n)]
+    lines += [
+        f"    if {' or '.join(f'v{k} is None' for k in range(n))}:",
+        f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+        "    t_max = t0",
+    ]
+    for k in range(1, n):
+        lines += [f"    if t{k} > t_max:", f"        t_max = t{k}"]
+    if ttl:
+        lines.append("    t_min = t0")
+        for k in range(1, n):
+            lines += [f"    if t{k} < t_min:", f"        t_min = t{k}"]
+        lines += [
+            f"    if t_min < t_max - {ttl}:",
+            f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+        ]
+    lines += [
+        "    try:",
+        f"        value = F[{j}]([{values}])",
+        "    except FunctionError as exc:",
+        f"        result.function_errors.append((entry, {name!r}, str(exc)))",
+        "        return",
+    ]
+    if node.mode == "consume":
+        lines += [f"    slots[{k}] = (t{k}, None)" for k in range(n)]
+    lines += [
+        f"    result.fired.append(({name!r}, value, t_max, entry.id, entry.key))",
+        "    if faults.ENABLED:",
+        "        faults.reached('mid_wave')",
+        "    ts = t_max",
+    ]
+    lines += _apply_lines(graph, index, name, "    ")
+    return lines

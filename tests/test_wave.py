@@ -15,7 +15,7 @@ from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
 from streamcalc.state import KeyView, Slots
 from streamcalc.values import Value
-from streamcalc.wave import BatchResult, WavePlan, run_wave
+from streamcalc.wave import MAX_UNROLLED_ARGS, BatchResult, WavePlan, run_wave
 
 T0 = 1_700_000_000_000
 
@@ -329,3 +329,34 @@ def test_vectors_of_different_lengths_are_a_function_error() -> None:
     got = waves(graph, (T0, {"X": (1, 2), "Y": (10, 20)}), (T0 + 1, {"Y": (1, 2, 3)}))
     assert got.values() == [("S", (11, 22))]
     assert [(w, n) for w, n, _ in got.errors] == [(1, "S")]
+
+
+# -- the generated wave code -----------------------------------------------------------------------
+
+
+def test_generated_code_takes_dotted_names_repeated_arguments_and_many_arguments() -> None:
+    many = ", ".join(f'"x{i}"' for i in range(MAX_UNROLLED_ARGS + 4))  # the generic path only
+    got = waves(
+        '[nodes."plant1.boiler.sq"]\n'
+        'expr = "plant1.boiler.temp * plant1.boiler.temp - 1"\n'
+        "[nodes.twice]\n"
+        'fn = "add"\n'
+        'args = ["plant1.boiler.sq", "plant1.boiler.sq"]\n'
+        "[nodes.total]\n"
+        'fn = "add"\n'
+        'mode = "latest"\n'
+        f"args = [{many}]\n",
+        (T0, {"plant1.boiler.temp": 3, **{f"x{i}": i for i in range(MAX_UNROLLED_ARGS + 4)}}),
+        (T0 + 1, {"plant1.boiler.temp": 4, "x0": 100}),
+    )
+    total = sum(range(MAX_UNROLLED_ARGS + 4))
+    assert got.values() == [
+        ("plant1.boiler.sq", 8),
+        ("total", total),  # rank 1, after plant1.boiler.sq by name
+        ("twice", 16),
+        ("plant1.boiler.sq", 15),
+        ("total", total + 100),  # latest mode: the other slots are kept
+        ("twice", 30),
+    ]
+    assert got.slots["twice"] == [(T0 + 1, None), (T0 + 1, None)]  # consumed
+
