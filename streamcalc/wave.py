@@ -9,7 +9,9 @@ The hot path is Python code generated once per graph (:class:`WavePlan`): for
 every node, a function that applies one of its values to its latest value and to
 each slot it feeds, with the slots, positions and ranks written in as constants;
 for every derived node, a function that fires it when all its slots are filled
-and none has expired, and then applies the fired value the same way. Anything
+and none has expired (a formula of numbers and ``+ - *`` written out as Python
+when every argument is a number, see ``Graph.scalar_formula``), and then applies
+the fired value the same way. Anything
 else (a slot empty, consumed or expired) takes the one generic path,
 :func:`_fire_slowly`. The source is built from the validated graph only: node
 names enter it as string literals (``repr``), numbers as ints, and nothing an
@@ -56,6 +58,8 @@ MAX_UNROLLED_ARGS = 16
 
 #: Above every ts (an entry's @ts is at most 2^53 - 1).
 _NO_TS = 2**63
+#: An int result of at least this magnitude is not kept as it is (see values.normalize).
+_INT_LIMIT = 2**63
 
 
 class WavePlan:
@@ -288,13 +292,34 @@ def _fire_lines(graph: Graph, index: dict[str, int], j: int, name: str) -> list[
             f"    if t_min < t_max - {ttl}:",
             f"        return SLOW[{j}](entry, view, result, dirty, queued)",
         ]
-    lines += [
+    scalar = graph.scalar_formula(name)
+    call = [
         "    try:",
         f"        value = F[{j}]([{values}])",
         "    except FunctionError as exc:",
         f"        result.function_errors.append((entry, {name!r}, str(exc)))",
         "        return",
     ]
+    if scalar is None:
+        lines += call
+    else:
+        # On numbers, the formula written out; its function decides anything else. Never
+        # on a vector: Python's tuple * int repeats the tuple (a huge one for a big int).
+        lines += [
+            "    value = None",
+            f"    if {' and '.join(f'type(v{k}) is not tuple' for k in range(n))}:",
+            "        try:",
+            f"            found = {scalar}",
+            "        except Exception:",
+            "            found = None",
+            "        if type(found) is float:",
+            "            if found - found == 0.0:",
+            "                value = found",
+            f"        elif type(found) is int and {-_INT_LIMIT} < found < {_INT_LIMIT}:",
+            "            value = found",
+            "    if value is None:",
+        ]
+        lines += ["    " + line for line in call]
     if node.mode == "consume":
         lines += [f"    slots[{k}] = (t{k}, None)" for k in range(n)]
     lines += [

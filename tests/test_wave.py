@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from helpers import SEED_UNSORTED
 
+from streamcalc.errors import FunctionError
 from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
 from streamcalc.state import KeyView, Slots
@@ -360,3 +361,35 @@ def test_generated_code_takes_dotted_names_repeated_arguments_and_many_arguments
     ]
     assert got.slots["twice"] == [(T0 + 1, None), (T0 + 1, None)]  # consumed
 
+
+@pytest.mark.parametrize(
+    ("expr", "readings", "expected"),
+    [
+        ("X * X * X * X", {"X": 2**62}, float(2**248)),  # an int past 2^63 becomes a float
+        ("X * Y - 1", {"X": (1, 2), "Y": 3}, (2, 5)),  # a vector: element-wise, not Python's
+        ("-X + Y * 0.5", {"X": 1, "Y": (2, 4.5)}, (0.0, 1.25)),
+        ("X - Y + Y", {"X": 2, "Y": 2**62}, 2),
+    ],
+)
+def test_a_formula_written_out_for_numbers_equals_its_function(
+    expr: str, readings: dict[str, Value], expected: Value
+) -> None:
+    graph = parse_graph_text(f'[nodes.S]\nexpr = "{expr}"\n', "<test>")
+    assert graph.scalar_formula("S") is not None
+    got = waves(f'[nodes.S]\nexpr = "{expr}"\n', (T0, readings))
+    assert got.values() == [("S", expected)]
+    assert type(got.values()[0][1]) is type(expected)
+    assert got.values()[0][1] == graph.evaluate("S", [readings[n] for n in graph.nodes["S"].args])
+
+
+def test_a_formula_written_out_that_overflows_is_the_function_error_of_its_function() -> None:
+    toml = '[nodes.S]\nexpr = "X * X * Y"\n'
+    got = waves(toml, (T0, {"X": 1e200, "Y": 2}), (T0 + 1, {"X": 10**200, "Y": 1.5}))
+    graph = parse_graph_text(toml, "<test>")
+    expected = []
+    for args in ([1e200, 2], [10**200, 1.5]):
+        with pytest.raises(FunctionError) as raised:
+            graph.evaluate("S", args)
+        expected.append(str(raised.value))
+    assert [message for _, _, message in got.errors] == expected
+    assert "overflow" in expected[1] and "finite" in expected[0]
