@@ -5,17 +5,16 @@ applies one entry to the :class:`~streamcalc.state.KeyView` of the entry's key,
 one wave at a time, and records what the commit has to write in a
 :class:`BatchResult` (fired values carry the entry's key through).
 
-The hot path is Python code generated once per graph (:class:`WavePlan`): for
-every node, a function that applies one of its values to its latest value and to
-each slot it feeds, with the slots, positions and ranks written in as constants;
-for every derived node, a function that fires it when all its slots are filled
-and none has expired (a formula of numbers and ``+ - *`` written out as Python
-when every argument is a number, see ``Graph.scalar_formula``), and then applies
-the fired value the same way. Anything
-else (a slot empty, consumed or expired) takes the one generic path,
-:func:`_fire_slowly`. The source is built from the validated graph only: node
-names enter it as string literals (``repr``), numbers as ints, and nothing an
-entry or Redis holds ever becomes code.
+The hot path is built once per graph (:class:`WavePlan`): for every node, a
+closure that applies one of its values to its latest value and to each slot it
+feeds; for every derived node, a fire function compiled from Python source
+generated per shape of node (its arity, mode, ttl and formula): it fires the
+node when all its slots are filled and none has expired, with the slot checks
+unrolled and a formula of numbers and ``+ - *`` written out (see
+``Graph.scalar_formula``), then applies the fired value. Anything else (a slot
+empty, consumed or expired) takes the one generic path, :func:`_fire_slowly`.
+The source holds no node name: only the validated formula's operators and
+numeric literals (``repr``); nothing an entry or Redis holds becomes code.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ _INT_LIMIT = 2**63
 
 
 class WavePlan:
-    """The graph's wave code, generated and compiled once per graph.
+    """The graph's wave code, built once per graph.
 
     ``apply``: node -> the function that applies one of its values (every node of the graph);
     ``fire``: index of a derived node in ``graph.order`` -> the function that evaluates it
@@ -73,7 +72,7 @@ class WavePlan:
     ``known``: every node name of the graph.
     """
 
-    __slots__ = ("apply", "derived", "fire", "generations", "graph", "known", "source")
+    __slots__ = ("apply", "derived", "fire", "generations", "graph", "known", "shapes")
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -86,39 +85,37 @@ class WavePlan:
         self.generations: dict[str, bytes] = {
             name: generation(text) for name, text in graph.definitions().items()
         }
-        nodes = sorted(self.known)
-        self.source = _source(graph, nodes)
-        """The generated Python source of ``apply`` and ``fire``."""
-        self.apply: dict[str, Apply] = {}
-        self.fire: list[Fire] = []
-        self._compile(nodes)
-
-    def _compile(self, nodes: list[str]) -> None:
-        order = self.graph.order
-        namespace: dict[str, Any] = {
-            "F": [self.derived[name][2] for name in order],
-            "heappush": heappush,
-            "faults": faults,
-            "FunctionError": FunctionError,
-            "copy_slots": _copy_slots,
+        index = {name: j for j, name in enumerate(graph.order)}
+        self.apply: dict[str, Apply] = {
+            name: _applier(
+                name, tuple((p, pos, index[p]) for p, pos in graph.parents.get(name, ()))
+            )
+            for name in sorted(self.known)
         }
-        label = f"<wave of graph {self.graph.version_hash[:12]}>"
-        # The source is built from the validated graph alone (see the module doc).
-        exec(compile(self.source, label, "exec"), namespace)
-        self.apply = {name: namespace[f"a_{i}"] for i, name in enumerate(nodes)}
-        slow: list[Fire] = [self._slow(j, name) for j, name in enumerate(order)]
-        namespace["SLOW"] = slow
-        self.fire = [namespace.get(f"f_{j}", slow[j]) for j in range(len(order))]
+        self.shapes: dict[tuple[int, bool, bool, str | None], Callable[..., Fire]] = {}
+        """The compiled fire functions' factories, one per shape of derived node."""
+        self.fire: list[Fire] = [self._fire(name) for name in graph.order]
 
-    def _slow(self, index: int, node: str) -> Fire:
+    def _fire(self, node: str) -> Fire:
         ttl_ms, consume, evaluate = self.derived[node]
         apply = self.apply[node]
 
-        def fire(
+        def slow(
             entry: Entry, view: KeyView, result: BatchResult, dirty: list[int], queued: set[int]
         ) -> None:
             _fire_slowly(node, ttl_ms, consume, evaluate, apply, entry, view, result, dirty, queued)
 
+        arity = len(self.graph.nodes[node].args)
+        if arity > MAX_UNROLLED_ARGS:
+            return slow
+        scalar = self.graph.scalar_formula(node)
+        if scalar is not None and len(self.shapes) >= MAX_SHAPES:
+            scalar = None  # past so many formulas, the node's function evaluates it
+        shape = (arity, consume, bool(ttl_ms), scalar)
+        factory = self.shapes.get(shape)
+        if factory is None:
+            factory = self.shapes[shape] = _compile_shape(*shape)
+        fire: Fire = factory(node, ttl_ms, evaluate, slow, apply)
         return fire
 
 
@@ -211,75 +208,77 @@ def _expire(slots: list[Slot], cutoff: int, result: BatchResult) -> None:
 # -- the generated code ------------------------------------------------------------------------
 
 
-def _source(graph: Graph, nodes: list[str]) -> str:
-    """Python source of ``a_<i>`` (apply a value of ``nodes[i]``) for every node and of
-    ``f_<j>`` (fire ``graph.order[j]``) for every derived node of a few arguments."""
-    index = {name: j for j, name in enumerate(graph.order)}
-    lines: list[str] = []
-    for i, name in enumerate(nodes):
-        lines.append(f"def a_{i}(value, ts, view, result, dirty, queued):")
-        lines += _apply_lines(graph, index, name, "    ")
-        lines.append("")
-    for j, name in enumerate(graph.order):
-        node = graph.nodes[name]
-        if len(node.args) <= MAX_UNROLLED_ARGS:
-            lines += _fire_lines(graph, index, j, name)
-            lines.append("")
-    return "\n".join(lines)
+def _applier(node: str, feeds: tuple[tuple[str, int, int], ...]) -> Apply:
+    """The function that applies a value of ``node`` at ``ts``: its latest value, then
+    every slot it feeds (``feeds``: derived node, argument position, index in the order)
+    unless the slot holds a newer ts (late); a changed slot queues its node once a wave."""
+
+    def apply(
+        value: Value,
+        ts: int,
+        view: KeyView,
+        result: BatchResult,
+        dirty: list[int],
+        queued: set[int],
+    ) -> None:
+        latest = view.latest
+        known = latest.get(node)
+        if known is None or ts >= known[0]:
+            latest[node] = (ts, value)
+        if not feeds:
+            return
+        working = view.working
+        for parent, position, index in feeds:
+            slots = working.get(parent)
+            if slots is None:
+                slots = _copy_slots(view, parent)
+            slot = slots[position]
+            if slot is not None and ts < slot[0]:
+                result.late += 1
+                continue
+            slots[position] = (ts, value)
+            if index not in queued:
+                queued.add(index)
+                view.changed.add(parent)
+                heappush(dirty, index)
+
+    return apply
 
 
-def _apply_lines(graph: Graph, index: dict[str, int], name: str, pad: str) -> list[str]:
-    """Statements applying ``value`` (of node ``name``, at ``ts``): its latest value, then
-    every slot it feeds unless the slot holds a newer ts (late); a changed slot queues its
-    node once per wave."""
-    node = repr(name)
-    lines = [
-        f"{pad}latest = view.latest",
-        f"{pad}known = latest.get({node})",
-        f"{pad}if known is None or ts >= known[0]:",
-        f"{pad}    latest[{node}] = (ts, value)",
-    ]
-    fed = graph.parents.get(name, ())
-    if fed:
-        lines.append(f"{pad}working = view.working")
-    for parent, position in fed:
-        p, j, pos = repr(parent), index[parent], int(position)
-        lines += [
-            f"{pad}slots = working.get({p})",
-            f"{pad}if slots is None:",
-            f"{pad}    slots = copy_slots(view, {p})",
-            f"{pad}slot = slots[{pos}]",
-            f"{pad}if slot is not None and ts < slot[0]:",
-            f"{pad}    result.late += 1",
-            f"{pad}else:",
-            f"{pad}    slots[{pos}] = (ts, value)",
-            f"{pad}    if {j} not in queued:",
-            f"{pad}        queued.add({j})",
-            f"{pad}        view.changed.add({p})",
-            f"{pad}        heappush(dirty, {j})",
-        ]
-    return lines
+#: At most this many distinct formulas are written out (each compiles its own code).
+MAX_SHAPES = 500
 
 
-def _fire_lines(graph: Graph, index: dict[str, int], j: int, name: str) -> list[str]:
-    """``f_<j>``: fire derived node ``name`` when every slot holds a value and none expired
-    (else ``SLOW[j]`` decides), consume its slots in consume mode, apply the fired value."""
-    node = graph.nodes[name]
-    n = len(node.args)
-    ttl = int(node.ttl_ms)
+def _compile_shape(arity: int, consume: bool, ttl: bool, scalar: str | None) -> Callable[..., Fire]:
+    """The factory ``make(node, ttl_ms, evaluate, slow, apply)`` of the fire functions of
+    every derived node of one shape: its arity, mode, whether it has a ttl, and its
+    formula written out (or None). Compiled from :func:`_shape_source`."""
+    namespace: dict[str, Any] = {"faults": faults, "FunctionError": FunctionError}
+    source = _shape_source(arity, consume, ttl, scalar)
+    # The source is built from the validated graph alone (see the module doc).
+    exec(compile(source, f"<wave: {arity} arguments>", "exec"), namespace)
+    factory: Callable[..., Fire] = namespace["make"]
+    return factory
+
+
+def _shape_source(arity: int, consume: bool, ttl: bool, scalar: str | None) -> str:
+    """``make``: fire ``node`` when every slot holds a value and none expired (else
+    ``slow`` decides), consume its slots in consume mode, then apply the fired value."""
+    n = arity
     slot_names = ", ".join(f"s{k}" for k in range(n)) + ("," if n == 1 else "")
     values = ", ".join(f"v{k}" for k in range(n))
     lines = [
-        f"def f_{j}(entry, view, result, dirty, queued):",
-        f"    slots = view.working[{name!r}]",
+        "def make(node, ttl_ms, evaluate, slow, apply):",
+        "  def fire(entry, view, result, dirty, queued):",
+        "    slots = view.working[node]",
         f"    {slot_names} = slots",
         f"    if {' or '.join(f's{k} is None' for k in range(n))}:",
-        f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+        "        return slow(entry, view, result, dirty, queued)",
     ]
     lines += [f"    t{k}, v{k} = s{k}" for k in range(n)]
     lines += [
         f"    if {' or '.join(f'v{k} is None' for k in range(n))}:",
-        f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+        "        return slow(entry, view, result, dirty, queued)",
         "    t_max = t0",
     ]
     for k in range(1, n):
@@ -289,15 +288,14 @@ def _fire_lines(graph: Graph, index: dict[str, int], j: int, name: str) -> list[
         for k in range(1, n):
             lines += [f"    if t{k} < t_min:", f"        t_min = t{k}"]
         lines += [
-            f"    if t_min < t_max - {ttl}:",
-            f"        return SLOW[{j}](entry, view, result, dirty, queued)",
+            "    if t_min < t_max - ttl_ms:",
+            "        return slow(entry, view, result, dirty, queued)",
         ]
-    scalar = graph.scalar_formula(name)
     call = [
         "    try:",
-        f"        value = F[{j}]([{values}])",
+        f"        value = evaluate([{values}])",
         "    except FunctionError as exc:",
-        f"        result.function_errors.append((entry, {name!r}, str(exc)))",
+        "        result.function_errors.append((entry, node, str(exc)))",
         "        return",
     ]
     if scalar is None:
@@ -320,13 +318,13 @@ def _fire_lines(graph: Graph, index: dict[str, int], j: int, name: str) -> list[
             "    if value is None:",
         ]
         lines += ["    " + line for line in call]
-    if node.mode == "consume":
+    if consume:
         lines += [f"    slots[{k}] = (t{k}, None)" for k in range(n)]
     lines += [
-        f"    result.fired.append(({name!r}, value, t_max, entry.id, entry.key))",
+        "    result.fired.append((node, value, t_max, entry.id, entry.key))",
         "    if faults.ENABLED:",
         "        faults.reached('mid_wave')",
-        "    ts = t_max",
+        "    apply(value, t_max, view, result, dirty, queued)",
+        "  return fire",
     ]
-    lines += _apply_lines(graph, index, name, "    ")
-    return lines
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from helpers import SEED_UNSORTED
 
+from streamcalc import wave
 from streamcalc.errors import FunctionError
 from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
@@ -393,3 +394,13 @@ def test_a_formula_written_out_that_overflows_is_the_function_error_of_its_funct
         expected.append(str(raised.value))
     assert [message for _, _, message in got.errors] == expected
     assert "overflow" in expected[1] and "finite" in expected[0]
+
+
+def test_formulas_past_the_shape_limit_are_evaluated_by_their_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wave, "MAX_SHAPES", 1)
+    toml = '[nodes.P]\nexpr = "X + Y"\n[nodes.Q]\nexpr = "X * Y"\n[nodes.R]\nexpr = "X - Y"\n'
+    plan = WavePlan(parse_graph_text(toml, "<test>"))
+    assert [shape[3] for shape in plan.shapes] == ["(v0 + v1)", None]
+    assert waves(toml, (T0, {"X": 3, "Y": 4})).values() == [("P", 7), ("Q", 12), ("R", -1)]
