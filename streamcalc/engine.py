@@ -452,14 +452,16 @@ class Engine:
         fired = request.fired
         for node, value, ts, src, key in batch.result.fired:
             fired += (node, value_text(value), str(ts), src, key)
-        self._latest(batch.view, request)
+        self._latest(batch.view, request, self._plan.graph.nodes)
         if batch.bad or batch.result.function_errors:
             request.dead = self._dead_letters(batch)
         return request
 
     @staticmethod
-    def _latest(view: BatchView, request: CommitRequest) -> None:
-        """Latest values per state field, and the newest ts per node and per key."""
+    def _latest(view: BatchView, request: CommitRequest, derived: Mapping[str, object]) -> None:
+        """Latest values per state field, the newest ts per derived node over the non-empty
+        keys (the staleness gauge reads the empty key's from its latest values), and the
+        newest ts per non-empty key."""
         latest = request.latest
         key_ts = request.key_ts
         fresh: dict[str, int] = {}
@@ -471,10 +473,10 @@ class Engine:
                 if ts != last_ts:  # the values of a wave share their ts, mostly
                     last_ts, ts_text = ts, str(ts)
                 latest += (prefix + node, ts_text, value_text(value))
-                if ts > fresh.get(node, -1):
-                    fresh[node] = ts
                 if ts > newest:
                     newest = ts
+                if key and ts > fresh.get(node, -1) and node in derived:
+                    fresh[node] = ts
             if key and newest >= 0:
                 key_ts += (key, str(newest))
         for node, ts in fresh.items():

@@ -352,3 +352,15 @@ def test_tampered_slot_state_is_reported_not_fatal(
     send(r, keys, T0, X=1, Y=2)
     drain(redis_url, ns)
     assert [(n, v) for n, v, _, _ in outputs(r, keys)] == [("S", 3)]  # as if the slots were empty
+
+
+def test_fresh_holds_the_newest_ts_of_derived_nodes_over_the_non_empty_keys(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, SEED)
+    send(r, keys, T0, C=1, D=2, E=3, F=4)  # the empty key: its ts are in its latest values
+    r.xadd(keys.input, {"C": "1", "D": "2", "E": "3", "F": "4", "@ts": str(T0 + 5), "@key": "k"})
+    r.xadd(keys.input, {"C": "1", "D": "2", "E": "3", "@ts": str(T0 + 3), "@key": "j"})
+    drain(redis_url, ns)
+    assert r.hgetall(keys.fresh) == {b"A": str(T0 + 5).encode(), b"B": str(T0 + 5).encode()}
+    assert latest_values(r, keys)["B"][0] == T0
