@@ -225,8 +225,6 @@ def _applier(node: str, feeds: tuple[tuple[str, int, int], ...]) -> Apply:
         known = latest.get(node)
         if known is None or ts >= known[0]:
             latest[node] = (ts, value)
-        if not feeds:
-            return
         working = view.working
         for parent, position, index in feeds:
             slots = working.get(parent)
@@ -242,7 +240,20 @@ def _applier(node: str, feeds: tuple[tuple[str, int, int], ...]) -> Apply:
                 view.changed.add(parent)
                 heappush(dirty, index)
 
-    return apply
+    def apply_latest(
+        value: Value,
+        ts: int,
+        view: KeyView,
+        result: BatchResult,
+        dirty: list[int],
+        queued: set[int],
+    ) -> None:
+        latest = view.latest
+        known = latest.get(node)
+        if known is None or ts >= known[0]:
+            latest[node] = (ts, value)
+
+    return apply if feeds else apply_latest  # a node that feeds nothing: its latest value only
 
 
 #: At most this many distinct formulas are written out (each compiles its own code).
