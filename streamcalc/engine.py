@@ -58,6 +58,8 @@ from streamcalc.wave import BatchResult, WavePlan, run_wave
 
 #: A batch adds the counts of at most this many of its unknown names to the partition's set.
 UNKNOWN_NAMES_PER_BATCH = 50
+#: At most this many state fields whose stored latest ts an engine remembers (then it forgets).
+STORED_TS_LIMIT = 200_000
 
 
 def poison_reason(delivered: int, limit: int) -> str:
@@ -89,6 +91,10 @@ class Batch:
     request: CommitRequest | None = None
     work: float = 0.0
     """CPU seconds spent decoding and evaluating the batch (what the budget learns)."""
+    latest_known: dict[str, int] = field(default_factory=dict)
+    """State field -> ts of each latest value the request writes without comparing."""
+    latest_asked: dict[str, int] = field(default_factory=dict)
+    """State field -> ts of each latest value commit.lua compares with the stored one."""
 
 
 class Engine:
@@ -127,6 +133,12 @@ class Engine:
         self._pool: Any = None  # the pool it came from: its slot owner's
         self.budget = Budget(settings.batch)
         """How many entries to read at a time (see :class:`~streamcalc.budget.Budget`)."""
+        self._stored_ts: dict[str, int] = {}
+        """State field -> the ts of the latest value stored there, where this engine knows it
+        exactly: it committed that value under its lease, and no commit of it has been in
+        doubt since (only a partition's lease holder writes latest values). A newer value of
+        such a field is written without reading the stored one; an older one not at all."""
+        self._stored_token = ""
 
     def reload_graph(self) -> None:
         """Fetch the stored graph; drop all cached slot state (it may belong to the old graph).
@@ -150,6 +162,7 @@ class Engine:
         self.graph, self.graph_version = graph, version
         self._plan = WavePlan(graph) if graph is not None else None
         self.cache.clear()
+        self._stored_ts.clear()
 
     def batch_size(self) -> int:
         """Entries to read next (the budget's say)."""
@@ -306,9 +319,13 @@ class Engine:
             self._conn = self._pool = None
 
     def drop_connection(self) -> None:
-        """Close the dedicated connection (a reply on it is unread or was cut short)."""
+        """Close the dedicated connection (a reply on it is unread or was cut short).
+
+        A commit sent on it may or may not have happened: the stored latest ts this
+        engine knew are forgotten too."""
         if self._conn is not None:
             self._conn.disconnect()
+        self._stored_ts.clear()
         self.close()
 
     def _lost(self, exc: redis.ConnectionError) -> redis.RedisError:
@@ -350,7 +367,7 @@ class Engine:
         for entry in batch.good:
             run_wave(plan, entry, scope(entry.key), result)
         faults.reached("after_eval")
-        batch.request = self._request(batch, raw)
+        batch.request = self._request(batch, raw, after)
         batch.work += time.thread_time() - started
         return batch
 
@@ -446,7 +463,7 @@ class Engine:
             self.log.error("tampered slot state ignored", key=key, node=node, error=str(exc))
             return [None] * arity
 
-    def _request(self, batch: Batch, raw: Sequence[RawEntry]) -> CommitRequest:
+    def _request(self, batch: Batch, raw: Sequence[RawEntry], after: Batch | None) -> CommitRequest:
         assert batch.view is not None and self._plan is not None
         s = self.settings
         request = CommitRequest(s.group, self.consumer, self.graph_version, self.token)
@@ -458,29 +475,60 @@ class Engine:
         fired = request.fired
         for node, value, ts, src, key in batch.result.fired:
             fired += (node, value_text(value), str(ts), src, key)
-        self._latest(batch.view, request)
+        self._latest(batch, request, self._plan.graph.nodes, after)
         if batch.bad or batch.result.function_errors:
             request.dead = self._dead_letters(batch)
         return request
 
-    @staticmethod
-    def _latest(view: BatchView, request: CommitRequest) -> None:
-        """Latest values per state field, and the newest ts per node and per key."""
-        latest = request.latest
+    def _latest(
+        self,
+        batch: Batch,
+        request: CommitRequest,
+        derived: Mapping[str, object],
+        after: Batch | None,
+    ) -> None:
+        """Latest values per state field, the newest ts per derived node over the non-empty
+        keys (the staleness gauge reads the empty key's from its latest values), and the
+        newest ts per non-empty key.
+
+        A field whose stored ts is known goes to ``latest_known`` when this value is newer,
+        and nowhere when it is older; any other is compared by commit.lua. Known: in
+        ``_stored_ts``, or written without comparing by ``after`` (the batch whose commit
+        is in flight: if it fails, this batch is prepared again), unless ``after`` has
+        commit.lua compare it (its outcome is not known)."""
+        assert batch.view is not None
+        if self._stored_token != self.token:  # a new lease: what was stored is not known
+            self._stored_ts.clear()
+            self._stored_token = self.token
+        stored = self._stored_ts
+        before = after.latest_known if after is not None else {}
+        doubtful = after.latest_asked if after is not None else {}
+        sent_known = batch.latest_known = {}
+        sent_asked = batch.latest_asked = {}
+        latest, known = request.latest, request.latest_known
         key_ts = request.key_ts
         fresh: dict[str, int] = {}
         last_ts, ts_text = -1, ""
-        for key, scope in view.keys.items():
+        for key, scope in batch.view.keys.items():
             prefix = state_field(key, "")
             newest = -1
             for node, (ts, value) in scope.latest.items():
                 if ts != last_ts:  # the values of a wave share their ts, mostly
                     last_ts, ts_text = ts, str(ts)
-                latest += (prefix + node, ts_text, value_text(value))
-                if ts > fresh.get(node, -1):
-                    fresh[node] = ts
+                state = prefix + node
+                was = before.get(state)
+                if was is None:
+                    was = None if state in doubtful else stored.get(state)
+                if was is None:
+                    latest += (state, ts_text, value_text(value))
+                    sent_asked[state] = ts
+                elif ts >= was:
+                    known += (state, ts_text, value_text(value))
+                    sent_known[state] = ts
                 if ts > newest:
                     newest = ts
+                if key and ts > fresh.get(node, -1) and node in derived:
+                    fresh[node] = ts
             if key and newest >= 0:
                 key_ts += (key, str(newest))
         for node, ts in fresh.items():
@@ -509,7 +557,7 @@ class Engine:
         reply = raw_reply if isinstance(raw_reply, CommitReply) else CommitReply.parse(raw_reply)
         if reply.outcome == "ok":
             faults.reached("after_commit")
-            self._committed(batch)
+            self._committed(batch, reply.kept)
             return True
         metrics.CONFLICTS.inc()
         batch.decoded = None
@@ -537,8 +585,15 @@ class Engine:
         except redis.RedisError as exc:  # a statistic: the batch is committed all the same
             self.log.warning("unknown names not counted", error=str(exc))
 
-    def _committed(self, batch: Batch) -> None:
+    def _committed(self, batch: Batch, kept: frozenset[str]) -> None:
         assert batch.view is not None
+        stored = self._stored_ts
+        if len(stored) + len(batch.latest_known) + len(batch.latest_asked) > STORED_TS_LIMIT:
+            stored.clear()
+        stored.update(batch.latest_known)
+        stored.update(batch.latest_asked)
+        for state in kept:  # a newer value stayed: its ts is not known
+            del stored[state]
         result = batch.result
         self.budget.fired(len(result.fired), len(batch.good))
         self.budget.took(batch.work, len(batch.raw))

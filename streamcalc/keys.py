@@ -101,7 +101,9 @@ class Keys:
     latest = _Key(
         "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest value.'
     )
-    fresh = _Key("fresh", doc="Hash: node -> newest ts of its values over all keys (staleness).")
+    fresh = _Key(
+        "fresh", doc="Hash: derived node -> newest ts of its values over the non-empty keys."
+    )
     key_index = _Key("keys", doc="Sorted set: key -> newest ts of its values (search, stalest).")
     unknown = _Key(
         "unknown",

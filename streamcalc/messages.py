@@ -7,7 +7,6 @@ one-line reason, and the entry goes whole to the dead-letter stream.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -23,7 +22,6 @@ MAX_FIELDS = 1024
 MAX_VALUE_BYTES = 64 * 1024
 #: Longest vector.
 MAX_VECTOR_LEN = 4096
-_DIGITS = re.compile(rb"[0-9]{1,16}")
 #: Largest ``@ts``: every ts stays an exact double (JSON, Lua, Prometheus).
 MAX_TS = 2**53 - 1
 #: Default of ``--max-future``: how far an ``@ts`` may lie ahead of its entry's ID time.
@@ -74,12 +72,16 @@ def decode_entry(
     readings: dict[str, Value] = {}
     names = _known_names
     decode = _json_decode
+    ts: int | None = None
     for i in range(0, len(fields) - 1, 2):
         field, raw = fields[i], fields[i + 1]
         name = names.get(field)
         if name is None:
+            if field == _TS_FIELD and ts is None:  # the common reserved field, inline
+                ts = _decode_ts(raw)
+                continue
             if field.startswith(b"@"):
-                reserved.take(field, raw)
+                reserved.take(field, raw, ts is not None)
                 continue
             name = _decode_name(field)
         if name in readings:
@@ -97,8 +99,7 @@ def decode_entry(
     if not readings:
         raise EntryError("entry carries no readings")
     text_id = entry_id.decode()
-    ts = reserved.ts
-    arrived = id_ms(text_id)
+    arrived = int(entry_id.partition(b"-")[0])
     if ts is not None and max_future_ms and ts - arrived > max_future_ms:
         raise EntryError(
             f"@ts {ts} lies {(ts - arrived) / 1000:.0f} s ahead of the entry's time "
@@ -116,23 +117,21 @@ def decode_entry(
 class _Reserved:
     """The ``@`` fields of one entry as they are decoded; unknown or repeated ones raise."""
 
-    __slots__ = ("key", "seen", "src", "ts")
+    __slots__ = ("key", "seen", "src")
 
     def __init__(self) -> None:
-        self.ts: int | None = None
         self.src: str | None = None
         self.key = ""
         self.seen: set[bytes] = set()
 
-    def take(self, field: bytes, raw: bytes) -> None:
+    def take(self, field: bytes, raw: bytes, ts_seen: bool) -> None:
+        """Take ``@src`` or ``@key`` (``@ts`` is decoded inline; ``ts_seen``: it was)."""
         if field not in (_TS_FIELD, _SRC_FIELD, _KEY_FIELD):
             raise EntryError(f"unknown reserved field {_show(field)}")
-        if field in self.seen:
+        if field in self.seen or (field == _TS_FIELD and ts_seen):
             raise EntryError(f"field {_show(field)} appears twice")
         self.seen.add(field)
-        if field == _TS_FIELD:
-            self.ts = _decode_ts(raw)
-        elif field == _SRC_FIELD:
+        if field == _SRC_FIELD:
             self.src = raw.decode("utf-8", "backslashreplace")
         else:
             self.key = decode_key(raw)
@@ -155,11 +154,12 @@ def decode_key(raw: bytes) -> str:
 
 
 def _decode_ts(raw: bytes) -> int:
-    if _DIGITS.fullmatch(raw) is None or int(raw) > MAX_TS:
+    # bytes.isdigit: ASCII digits only, and not empty
+    if len(raw) > 16 or not raw.isdigit() or (ts := int(raw)) > MAX_TS:
         raise EntryError(
             f"@ts {_show(raw)} is not a non-negative integer of milliseconds (at most 2^53 - 1)"
         )
-    return int(raw)
+    return ts
 
 
 def _decode_name(field: bytes) -> str:

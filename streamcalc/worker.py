@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -555,6 +555,20 @@ class Worker:
         except GraphError:
             return engine.graph  # the engine reports it when it reloads
 
+    def _newest(self, partitions: list[Keys], derived: list[str]) -> dict[str, int]:
+        """The newest ts of each derived node's values over all keys: the keyed values' from
+        every partition's fresh hash, the empty key's from its latest values (partition 0).
+        Bounded: one field per derived node and partition."""
+        newest: dict[str, int] = {}
+        reads = [(keys.fresh, False) for keys in partitions] + [(partitions[0].latest, True)]
+        for hash_key, latest in reads:
+            replies = cast(list[bytes | None], self.client.hmget(hash_key, derived))
+            for node, raw in zip(derived, replies, strict=True):
+                ts = raw.partition(b" ")[0] if latest and raw is not None else raw
+                if ts is not None and ts.isdigit():  # anything else was not written by us
+                    newest[node] = max(newest.get(node, 0), int(ts))
+        return newest
+
     def observe_group(self) -> None:
         """Refresh the gauges read from Redis: lag and pending per partition, node staleness."""
         count = max(self.partitions, 1)
@@ -577,11 +591,7 @@ class Worker:
         if graph is None:
             return
         derived = list(graph.nodes)
-        newest: dict[str, int] = {}
-        for keys in partitions:  # bounded: one field per derived node and partition
-            for node, raw in zip(derived, self.client.hmget(keys.fresh, derived), strict=True):
-                if raw is not None and raw.isdigit():  # anything else was not written by us
-                    newest[node] = max(newest.get(node, 0), int(raw))
+        newest = self._newest(partitions, derived)
         values: dict[str, Value] = {}
         if self.settings.export_values:  # the empty key's values, in partition 0
             named = sorted(graph.inputs | set(derived))

@@ -352,3 +352,45 @@ def test_tampered_slot_state_is_reported_not_fatal(
     send(r, keys, T0, X=1, Y=2)
     drain(redis_url, ns)
     assert [(n, v) for n, v, _, _ in outputs(r, keys)] == [("S", 3)]  # as if the slots were empty
+
+
+def test_fresh_holds_the_newest_ts_of_derived_nodes_over_the_non_empty_keys(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    load(r, ns, SEED)
+    send(r, keys, T0, C=1, D=2, E=3, F=4)  # the empty key: its ts are in its latest values
+    r.xadd(keys.input, {"C": "1", "D": "2", "E": "3", "F": "4", "@ts": str(T0 + 5), "@key": "k"})
+    r.xadd(keys.input, {"C": "1", "D": "2", "E": "3", "@ts": str(T0 + 3), "@key": "j"})
+    drain(redis_url, ns)
+    assert r.hgetall(keys.fresh) == {b"A": str(T0 + 5).encode(), b"B": str(T0 + 5).encode()}
+    assert latest_values(r, keys)["B"][0] == T0
+
+
+def test_a_newer_latest_value_the_worker_did_not_write_is_never_replaced_by_an_older_one(
+    redis_url: str, r: redis.Redis, ns: str, keys: Keys
+) -> None:
+    # One entry a batch; an entry of an unknown name between two of X, so that the
+    # second is prepared while a batch without X is in flight.
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\nmode = "latest"\n')
+    send(r, keys, T0 + 10, X=1)
+    drain(redis_url, ns)
+    r.hset(keys.latest, "X", f"{T0 + 100} 50")  # not this worker's: another tenure's, say
+    for ts in (T0 + 20, T0 + 30, T0 + 40):
+        send(r, keys, ts, X=ts - T0)  # X stayed: its ts is still not known to the worker
+        send(r, keys, ts + 1, Unknown=0)
+    drain(redis_url, ns, batch=1)
+    assert latest_values(r, keys)["X"] == (T0 + 100, 50)
+    for ts in (T0 + 200, T0 + 150):  # newer, then older than what the worker wrote
+        send(r, keys, ts, X=ts - T0)
+        send(r, keys, ts + 1, Unknown=0)
+    drain(redis_url, ns, batch=1)
+    assert latest_values(r, keys)["X"] == (T0 + 200, 200)
+    assert latest_values(r, keys)["S"] == (T0 + 200, 201)
+    send(r, keys, T0 + 300, X=300)
+    drain(redis_url, ns, batch=1)
+    assert latest_values(r, keys)["X"] == (T0 + 300, 300)
+    for ts in (T0 + 400, T0 + 500, T0 + 450):  # back to back: each prepared during the
+        send(r, keys, ts, X=ts - T0)  # commit before it, which compares X with the stored
+    drain(redis_url, ns, batch=1)
+    assert latest_values(r, keys)["X"] == (T0 + 500, 500)
+    assert [v for n, v, _, _ in outputs(r, keys)] == [2, 21, 31, 41, 201, 301, 401, 501]

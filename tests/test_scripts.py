@@ -95,7 +95,7 @@ def test_older_values_never_replace_newer_ones(
     r.zadd(keys.key_index, {"k": 2000})
     req = request(token, [pending_entry(r, keys)])
     req.latest, req.fresh, req.key_ts = ["X", "1999", "1"], ["X", "1999"], ["k", "1999"]
-    assert scripts.commit(req).outcome == "ok"
+    assert scripts.commit(req) == CommitReply("ok", kept=frozenset({"X"}))  # X stayed
     assert r.hget(keys.latest, "X") == b"2000 7"
     assert r.hget(keys.fresh, "X") == b"2000"
     assert r.zscore(keys.key_index, "k") == 2000
@@ -103,6 +103,18 @@ def test_older_values_never_replace_newer_ones(
     req.latest = ["X", "2000", "8"]
     assert scripts.commit(req).outcome == "ok"
     assert r.hget(keys.latest, "X") == b"2000 8"
+
+
+def test_latest_values_the_worker_knows_are_newer_are_written_without_reading(
+    r: redis.Redis, ns: str, keys: Keys, scripts: Scripts, token: str
+) -> None:
+    load(r, ns, '[nodes.S]\nexpr = "X + 1"\n')
+    r.hset(keys.latest, mapping={"X": "2000 7", "Y": "2000 7"})
+    req = request(token, [pending_entry(r, keys)])
+    req.latest_known = ["X", "1999", "1"]  # the worker's word: written as it is
+    req.latest = ["Y", "1999", "1"]
+    assert scripts.commit(req) == CommitReply("ok", kept=frozenset({"Y"}))
+    assert r.hmget(keys.latest, ["X", "Y"]) == [b"1999 1", b"2000 7"]
 
 
 def test_timestamps_beyond_doubles_compare_exactly(

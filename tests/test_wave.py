@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import pytest
 from helpers import SEED_UNSORTED
 
+from streamcalc import wave
+from streamcalc.errors import FunctionError
 from streamcalc.graph import parse_graph_text
 from streamcalc.messages import Entry
 from streamcalc.state import KeyView, Slots
 from streamcalc.values import Value
-from streamcalc.wave import BatchResult, WavePlan, run_wave
+from streamcalc.wave import MAX_UNROLLED_ARGS, BatchResult, WavePlan, run_wave
 
 T0 = 1_700_000_000_000
 
@@ -329,3 +331,76 @@ def test_vectors_of_different_lengths_are_a_function_error() -> None:
     got = waves(graph, (T0, {"X": (1, 2), "Y": (10, 20)}), (T0 + 1, {"Y": (1, 2, 3)}))
     assert got.values() == [("S", (11, 22))]
     assert [(w, n) for w, n, _ in got.errors] == [(1, "S")]
+
+
+# -- the generated wave code -----------------------------------------------------------------------
+
+
+def test_generated_code_takes_dotted_names_repeated_arguments_and_many_arguments() -> None:
+    many = ", ".join(f'"x{i}"' for i in range(MAX_UNROLLED_ARGS + 4))  # the generic path only
+    got = waves(
+        '[nodes."plant1.boiler.sq"]\n'
+        'expr = "plant1.boiler.temp * plant1.boiler.temp - 1"\n'
+        "[nodes.twice]\n"
+        'fn = "add"\n'
+        'args = ["plant1.boiler.sq", "plant1.boiler.sq"]\n'
+        "[nodes.total]\n"
+        'fn = "add"\n'
+        'mode = "latest"\n'
+        f"args = [{many}]\n",
+        (T0, {"plant1.boiler.temp": 3, **{f"x{i}": i for i in range(MAX_UNROLLED_ARGS + 4)}}),
+        (T0 + 1, {"plant1.boiler.temp": 4, "x0": 100}),
+    )
+    total = sum(range(MAX_UNROLLED_ARGS + 4))
+    assert got.values() == [
+        ("plant1.boiler.sq", 8),
+        ("total", total),  # rank 1, after plant1.boiler.sq by name
+        ("twice", 16),
+        ("plant1.boiler.sq", 15),
+        ("total", total + 100),  # latest mode: the other slots are kept
+        ("twice", 30),
+    ]
+    assert got.slots["twice"] == [(T0 + 1, None), (T0 + 1, None)]  # consumed
+
+
+@pytest.mark.parametrize(
+    ("expr", "readings", "expected"),
+    [
+        ("X * X * X * X", {"X": 2**62}, float(2**248)),  # an int past 2^63 becomes a float
+        ("X * Y - 1", {"X": (1, 2), "Y": 3}, (2, 5)),  # a vector: element-wise, not Python's
+        ("-X + Y * 0.5", {"X": 1, "Y": (2, 4.5)}, (0.0, 1.25)),
+        ("X - Y + Y", {"X": 2, "Y": 2**62}, 2),
+    ],
+)
+def test_a_formula_written_out_for_numbers_equals_its_function(
+    expr: str, readings: dict[str, Value], expected: Value
+) -> None:
+    graph = parse_graph_text(f'[nodes.S]\nexpr = "{expr}"\n', "<test>")
+    assert graph.scalar_formula("S") is not None
+    got = waves(f'[nodes.S]\nexpr = "{expr}"\n', (T0, readings))
+    assert got.values() == [("S", expected)]
+    assert type(got.values()[0][1]) is type(expected)
+    assert got.values()[0][1] == graph.evaluate("S", [readings[n] for n in graph.nodes["S"].args])
+
+
+def test_a_formula_written_out_that_overflows_is_the_function_error_of_its_function() -> None:
+    toml = '[nodes.S]\nexpr = "X * X * Y"\n'
+    got = waves(toml, (T0, {"X": 1e200, "Y": 2}), (T0 + 1, {"X": 10**200, "Y": 1.5}))
+    graph = parse_graph_text(toml, "<test>")
+    expected = []
+    for args in ([1e200, 2], [10**200, 1.5]):
+        with pytest.raises(FunctionError) as raised:
+            graph.evaluate("S", args)
+        expected.append(str(raised.value))
+    assert [message for _, _, message in got.errors] == expected
+    assert "overflow" in expected[1] and "finite" in expected[0]
+
+
+def test_formulas_past_the_shape_limit_are_evaluated_by_their_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wave, "MAX_SHAPES", 1)
+    toml = '[nodes.P]\nexpr = "X + Y"\n[nodes.Q]\nexpr = "X * Y"\n[nodes.R]\nexpr = "X - Y"\n'
+    plan = WavePlan(parse_graph_text(toml, "<test>"))
+    assert [shape[3] for shape in plan.shapes] == ["(v0 + v1)", None]
+    assert waves(toml, (T0, {"X": 3, "Y": 4})).values() == [("P", 7), ("Q", 12), ("R", -1)]

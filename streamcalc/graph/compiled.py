@@ -11,6 +11,7 @@ from typing import TypeAlias, TypeVar
 import msgspec
 
 from streamcalc.errors import FunctionError
+from streamcalc.graph.expr import scalar_source
 from streamcalc.graph.functions import Formula, describe
 from streamcalc.graph.model import UNKNOWN_POLICIES, NodeDef, graph_error
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
@@ -56,6 +57,7 @@ class Graph:
         "_definitions",
         "_downstream",
         "_functions",
+        "_scalar",
         "declared_inputs",
         "inputs",
         "nodes",
@@ -131,6 +133,8 @@ class Graph:
             name: _node_function(name, formula, len(by_name[name].args))
             for name, formula in formulas.items()
         }
+        scalar = {name: _scalar_source(node) for name, node in self.nodes.items()}
+        self._scalar = {name: text for name, text in scalar.items() if text is not None}
         self._definitions = {name: _encoder.encode(node) for name, node in self.nodes.items()}
         self._downstream: dict[str, frozenset[str]] = {}
         digest = hashlib.sha1(usedforsecurity=False)
@@ -157,6 +161,14 @@ class Graph:
     def function(self, name: str) -> NodeFunction:
         """Derived node ``name``'s function, :meth:`evaluate` bound once: the wave fires it."""
         return self._functions[name]
+
+    def scalar_formula(self, name: str) -> str | None:
+        """Derived node ``name``'s formula as Python source over ``v0``, ``v1``, ... (its
+        slot values) when every argument is a number, if it has one: only for formulas of
+        numbers, ``+ - *`` and unary minus, which Python's own operators compute exactly
+        as :meth:`function` does (the wave runs it, and :meth:`function` on anything else:
+        a vector, a result that is not a finite number in range, an exception)."""
+        return self._scalar.get(name)
 
     def downstream(self, node: str) -> frozenset[str]:
         """Every derived node whose value depends, directly or not, on ``node``."""
@@ -265,6 +277,21 @@ def _declared(source: str, text: bytes) -> list[str]:
         return _names_decoder.decode(text)
     except msgspec.DecodeError as exc:
         raise graph_error(source, f"bad stored inputs: {exc}") from None
+
+
+#: Built-ins whose call on numbers is Python's operator folded left over the arguments.
+_SCALAR_BUILTINS = {"add": " + ", "mul": " * "}
+
+
+def _scalar_source(node: NodeDef) -> str | None:
+    args = [f"v{i}" for i in range(len(node.args))]
+    if node.expr is not None:
+        return scalar_source(node.expr, node.args)
+    if node.fn in _SCALAR_BUILTINS:
+        return "(" + _SCALAR_BUILTINS[node.fn].join(args) + ")"
+    if node.fn == "sub":
+        return f"({args[0]} - {args[1]})"
+    return None
 
 
 def _node_function(name: str, formula: Formula, count: int) -> NodeFunction:

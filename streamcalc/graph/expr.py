@@ -136,6 +136,53 @@ def compile_expression(text: str) -> CompiledExpression:
         # Python would NFKC-normalize identifiers; node names are ASCII, so refuse up front.
         column, char = next((i, c) for i, c in enumerate(text) if not c.isascii())
         raise ExpressionError(f"non-ASCII character {char!r} at column {column + 1}")
+    source, tree = _parse(text)
+    compiler = _Compiler(source)
+    formula = compiler.compile(tree.body, 0)
+    if not compiler.args:
+        raise ExpressionError("expression uses no nodes")
+    return CompiledExpression(tuple(compiler.args), formula)
+
+
+#: The operators whose Python meaning on two numbers is exactly the formula's.
+_SCALAR_OPERATORS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
+
+
+def scalar_source(text: str, args: Sequence[str]) -> str | None:
+    """The Python source of a valid expression over ``v0``, ``v1``, ... (``args[i]`` is
+    ``vi``) for scalar arguments, or None unless it uses only numbers, node names,
+    ``+ - *`` and unary ``-``/``+``: then Python's own operators compute exactly what its
+    formula does, and the wave can run it without a call per operator. Nothing of the
+    text but those forms and the literals' values (``repr``) enters the source."""
+    try:
+        source, tree = _parse(text.strip())
+        return _scalar(tree.body, source, list(args), 0)
+    except (ExpressionError, ValueError):
+        return None
+
+
+def _scalar(node: ast.expr, source: Rewritten, args: list[str], depth: int) -> str | None:
+    constant = _fold_constant(node, depth, source)
+    if constant is not None:
+        return f"({constant!r})"
+    if isinstance(node, ast.Name | ast.Attribute):
+        name = _dotted_name(node, source)
+        return f"v{args.index(name)}" if name in args else None
+    if isinstance(node, ast.BinOp) and type(node.op) in _SCALAR_OPERATORS:
+        left = _scalar(node.left, source, args, depth + 1)
+        right = _scalar(node.right, source, args, depth + 1)
+        if left is None or right is None:
+            return None
+        return f"({left} {_SCALAR_OPERATORS[type(node.op)]} {right})"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _scalar(node.operand, source, args, depth + 1)
+        sign = "-" if isinstance(node.op, ast.USub) else "+"
+        return None if operand is None else f"({sign}{operand})"
+    return None
+
+
+def _parse(text: str) -> tuple[Rewritten, ast.Expression]:
+    """The rewritten text and its AST, or ExpressionError."""
     try:
         source = rewrite(text)
     except QuotingError as exc:
@@ -151,11 +198,7 @@ def compile_expression(text: str) -> CompiledExpression:
     except (ValueError, RecursionError, MemoryError) as exc:
         # Huge literals and pathological nesting are refused by the parser itself.
         raise ExpressionError(f"cannot parse: {type(exc).__name__}") from None
-    compiler = _Compiler(source)
-    formula = compiler.compile(tree.body, 0)
-    if not compiler.args:
-        raise ExpressionError("expression uses no nodes")
-    return CompiledExpression(tuple(compiler.args), formula)
+    return source, tree
 
 
 def builtin_formula(builtin: Builtin, count: int) -> Term:

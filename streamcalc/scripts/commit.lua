@@ -23,7 +23,7 @@ ARGV[1]  group
 ARGV[2]  consumer
 ARGV[3]  graph version the batch was computed with
 ARGV[4]  the lease token this worker holds
-ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
+ARGV[5]  the batch, MessagePack: an array of seven flat arrays of strings
            [1] entry id ...                     entries this batch finishes, lowest
                                                 and highest ID first, then all of them
            [2] field, slots ...                 slot states the batch changed
@@ -31,6 +31,9 @@ ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
            [4] field, ts, value ...             newest value per state field in the batch
            [5] node, ts ...                     newest ts per node in the batch
            [6] key, ts ...                      newest ts per non-empty key in the batch
+           [7] field, ts, value ...             as [4], for fields whose stored ts the
+                                                worker knows is not newer (it wrote them
+                                                under this lease): written without reading
          (one decode in C instead of an ARGV walk in Lua: the hot path)
 ARGV[6]  number of dead letters, then for each, flat in ARGV (fields may be binary,
          which MessagePack in Redis's Lua cannot carry):
@@ -46,7 +49,7 @@ Checks, in order; none writes anything:
                                                  -> {"fenced", current holder or ""}
   3. every entry is still pending for this consumer (XPENDING over the batch's
      ID range)                                   -> {"gone", id...}
-Success returns {"ok"}.
+Success returns {"ok", field...}: the fields of [4] whose stored value was newer and stayed.
 ]]
 
 local in_key, out_key, dead_key, slots_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -76,8 +79,9 @@ local function newer_or_equal(ts, than)
   return not num_less(ts, than)
 end
 
-local function keep_newest(hash_key, flat, stride, render)
-  -- flat: field, ts, ... (stride items each); HSET field render(i) where ts >= the stored ts
+local function keep_newest(hash_key, flat, stride, render, kept)
+  -- flat: field, ts, ... (stride items each); HSET field render(i) where ts >= the stored ts;
+  -- the other fields are added to kept
   local fields = {}
   for i = 1, #flat, stride do fields[#fields + 1] = flat[i] end
   if #fields == 0 then return end
@@ -94,6 +98,8 @@ local function keep_newest(hash_key, flat, stride, render)
     if newer then
       updates[#updates + 1] = f
       updates[#updates + 1] = render(i)
+    else
+      kept[#kept + 1] = f
     end
   end
   if #updates > 0 then call_chunked("HSET", hash_key, {}, updates) end
@@ -142,8 +148,18 @@ for i = 1, #fired, 5 do
   end
 end
 
-keep_newest(latest_key, latest, 3, function(i) return latest[i + 1] .. " " .. latest[i + 2] end)
-keep_newest(fresh_key, fresh, 2, function(i) return fresh[i + 1] end)
+local reply = {"ok"}
+keep_newest(latest_key, latest, 3, function(i) return latest[i + 1] .. " " .. latest[i + 2] end, reply)
+keep_newest(fresh_key, fresh, 2, function(i) return fresh[i + 1] end, {})
+local known = batch[7] or {}
+if #known > 0 then
+  local updates = {}
+  for i = 1, #known, 3 do
+    updates[#updates + 1] = known[i]
+    updates[#updates + 1] = known[i + 1] .. " " .. known[i + 2]
+  end
+  call_chunked("HSET", latest_key, {}, updates)
+end
 for i = 1, #keyts, 2 * CHUNK do
   local args = {}
   for j = i, math.min(i + 2 * CHUNK - 1, #keyts), 2 do
@@ -194,4 +210,4 @@ for _ = 1, tonumber(ARGV[6]) do
 end
 
 if #ids > 0 then call_chunked("XACK", in_key, {group}, ids) end
-return {"ok"}
+return reply

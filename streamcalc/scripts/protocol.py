@@ -77,13 +77,16 @@ class CommitRequest:
     """node, ts, ..."""
     key_ts: list[str] = field(default_factory=list)
     """key, ts, ..."""
+    latest_known: list[str] = field(default_factory=list)
+    """state field, ts, value, ... of fields whose stored ts the worker knows is not newer:
+    written without reading it (``latest`` holds the others)."""
     dead: list[DeadLetter] = field(default_factory=list)
 
     def args(self) -> list[ScriptArg]:
         """ARGV of commit.lua."""
         ids = [self.ids[0], self.ids[-1], *self.ids] if self.ids else []
         payload = _msgpack_encode(
-            (ids, self.writes, self.fired, self.latest, self.fresh, self.key_ts)
+            (ids, self.writes, self.fired, self.latest, self.fresh, self.key_ts, self.latest_known)
         )
         args: list[ScriptArg] = [self.group, self.consumer, self.graph_version, self.token]
         args += [payload, len(self.dead)]
@@ -189,6 +192,8 @@ class CommitReply:
     graph_version: str = ""
     holder: str = ""
     gone: frozenset[str] = frozenset()
+    kept: frozenset[str] = frozenset()
+    """``ok``: the fields of ``latest`` whose stored value was newer and stayed."""
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> CommitReply:
@@ -200,7 +205,7 @@ class CommitReply:
             return cls(outcome, holder=reply_text(reply[1]))
         if outcome == "gone":
             return cls(outcome, gone=frozenset(reply_text(r) for r in reply[1:]))
-        return cls(outcome)
+        return cls(outcome, kept=frozenset(reply_text(r) for r in reply[1:]))
 
 
 RawEntry = tuple[bytes, list[bytes] | None]
