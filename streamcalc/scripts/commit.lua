@@ -11,19 +11,21 @@ KEYS[1]  in      input stream of the partition (entries are XACKed here)
 KEYS[2]  out     output stream (one entry per fired value)
 KEYS[3]  dead    dead-letter stream
 KEYS[4]  slots   hash: state field -> "<generation> <json slot list>"
-KEYS[5]  latest  hash: state field -> "<ts> <json value>"
+KEYS[5]  latest  hash: state field -> "<ts> <json value>" (the empty key's nodes), or a
+                 non-empty key's field -> its whole latest values (the worker's own merge)
 KEYS[6]  meta    hash: graph_version, ...
 KEYS[7]  lease   string: "<consumer> <epoch>" of the partition's owner
 KEYS[8]  fresh   hash: node -> newest ts of its values over all keys
 KEYS[9]  keys    sorted set: key -> newest ts of its values
 
-A state field is the node name for the empty key and "<key>|<node>" otherwise.
+A state field is the node name for the empty key and "<key>|" (all of the key's
+nodes in one field) otherwise.
 
 ARGV[1]  group
 ARGV[2]  consumer
 ARGV[3]  graph version the batch was computed with
 ARGV[4]  the lease token this worker holds
-ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
+ARGV[5]  the batch, MessagePack: an array of seven flat arrays of strings
            [1] entry id ...                     entries this batch finishes, lowest
                                                 and highest ID first, then all of them
            [2] field, slots ...                 slot states the batch changed
@@ -31,6 +33,8 @@ ARGV[5]  the batch, MessagePack: an array of six flat arrays of strings
            [4] field, ts, value ...             newest value per state field in the batch
            [5] node, ts ...                     newest ts per node in the batch
            [6] key, ts ...                      newest ts per non-empty key in the batch
+           [7] field, latest values ...         whole latest values per non-empty key,
+                                                written as they are (the owner merged them)
          (one decode in C instead of an ARGV walk in Lua: the hot path)
 ARGV[6]  number of dead letters, then for each, flat in ARGV (fields may be binary,
          which MessagePack in Redis's Lua cannot carry):
@@ -113,6 +117,7 @@ end
 
 local batch = cmsgpack.unpack(ARGV[5])
 local writes, fired, latest, fresh, keyts = batch[2], batch[3], batch[4], batch[5], batch[6]
+local stored_latest = batch[7] or {}
 local ids = {}
 for i = 3, #batch[1] do ids[#ids + 1] = batch[1][i] end
 
@@ -143,6 +148,7 @@ for i = 1, #fired, 5 do
 end
 
 keep_newest(latest_key, latest, 3, function(i) return latest[i + 1] .. " " .. latest[i + 2] end)
+if #stored_latest > 0 then call_chunked("HSET", latest_key, {}, stored_latest) end
 keep_newest(fresh_key, fresh, 2, function(i) return fresh[i + 1] end)
 for i = 1, #keyts, 2 * CHUNK do
   local args = {}
