@@ -31,7 +31,7 @@ from streamcalc.cluster import refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
-from streamcalc.keys import Keys, partition_of, state_field
+from streamcalc.keys import Keys, key_field, partition_of
 from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.redis_errors import annotate
 from streamcalc.scripts import (
@@ -46,9 +46,13 @@ from streamcalc.scripts import (
 from streamcalc.settings import Settings
 from streamcalc.state import (
     BatchView,
+    Latest,
+    Missing,
     Slots,
     StateCache,
     TamperedState,
+    decode_key_latest,
+    decode_key_slots,
     decode_slots,
     encode_slots,
 )
@@ -82,8 +86,8 @@ class Batch:
     """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     decoded: Sequence[RawEntry] | None = None
     """The raw entries ``good`` and ``bad`` were decoded from (None: decode again)."""
-    prefetch: list[tuple[str, str]] | None = None
-    """(key, node) slot states whose HMGET was pipelined ahead of the commit in flight."""
+    prefetch: Missing | None = None
+    """State whose HMGETs were pipelined ahead of the commit in flight."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -117,6 +121,11 @@ class Engine:
         self.graph: Graph | None = None
         self.graph_version = "0"
         self._plan: WavePlan | None = None
+        self._gens: dict[str, str] = {}
+        """Derived node -> the generation of its definition, as stored in a key's slots."""
+        self._empty: dict[str, Slots] = {}
+        """Derived node -> never filled slots (shared: a batch copies slots before it writes)."""
+        self._arities: dict[str, int] = {}
         self.unrunnable = ""
         """Why the stored graph cannot run here ("" when it can)."""
         self.cache = StateCache(settings.cache_keys)
@@ -147,6 +156,10 @@ class Engine:
             )
         self.graph, self.graph_version = graph, version
         self._plan = WavePlan(graph) if graph is not None else None
+        if self._plan is not None:
+            self._gens = {n: g.decode() for n, g in self._plan.generations.items()}
+            self._arities = {n: len(d.args) for n, d in self._plan.graph.nodes.items()}
+            self._empty = {n: [None] * arity for n, arity in self._arities.items()}
         self.cache.clear()
 
     def batch_size(self) -> int:
@@ -234,8 +247,7 @@ class Engine:
                 raise
             if missing:
                 upcoming.prefetch = missing
-                fields = [state_field(key, node) for key, node in missing]
-                commands.append(("HMGET", self.keys.slots, *fields))
+                commands += self._reads(missing)
         commands.append(self.scripts.commit_command(batch.request))
         if read_ahead:
             s = self.settings
@@ -250,10 +262,10 @@ class Engine:
     def _take_prefetched(self, batch: Batch) -> None:
         """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
         missing, batch.prefetch = batch.prefetch, None
-        assert missing is not None and self.graph is not None
+        assert missing is not None
         try:
-            blobs = self._conn.read_response()
-            self._fill(self.graph, missing, blobs)
+            replies = [self._conn.read_response() for _ in self._reads(missing)]
+            self._fill(missing, replies)
         except redis.ConnectionError as exc:
             self.cache.clear()
             raise self._lost(exc) from None
@@ -411,34 +423,72 @@ class Engine:
         batch.good = good
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
-        """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
+        """Make sure the cache holds all the state the batch's waves may touch."""
         cache = self.cache
         try:
             missing = cache.missing(graph, entries)
             if missing:
-                fields = [state_field(key, node) for key, node in missing]
-                blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
-                self._fill(graph, missing, blobs)
+                pipe = self.client.pipeline(transaction=False)
+                for command in self._reads(missing):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                self._fill(missing, cast(list[list[bytes | None]], pipe.execute()))
         except BaseException:
             cache.clear()  # the cache must not claim to cover what it failed to load
             raise
         cache.evict(keep=len({entry.key for entry in entries}))
 
-    def _fill(
-        self, graph: Graph, missing: Sequence[tuple[str, str]], blobs: Sequence[bytes | None]
-    ) -> None:
-        gens = self._plan.generations if self._plan is not None else {}
-        cache = self.cache
-        for (key, node), blob in zip(missing, blobs, strict=True):
-            cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
+    def _reads(self, missing: Missing) -> list[tuple[str, ...]]:
+        """The HMGETs of the state ``missing``: the empty key's slots node by node, then
+        the whole slots and latest values of each non-empty key (one field each)."""
+        reads: list[tuple[str, ...]] = []
+        if missing.nodes:
+            reads.append(("HMGET", self.keys.slots, *missing.nodes))
+        if missing.keys:
+            fields = [key_field(key) for key in missing.keys]
+            reads.append(("HMGET", self.keys.slots, *fields))
+            reads.append(("HMGET", self.keys.latest, *fields))
+        return reads
 
-    def _slots(self, key: str, node: str, blob: bytes | None, graph: Graph, gen: bytes) -> Slots:
-        arity = len(graph.nodes[node].args)
+    def _fill(self, missing: Missing, replies: Sequence[Sequence[bytes | None]]) -> None:
+        """Cache what the HMGETs of :meth:`_reads` replied."""
+        assert self._plan is not None
+        cache, gens, arities = self.cache, self._plan.generations, self._arities
+        replies = list(replies)
+        if missing.nodes:
+            for node, blob in zip(missing.nodes, replies.pop(0), strict=True):
+                cache.fill(node, self._node_slots(node, blob, arities[node], gens[node]))
+        if missing.keys:
+            slot_blobs, latest_blobs = replies
+            for key, slots_blob, latest_blob in zip(
+                missing.keys, slot_blobs, latest_blobs, strict=True
+            ):
+                cache.fill_key(key, *self._key_state(key, slots_blob, latest_blob))
+
+    def _node_slots(self, node: str, blob: bytes | None, arity: int, gen: bytes) -> Slots:
         try:
             return decode_slots(blob, arity, gen)
         except TamperedState as exc:
-            self.log.error("tampered slot state ignored", key=key, node=node, error=str(exc))
+            self.log.error("tampered slot state ignored", key="", node=node, error=str(exc))
             return [None] * arity
+
+    def _key_state(
+        self,
+        key: str,
+        slots_blob: bytes | None,
+        latest_blob: bytes | None,
+    ) -> tuple[dict[str, Slots], Latest]:
+        """A non-empty key's whole state from its stored form; what does not decode, empty."""
+        slots = dict(self._empty)
+        try:
+            slots.update(decode_key_slots(slots_blob, self._arities, self._gens))
+        except TamperedState as exc:
+            self.log.error("tampered slot state ignored", key=key, error=str(exc))
+        try:
+            latest = decode_key_latest(latest_blob)
+        except TamperedState as exc:
+            self.log.error("tampered latest values ignored", key=key, error=str(exc))
+            latest = {}
+        return slots, latest
 
     def _request(self, batch: Batch, raw: Sequence[RawEntry]) -> CommitRequest:
         assert batch.view is not None and self._plan is not None
@@ -452,33 +502,35 @@ class Engine:
         fired = request.fired
         for node, value, ts, src, key in batch.result.fired:
             fired += (node, value_text(value), str(ts), src, key)
-        self._latest(batch.view, request)
+        fresh: dict[str, int] = {}
+        self._latest(batch.view, request, fresh)
+        batch.view.commit_whole(
+            self._gens, self._empty, writes, request.stored, request.key_ts, fresh
+        )
+        for node, ts in fresh.items():
+            request.fresh += (node, str(ts))
         if batch.bad or batch.result.function_errors:
             request.dead = self._dead_letters(batch)
         return request
 
     @staticmethod
-    def _latest(view: BatchView, request: CommitRequest) -> None:
-        """Latest values per state field, and the newest ts per node and per key."""
+    def _latest(view: BatchView, request: CommitRequest, fresh: dict[str, int]) -> None:
+        """The empty key's latest values, and the newest ts of its nodes in ``fresh``.
+
+        (A non-empty key's latest values are written whole: see
+        :meth:`~streamcalc.state.BatchView.commit_whole`.)
+        """
+        scope = view.keys.get("")
+        if scope is None:
+            return
         latest = request.latest
-        key_ts = request.key_ts
-        fresh: dict[str, int] = {}
         last_ts, ts_text = -1, ""
-        for key, scope in view.keys.items():
-            prefix = state_field(key, "")
-            newest = -1
-            for node, (ts, value) in scope.latest.items():
-                if ts != last_ts:  # the values of a wave share their ts, mostly
-                    last_ts, ts_text = ts, str(ts)
-                latest += (prefix + node, ts_text, value_text(value))
-                if ts > fresh.get(node, -1):
-                    fresh[node] = ts
-                if ts > newest:
-                    newest = ts
-            if key and newest >= 0:
-                key_ts += (key, str(newest))
-        for node, ts in fresh.items():
-            request.fresh += (node, str(ts))
+        for node, (ts, value) in scope.latest.items():
+            if ts != last_ts:  # the values of a wave share their ts, mostly
+                last_ts, ts_text = ts, str(ts)
+            latest += (node, ts_text, value_text(value))
+            if ts > fresh.get(node, -1):
+                fresh[node] = ts
 
     @staticmethod
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
@@ -535,7 +587,7 @@ class Engine:
         assert batch.view is not None
         result = batch.result
         self.budget.fired(len(result.fired), len(batch.good))
-        self.cache.update(batch.view.changed())
+        self.cache.update(batch.view)
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:
             metrics.ENTRIES.labels("dead").inc(len(batch.bad))
