@@ -358,6 +358,7 @@ class Engine:
             run_wave(plan, entry, scope(entry.key), result)
         faults.reached("after_eval")
         batch.request = self._request(batch, raw)
+        view.detach()
         return batch
 
     def _decode_batch(self, batch: Batch) -> Sequence[RawEntry]:

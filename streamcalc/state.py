@@ -338,6 +338,12 @@ class BatchView:
             self.keys[key] = view
         return view
 
+    def detach(self) -> None:
+        """Forget the batch this one was speculated on, once every key's view is made:
+        else each batch's view would hold the one before it, and that one the one
+        before, the whole turn long (every key view of every batch kept alive)."""
+        self._after = None
+
     def fields(self) -> Iterable[tuple[str, str, Slots]]:
         """(state field, node, slots) of every changed node of the empty key, for the commit."""
         view = self.keys.get("")

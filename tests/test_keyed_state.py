@@ -3,14 +3,17 @@ reader (``values``, ``explain``, the live page), written whole by the worker."""
 
 from __future__ import annotations
 
+import gc
 import json
+from typing import Any
 
 import pytest
 import redis
 from helpers import drain, load, outputs
 
+from streamcalc.engine import Batch, Engine
 from streamcalc.errors import RedisStateError
-from streamcalc.keys import Keys
+from streamcalc.keys import Keys, Namespace
 from streamcalc.ops.explain import explain
 from streamcalc.ops.streams import layout
 from streamcalc.store import latest_values
@@ -92,3 +95,30 @@ def test_tampered_keyed_state_reads_as_empty_and_kills_no_worker(
     drain(redis_url, ns)
     assert [(n, v) for n, v, _, _ in outputs(r, keys)] == [("A", 6)]  # as if it were empty
     assert latest_values(r, keys, ["A", "C"], key="dev-1") == {"A": (T0, 6), "C": (T0, 1)}
+
+
+def test_a_speculated_batch_does_not_keep_the_one_before_alive(
+    redis_url: str, r: redis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's view is built on the one before (its commit still in flight); once built
+    it must let go of it, else a turn keeps every key view of every batch it prepared."""
+    from streamcalc.graph import parse_graph_text
+    from streamcalc.store import store_graph
+
+    store_graph(r, ns, parse_graph_text(SEED, "<test>"), partitions=2)
+    space = Namespace(ns)
+    for i in range(400):
+        key = f"dev-{i % 37}"
+        send(r, space.of_key(key, 2), T0 + i, key, C=i, D=1, E=1, F=2)
+    chained: list[bool] = []
+    prepare = Engine.prepare
+
+    def checking_prepare(self: Engine, batch: Batch, after: Batch | None = None) -> Any:
+        done = prepare(self, batch, after)
+        if after is not None:
+            chained.append(any(ref is after.view for ref in gc.get_referents(done.view)))
+        return done
+
+    monkeypatch.setattr(Engine, "prepare", checking_prepare)
+    drain(redis_url, ns, batch=7)
+    assert chained and not any(chained)
