@@ -382,6 +382,7 @@ class Engine:
         poison: dict[str, int] = {}
         limit = self.settings.max_deliveries
         partitions, max_future = self.partitions, self.settings.max_future_ms
+        cached = self.cache  # holds only keys of good entries of this partition
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
@@ -395,6 +396,7 @@ class Engine:
                 continue
             if (
                 partitions > 1
+                and entry.key not in cached
                 and (home := partition_of(entry.key, partitions)) != self.keys.partition
             ):
                 error = (

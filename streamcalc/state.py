@@ -169,6 +169,10 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, key: object) -> bool:
+        """True for a key whose state is cached: a key of a good entry of this partition."""
+        return key in self._keys
+
     def clear(self) -> None:
         """Forget everything (a new graph, or the partition changed hands)."""
         self._keys.clear()
@@ -245,10 +249,9 @@ class StateCache:
         state = self._keys.get(key)
         return state.slots if state is not None else _EMPTY
 
-    def latest(self, key: str) -> Latest:
-        """The cached latest values of a non-empty key (read-only use)."""
-        state = self._keys.get(key)
-        return state.latest if state is not None else {}
+    def state(self, key: str) -> KeyState | None:
+        """The cached state of ``key`` (read-only use), None if it is not cached."""
+        return self._keys.get(key)
 
 
 class KeyView:
@@ -334,7 +337,10 @@ class BatchView:
                 slots, latest = after.after()
                 view = KeyView(slots, None, latest)
             else:
-                view = KeyView(self._cache.base(key), None, self._cache.latest(key))
+                state = self._cache.state(key)
+                view = (
+                    KeyView(_EMPTY) if state is None else KeyView(state.slots, None, state.latest)
+                )
             self.keys[key] = view
         return view
 
