@@ -31,7 +31,7 @@ from streamcalc.cluster import refresh, slot_of, slot_owner
 from streamcalc.errors import EntryError, GraphError, GraphUnrunnable, LeaseLost, RedisStateError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import PluginPolicy
-from streamcalc.keys import Keys, partition_of, state_field
+from streamcalc.keys import Keys, key_field, partition_of
 from streamcalc.messages import Entry, decode_entry, id_ms
 from streamcalc.redis_errors import annotate
 from streamcalc.scripts import (
@@ -46,9 +46,13 @@ from streamcalc.scripts import (
 from streamcalc.settings import Settings
 from streamcalc.state import (
     BatchView,
+    Latest,
+    Missing,
     Slots,
     StateCache,
     TamperedState,
+    decode_key_latest,
+    decode_key_slots,
     decode_slots,
     encode_slots,
 )
@@ -84,8 +88,8 @@ class Batch:
     """Names not in the graph that made entries dead letters (``unknown = "dead"``)."""
     decoded: Sequence[RawEntry] | None = None
     """The raw entries ``good`` and ``bad`` were decoded from (None: decode again)."""
-    prefetch: list[tuple[str, str]] | None = None
-    """(key, node) slot states whose HMGET was pipelined ahead of the commit in flight."""
+    prefetch: Missing | None = None
+    """State whose HMGETs were pipelined ahead of the commit in flight."""
     view: BatchView | None = None
     result: BatchResult = field(default_factory=BatchResult)
     request: CommitRequest | None = None
@@ -125,6 +129,11 @@ class Engine:
         self.graph: Graph | None = None
         self.graph_version = "0"
         self._plan: WavePlan | None = None
+        self._gens: dict[str, str] = {}
+        """Derived node -> the generation of its definition, as stored in a key's slots."""
+        self._empty: dict[str, Slots] = {}
+        """Derived node -> never filled slots (shared: a batch copies slots before it writes)."""
+        self._arities: dict[str, int] = {}
         self.unrunnable = ""
         """Why the stored graph cannot run here ("" when it can)."""
         self.cache = StateCache(settings.cache_keys)
@@ -161,6 +170,10 @@ class Engine:
             )
         self.graph, self.graph_version = graph, version
         self._plan = WavePlan(graph) if graph is not None else None
+        if self._plan is not None:
+            self._gens = {n: g.decode() for n, g in self._plan.generations.items()}
+            self._arities = {n: len(d.args) for n, d in self._plan.graph.nodes.items()}
+            self._empty = {n: [None] * arity for n, arity in self._arities.items()}
         self.cache.clear()
         self._stored_ts.clear()
 
@@ -250,8 +263,7 @@ class Engine:
                 raise
             if missing:
                 upcoming.prefetch = missing
-                fields = [state_field(key, node) for key, node in missing]
-                commands.append(("HMGET", self.keys.slots, *fields))
+                commands += self._reads(missing)
             upcoming.work += time.thread_time() - started
         commands.append(self.scripts.commit_command(batch.request))
         if read_ahead:
@@ -267,10 +279,10 @@ class Engine:
     def _take_prefetched(self, batch: Batch) -> None:
         """Fill the cache from the reply of the slot read :meth:`send` pipelined for ``batch``."""
         missing, batch.prefetch = batch.prefetch, None
-        assert missing is not None and self.graph is not None
+        assert missing is not None
         try:
-            blobs = self._conn.read_response()
-            self._fill(self.graph, missing, blobs)
+            replies = [self._conn.read_response() for _ in self._reads(missing)]
+            self._fill(missing, replies)
         except redis.ConnectionError as exc:
             self.cache.clear()
             raise self._lost(exc) from None
@@ -368,6 +380,7 @@ class Engine:
             run_wave(plan, entry, scope(entry.key), result)
         faults.reached("after_eval")
         batch.request = self._request(batch, raw, after)
+        view.detach()
         batch.work += time.thread_time() - started
         return batch
 
@@ -392,6 +405,7 @@ class Engine:
         poison: dict[str, int] = {}
         limit = self.settings.max_deliveries
         partitions, max_future = self.partitions, self.settings.max_future_ms
+        cached = self.cache  # holds only keys of good entries of this partition
         for entry_id, fields in raw:
             delivered = deliveries.get(entry_id, 0)
             if delivered > limit:
@@ -405,6 +419,7 @@ class Engine:
                 continue
             if (
                 partitions > 1
+                and entry.key not in cached
                 and (home := partition_of(entry.key, partitions)) != self.keys.partition
             ):
                 error = (
@@ -434,36 +449,75 @@ class Engine:
         batch.good = good
 
     def _prefetch(self, graph: Graph, entries: Iterable[Entry]) -> None:
-        """Make sure the cache holds every (key, derived node) the batch's waves may touch."""
+        """Make sure the cache holds all the state the batch's waves may touch."""
         cache = self.cache
         try:
             missing = cache.missing(graph, entries)
             if missing:
-                fields = [state_field(key, node) for key, node in missing]
-                blobs = cast(list[bytes | None], self.client.hmget(self.keys.slots, fields))
-                self._fill(graph, missing, blobs)
+                pipe = self.client.pipeline(transaction=False)
+                for command in self._reads(missing):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                self._fill(missing, cast(list[list[bytes | None]], pipe.execute()))
         except BaseException:
             cache.clear()  # the cache must not claim to cover what it failed to load
             raise
         cache.evict(keep=len({entry.key for entry in entries}))
 
-    def _fill(
-        self, graph: Graph, missing: Sequence[tuple[str, str]], blobs: Sequence[bytes | None]
-    ) -> None:
-        gens = self._plan.generations if self._plan is not None else {}
-        cache = self.cache
-        for (key, node), blob in zip(missing, blobs, strict=True):
-            cache.fill(key, node, self._slots(key, node, blob, graph, gens[node]))
+    def _reads(self, missing: Missing) -> list[tuple[str, ...]]:
+        """The HMGETs of the state ``missing``: the empty key's slots node by node, then
+        the whole slots and latest values of each non-empty key (one field each)."""
+        reads: list[tuple[str, ...]] = []
+        if missing.nodes:
+            reads.append(("HMGET", self.keys.slots, *missing.nodes))
+        if missing.keys:
+            fields = [key_field(key) for key in missing.keys]
+            reads.append(("HMGET", self.keys.slots, *fields))
+            reads.append(("HMGET", self.keys.latest, *fields))
+        return reads
 
-    def _slots(self, key: str, node: str, blob: bytes | None, graph: Graph, gen: bytes) -> Slots:
-        arity = len(graph.nodes[node].args)
+    def _fill(self, missing: Missing, replies: Sequence[Sequence[bytes | None]]) -> None:
+        """Cache what the HMGETs of :meth:`_reads` replied."""
+        assert self._plan is not None
+        cache, gens, arities = self.cache, self._plan.generations, self._arities
+        replies = list(replies)
+        if missing.nodes:
+            for node, blob in zip(missing.nodes, replies.pop(0), strict=True):
+                cache.fill(node, self._node_slots(node, blob, arities[node], gens[node]))
+        if missing.keys:
+            slot_blobs, latest_blobs = replies
+            for key, slots_blob, latest_blob in zip(
+                missing.keys, slot_blobs, latest_blobs, strict=True
+            ):
+                cache.fill_key(key, *self._key_state(key, slots_blob, latest_blob))
+
+    def _node_slots(self, node: str, blob: bytes | None, arity: int, gen: bytes) -> Slots:
         try:
             return decode_slots(blob, arity, gen)
         except TamperedState as exc:
-            self.log.error("tampered slot state ignored", key=key, node=node, error=str(exc))
+            self.log.error("tampered slot state ignored", key="", node=node, error=str(exc))
             return [None] * arity
 
+    def _key_state(
+        self,
+        key: str,
+        slots_blob: bytes | None,
+        latest_blob: bytes | None,
+    ) -> tuple[dict[str, Slots], Latest]:
+        """A non-empty key's whole state from its stored form; what does not decode, empty."""
+        slots = dict(self._empty)
+        try:
+            slots.update(decode_key_slots(slots_blob, self._arities, self._gens))
+        except TamperedState as exc:
+            self.log.error("tampered slot state ignored", key=key, error=str(exc))
+        try:
+            latest = decode_key_latest(latest_blob)
+        except TamperedState as exc:
+            self.log.error("tampered latest values ignored", key=key, error=str(exc))
+            latest = {}
+        return slots, latest
+
     def _request(self, batch: Batch, raw: Sequence[RawEntry], after: Batch | None) -> CommitRequest:
+        """The commit request of a prepared batch (``after``: the batch in flight before it)."""
         assert batch.view is not None and self._plan is not None
         s = self.settings
         request = CommitRequest(s.group, self.consumer, self.graph_version, self.token)
@@ -475,21 +529,21 @@ class Engine:
         fired = request.fired
         for node, value, ts, src, key in batch.result.fired:
             fired += (node, value_text(value), str(ts), src, key)
-        self._latest(batch, request, self._plan.graph.nodes, after)
+        self._latest(batch, request, after)
+        fresh: dict[str, int] = {}
+        batch.view.commit_whole(
+            self._gens, self._empty, writes, request.stored, request.key_ts, fresh
+        )
+        for node, ts in fresh.items():
+            request.fresh += (node, str(ts))
         if batch.bad or batch.result.function_errors:
             request.dead = self._dead_letters(batch)
         return request
 
-    def _latest(
-        self,
-        batch: Batch,
-        request: CommitRequest,
-        derived: Mapping[str, object],
-        after: Batch | None,
-    ) -> None:
-        """Latest values per state field, the newest ts per derived node over the non-empty
-        keys (the staleness gauge reads the empty key's from its latest values), and the
-        newest ts per non-empty key.
+    def _latest(self, batch: Batch, request: CommitRequest, after: Batch | None) -> None:
+        """The empty key's latest values (a non-empty key's are written whole: see
+        :meth:`~streamcalc.state.BatchView.commit_whole`; the staleness gauge reads the
+        empty key's ts from its latest values).
 
         A field whose stored ts is known goes to ``latest_known`` when this value is newer,
         and nowhere when it is older; any other is compared by commit.lua. Known: in
@@ -500,39 +554,28 @@ class Engine:
         if self._stored_token != self.token:  # a new lease: what was stored is not known
             self._stored_ts.clear()
             self._stored_token = self.token
+        sent_known = batch.latest_known = {}
+        sent_asked = batch.latest_asked = {}
+        scope = batch.view.keys.get("")
+        if scope is None:
+            return
         stored = self._stored_ts
         before = after.latest_known if after is not None else {}
         doubtful = after.latest_asked if after is not None else {}
-        sent_known = batch.latest_known = {}
-        sent_asked = batch.latest_asked = {}
         latest, known = request.latest, request.latest_known
-        key_ts = request.key_ts
-        fresh: dict[str, int] = {}
         last_ts, ts_text = -1, ""
-        for key, scope in batch.view.keys.items():
-            prefix = state_field(key, "")
-            newest = -1
-            for node, (ts, value) in scope.latest.items():
-                if ts != last_ts:  # the values of a wave share their ts, mostly
-                    last_ts, ts_text = ts, str(ts)
-                state = prefix + node
-                was = before.get(state)
-                if was is None:
-                    was = None if state in doubtful else stored.get(state)
-                if was is None:
-                    latest += (state, ts_text, value_text(value))
-                    sent_asked[state] = ts
-                elif ts >= was:
-                    known += (state, ts_text, value_text(value))
-                    sent_known[state] = ts
-                if ts > newest:
-                    newest = ts
-                if key and ts > fresh.get(node, -1) and node in derived:
-                    fresh[node] = ts
-            if key and newest >= 0:
-                key_ts += (key, str(newest))
-        for node, ts in fresh.items():
-            request.fresh += (node, str(ts))
+        for node, (ts, value) in scope.latest.items():
+            if ts != last_ts:  # the values of a wave share their ts, mostly
+                last_ts, ts_text = ts, str(ts)
+            was = before.get(node)
+            if was is None:
+                was = None if node in doubtful else stored.get(node)
+            if was is None:
+                latest += (node, ts_text, value_text(value))
+                sent_asked[node] = ts
+            elif ts >= was:
+                known += (node, ts_text, value_text(value))
+                sent_known[node] = ts
 
     @staticmethod
     def _dead_letters(batch: Batch) -> list[DeadLetter]:
@@ -597,7 +640,7 @@ class Engine:
         result = batch.result
         self.budget.fired(len(result.fired), len(batch.good))
         self.budget.took(batch.work, len(batch.raw))
-        self.cache.update(batch.view.changed())
+        self.cache.update(batch.view)
         metrics.ENTRIES.labels("ok").inc(len(batch.good))
         if batch.bad:
             metrics.ENTRIES.labels("dead").inc(len(batch.bad))

@@ -10,8 +10,9 @@ so each partition is one Redis Cluster slot and every Lua script can declare
 all of its keys.
 
 Hash fields of keyed state: the empty key's fields are the node names, as
-in an unkeyed namespace; key ``k``'s fields are ``k|node`` (``|`` occurs in
-neither a key nor a node name).
+in an unkeyed namespace; key ``k`` has one field ``k|`` holding all of its
+nodes' state (``|`` occurs in neither a key nor a node name, so no field of
+one key is another key's or a node's).
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 def state_field(key: str, node: str) -> str:
-    """The hash field of ``node``'s state for ``key`` (the node name itself for the empty key).
-
-    ``state_field(key, "")`` is the prefix of every field of ``key``.
-    """
+    """``key|node`` (the node name itself for the empty key): the name of ``node``'s
+    state for ``key``. The empty key's is its hash field in ``slots`` and ``latest``."""
     return f"{key}{KEY_SEPARATOR}{node}" if key else node
+
+
+def key_field(key: str) -> str:
+    """The hash field of a non-empty key's whole state in ``slots`` and in ``latest``."""
+    return f"{key}{KEY_SEPARATOR}"
 
 
 class _Key:
@@ -97,9 +101,13 @@ class Keys:
     dead = _Key("dead", doc="Stream of dead letters.")
     graph = _Key("graph", doc="Hash: node name -> canonical JSON definition of a derived node.")
     meta = _Key("meta", doc="Hash: graph version, hash, load time; ``partitions`` in the root's.")
-    slots = _Key("slots", doc="Hash: state field of a derived node -> its argument slots.")
+    slots = _Key(
+        "slots",
+        doc="Hash: the empty key's derived node -> its argument slots; ``k|`` -> key k's slots.",
+    )
     latest = _Key(
-        "latest", doc='Hash: state field of a node -> ``"<ts> <json>"``, its latest value.'
+        "latest",
+        doc="Hash: the empty key's node -> ``\"<ts> <json>\"``; ``k|`` -> key k's latest values.",
     )
     fresh = _Key(
         "fresh", doc="Hash: derived node -> newest ts of its values over the non-empty keys."

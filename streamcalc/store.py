@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import cast
 
 import redis
 from redis.driver_info import DriverInfo
 
 from streamcalc.cluster import SlotRouter
-from streamcalc.errors import RedisUnavailable, UsageError
+from streamcalc.errors import RedisStateError, RedisUnavailable, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.plugins import NO_PLUGINS, PluginPolicy
-from streamcalc.keys import Keys, Namespace, state_field
+from streamcalc.keys import Keys, Namespace
 from streamcalc.scripts import Scripts, range_script
 from streamcalc.settings import mask_url
+from streamcalc.state import TamperedState, decode_key_latest, state_fields
 from streamcalc.values import Value, decode_latest
 
 
@@ -226,21 +228,55 @@ def read_flat(
 def latest_values(
     client: redis.Redis, keys: Keys, nodes: list[str] | None = None, key: str = ""
 ) -> dict[str, tuple[int, Value]]:
-    """Latest (ts, value) of ``key``'s nodes (all the empty key's when None); unknown ones left out.
+    """Latest (ts, value) of ``key``'s nodes (all of them when None); unknown ones left out.
 
     ``keys`` must be the partition ``key`` belongs to.
     """
-    items: list[tuple[str, bytes | None]]
     if nodes is None and not key:
         raw = cast(dict[bytes, bytes], client.hgetall(keys.latest))
         items = [(field.decode(), text) for field, text in raw.items() if b"|" not in field]
-    else:
-        if nodes is None:
-            raise ValueError("the nodes of a keyed latest value must be named")
-        fields = [state_field(key, node) for node in nodes]
-        found = cast(list[bytes | None], client.hmget(keys.latest, fields)) if fields else []
-        items = list(zip(nodes, found, strict=True))
-    return decode_latest(items, keys.latest)
+        return decode_latest(items, keys.latest)
+    if nodes is not None and not nodes:
+        return {}
+    fields = state_fields(key, nodes or [])
+    found = cast(list[bytes | None], client.hmget(keys.latest, fields))
+    return read_latest(key, nodes, found, keys.latest)
+
+
+def read_latest(
+    key: str,
+    nodes: Sequence[str] | None,
+    found: Sequence[bytes | None],
+    where: str,
+    *,
+    strict: bool = True,
+) -> dict[str, tuple[int, Value]]:
+    """Latest (ts, value) of ``key``'s ``nodes`` (a non-empty key's all when None) from the
+    HMGET of :func:`~streamcalc.state.state_fields` (``found``), nodes without one left out.
+
+    What streamcalc did not write is a RedisStateError naming ``where``, or with
+    ``strict`` False left out.
+    """
+    if key:
+        try:
+            stored = decode_key_latest(found[0])
+        except TamperedState as exc:
+            if not strict:
+                return {}
+            raise RedisStateError(
+                f"the latest values of key {key!r} in {where} were not written by streamcalc: {exc}"
+            ) from None
+        return stored if nodes is None else {n: stored[n] for n in nodes if n in stored}
+    assert nodes is not None
+    if strict:
+        return decode_latest(zip(nodes, found, strict=True), where)
+    result: dict[str, tuple[int, Value]] = {}
+    for node, text in zip(nodes, found, strict=True):
+        try:
+            result.update(decode_latest([(node, text)], where))
+        except RedisStateError:
+            continue
+    return result
 
 
 #: Without a lag from Redis (before 7.0, or after XDEL), it is counted, up to this many.

@@ -23,9 +23,8 @@ import redis
 from streamcalc.errors import FunctionError, StreamcalcError
 from streamcalc.graph import Graph
 from streamcalc.graph.render import format_ttl, formula
-from streamcalc.keys import state_field
 from streamcalc.ops.streams import Layout
-from streamcalc.state import Slots, TamperedState, decode_slots, generation
+from streamcalc.state import Slots, read_slots, state_fields
 from streamcalc.store import fetch_graph, latest_values, server_time_ms
 from streamcalc.values import Value
 
@@ -133,12 +132,10 @@ def explain(
         if node not in latest:
             words.append("no value of it has been received" + (f" for key {key}" if key else ""))
         return Explanation(node, key, "input", "input", words, latest.get(node), feeds)
-    blob = cast(bytes | None, client.hget(keys.slots, state_field(key, node)))
-    notes: list[str] = []
-    try:
-        slots = decode_slots(blob, len(definition.args), generation(graph.definitions()[node]))
-    except TamperedState as exc:
-        slots, notes = [None] * len(definition.args), [f"its stored slots are unreadable ({exc})"]
+    blobs = cast(list[bytes | None], client.hmget(keys.slots, state_fields(key, [node])))
+    found, problem = read_slots(graph, key, [node], blobs)
+    slots = found[node]
+    notes = [f"its stored slots are unreadable ({problem})"] if problem else []
     views = _slot_views(graph, node, slots, latest, now_ms)
     state, value, error, words = _judge(graph, node, views)
     return Explanation(

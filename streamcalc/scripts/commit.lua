@@ -11,13 +11,15 @@ KEYS[1]  in      input stream of the partition (entries are XACKed here)
 KEYS[2]  out     output stream (one entry per fired value)
 KEYS[3]  dead    dead-letter stream
 KEYS[4]  slots   hash: state field -> "<generation> <json slot list>"
-KEYS[5]  latest  hash: state field -> "<ts> <json value>"
+KEYS[5]  latest  hash: state field -> "<ts> <json value>" (the empty key's nodes), or a
+                 non-empty key's field -> its whole latest values (the worker's own merge)
 KEYS[6]  meta    hash: graph_version, ...
 KEYS[7]  lease   string: "<consumer> <epoch>" of the partition's owner
 KEYS[8]  fresh   hash: node -> newest ts of its values over all keys
 KEYS[9]  keys    sorted set: key -> newest ts of its values
 
-A state field is the node name for the empty key and "<key>|<node>" otherwise.
+A state field is the node name for the empty key and "<key>|" (all of the key's
+nodes in one field) otherwise.
 
 ARGV[1]  group
 ARGV[2]  consumer
@@ -34,6 +36,8 @@ ARGV[5]  the batch, MessagePack: an array of seven flat arrays of strings
            [7] field, ts, value ...             as [4], for fields whose stored ts the
                                                 worker knows is not newer (it wrote them
                                                 under this lease): written without reading
+           [8] field, latest values ...         whole latest values per non-empty key,
+                                                written as they are (the owner merged them)
          (one decode in C instead of an ARGV walk in Lua: the hot path)
 ARGV[6]  number of dead letters, then for each, flat in ARGV (fields may be binary,
          which MessagePack in Redis's Lua cannot carry):
@@ -119,6 +123,7 @@ end
 
 local batch = cmsgpack.unpack(ARGV[5])
 local writes, fired, latest, fresh, keyts = batch[2], batch[3], batch[4], batch[5], batch[6]
+local stored_latest = batch[8] or {}
 local ids = {}
 for i = 3, #batch[1] do ids[#ids + 1] = batch[1][i] end
 
@@ -160,6 +165,7 @@ if #known > 0 then
   end
   call_chunked("HSET", latest_key, {}, updates)
 end
+if #stored_latest > 0 then call_chunked("HSET", latest_key, {}, stored_latest) end
 for i = 1, #keyts, 2 * CHUNK do
   local args = {}
   for j = i, math.min(i + 2 * CHUNK - 1, #keyts), 2 do

@@ -80,13 +80,25 @@ class CommitRequest:
     latest_known: list[str] = field(default_factory=list)
     """state field, ts, value, ... of fields whose stored ts the worker knows is not newer:
     written without reading it (``latest`` holds the others)."""
+    stored: list[str] = field(default_factory=list)
+    """state field, whole latest values of a non-empty key, ... (written as they are;
+    text: Redis's MessagePack in Lua reads no binary strings)"""
     dead: list[DeadLetter] = field(default_factory=list)
 
     def args(self) -> list[ScriptArg]:
         """ARGV of commit.lua."""
         ids = [self.ids[0], self.ids[-1], *self.ids] if self.ids else []
         payload = _msgpack_encode(
-            (ids, self.writes, self.fired, self.latest, self.fresh, self.key_ts, self.latest_known)
+            (
+                ids,
+                self.writes,
+                self.fired,
+                self.latest,
+                self.fresh,
+                self.key_ts,
+                self.latest_known,
+                self.stored,
+            )
         )
         args: list[ScriptArg] = [self.group, self.consumer, self.graph_version, self.token]
         args += [payload, len(self.dead)]

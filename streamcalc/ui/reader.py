@@ -20,14 +20,14 @@ import redis
 from streamcalc.errors import EntryError, GraphError, UsageError
 from streamcalc.graph import Graph
 from streamcalc.graph.render import formula
-from streamcalc.keys import Keys, state_field, valid_key
+from streamcalc.keys import Keys, valid_key
 from streamcalc.messages import decode_entry, decode_output
 from streamcalc.ops.explain import Explanation, explain
 from streamcalc.ops.streams import Layout, as_text, id_key, layout, page_size
 from streamcalc.settings import DEFAULT_GROUP
-from streamcalc.state import Slots, TamperedState, decode_slots, generation
-from streamcalc.store import fetch_graph, server_time_ms
-from streamcalc.values import Value, decode_value
+from streamcalc.state import Slots, read_slots, state_fields
+from streamcalc.store import fetch_graph, read_latest, server_time_ms
+from streamcalc.values import Value
 
 #: Members of the key indexes one key search looks at, over every partition together.
 KEY_SCAN_BUDGET = 20_000
@@ -221,7 +221,8 @@ class Reader:
     def values(self, key: str) -> LiveValues:
         """Every node's latest value for ``key`` ("" = the empty key), with slots of derived ones.
 
-        Two HMGETs of the key's partition, one field per node.
+        Two HMGETs of the key's partition: one field per node for the empty key, one per
+        hash for any other.
         """
         check_page_key(key)
         graph, view = self.graph()
@@ -243,23 +244,12 @@ class Reader:
         derived = [n for n in names if n in graph.nodes]
         now_ms = server_time_ms(self.client)  # apart: TIME belongs to no partition's slot
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(keys.latest, [state_field(key, n) for n in names])
+        pipe.hmget(keys.latest, state_fields(key, names))
         if derived:
-            pipe.hmget(keys.slots, [state_field(key, n) for n in derived])
+            pipe.hmget(keys.slots, state_fields(key, derived))
         replies = pipe.execute()
-        latest = {
-            name: parsed
-            for name, raw in zip(names, replies[0], strict=True)
-            if (parsed := _latest(raw)) is not None
-        }
-        slots: dict[str, Slots] = {}
-        definitions = graph.definitions()
-        for name, blob in zip(derived, replies[1] if derived else [], strict=True):
-            try:
-                gen = generation(definitions[name])
-                slots[name] = decode_slots(blob, len(graph.nodes[name].args), gen)
-            except TamperedState:
-                slots[name] = [None] * len(graph.nodes[name].args)
+        latest = read_latest(key, names, replies[0], keys.latest, strict=False)
+        slots = read_slots(graph, key, derived, replies[1])[0] if derived else {}
         return latest, slots, now_ms
 
     def node(self, name: str, key: str) -> NodeDetail:
@@ -406,17 +396,6 @@ def _rows(
         for rows, number in zip(replies, numbers, strict=True)
         for member, score in rows
     ]
-
-
-def _latest(raw: bytes | None) -> tuple[int, Value] | None:
-    """A stored latest value ``"<ts> <json>"``; None when missing or not streamcalc's."""
-    if raw is None:
-        return None
-    ts, _, text = raw.partition(b" ")
-    try:
-        return int(ts), decode_value(text)
-    except ValueError:
-        return None
 
 
 def _valid(slot: tuple[int, Value | None] | None, now_ms: int, ttl_ms: int) -> bool:
