@@ -534,8 +534,10 @@ class Engine:
         batch.view.commit_whole(
             self._gens, self._empty, writes, request.stored, request.key_ts, fresh
         )
+        derived = self._plan.graph.nodes  # the staleness gauge's nodes: inputs it skips
         for node, ts in fresh.items():
-            request.fresh += (node, str(ts))
+            if node in derived:
+                request.fresh += (node, str(ts))
         if batch.bad or batch.result.function_errors:
             request.dead = self._dead_letters(batch)
         return request
