@@ -436,3 +436,46 @@ def test_trim_keeps_what_a_partitions_group_has_not_acknowledged(
     assert [r.xlen(part(ns, p).input) for p in range(P)] == [0, 3, 0, 0]
     assert ids_of(r, one.input) == late
     assert result.partitions[1].streams["in"].floor == late[0]
+
+
+def test_a_dead_letter_id_two_partitions_hold_is_refused_unless_one_is_named(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, ns: str
+) -> None:
+    load(r, ns, TEN_BY)
+    root = Namespace(ns).root
+    same = "1700000000000-7"  # two partitions wrote a dead letter in the same millisecond
+    for p in (1, 2):
+        letter = {"@error": "division by zero", "@src": "1700000000000-1", "X": "0"}
+        r.xadd(part(ns, p).dead, {**letter, "@key": KEYS[p]}, id=same)
+    r.xadd(root.dead, {"@error": "bad @key", "@src": "1-1", "@key": "a b"}, id="1700000000001-0")
+
+    for command in ("retry", "purge"):
+        code, out, err = cli(capsys, redis_url, ns, "dead", command, same)
+        assert code == 1 and out == ""
+        assert f"dead-letter ID {same} is in the dead letters of partition 1 and partition 2" in err
+        assert "--partition" in err and "Traceback" not in err
+        assert [r.xlen(part(ns, p).dead) for p in (1, 2)] == [1, 1]  # nothing done
+
+    code, out, _ = cli(capsys, redis_url, ns, "dead", "retry", same, "--partition", "2")
+    assert (code, out) == (0, "retried 1 dead letter\n")
+    assert [r.xlen(part(ns, p).dead) for p in (1, 2)] == [1, 0]
+    assert r.xrange(part(ns, 2).input)[-1][1] == {
+        b"X": b"0",
+        b"@key": b"dev4",
+        b"@ts": b"1700000000000",
+    }
+    assert r.xlen(part(ns, 1).input) == 0
+
+    code, out, _ = cli(capsys, redis_url, ns, "dead", "list", "--partition", "router", "--json")
+    assert code == 0
+    assert [(d["partition"], d["error"]) for d in json.loads(out)] == [(None, "bad @key")]
+    code, out, _ = cli(capsys, redis_url, ns, "dead", "list", "--partition", "1", "--json")
+    assert [(d["partition"], d["id"]) for d in json.loads(out)] == [(1, same)]
+    code, out, _ = cli(capsys, redis_url, ns, "dead", "purge", "--all", "--partition", "router")
+    assert (code, out) == (0, "purged 1 dead letter\n")
+    assert r.xlen(part(ns, 1).dead) == 1
+
+    code, _, err = cli(capsys, redis_url, ns, "dead", "list", "--partition", "4")
+    assert code == 1 and "has partitions 0..3, not 4" in err
+    code, _, err = cli(capsys, redis_url, ns, "dead", "list", "--partition", "one")
+    assert code == 2 and "--partition must be a partition number or 'router'" in err

@@ -1,9 +1,11 @@
 """``streamcalc dead``: list, re-queue (``dead_retry.lua``) and purge dead letters.
 
-Each function works on one partition's dead letters (a :class:`Keys`) or on
-a whole namespace (its :class:`Layout`: every partition's dead stream, and with
-``P > 1`` partitions the routing stream's). Dead-letter IDs are IDs of their
-own stream; a given ID is looked for in each of them.
+Each function works on one partition's dead letters (a :class:`Keys`, or a
+``(keys, number)`` pair, number None for the routing stream's) or on a whole
+namespace (its :class:`Layout`: every partition's dead stream, and with ``P > 1``
+partitions the routing stream's). Dead-letter IDs are IDs of their own stream:
+two partitions may hold the same one, so an ID given for a whole namespace that
+more than one dead stream holds is refused (:class:`AmbiguousDeadLetter`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import msgspec
 import redis
 
+from streamcalc.errors import StreamcalcError
 from streamcalc.keys import Keys
 from streamcalc.ops.streams import Layout, as_text, check_id, flat_pages, id_key, page_size, pages
 from streamcalc.scripts import DEAD_ERROR, DEAD_NODE, DEAD_SRC, Scripts, original_pairs
@@ -57,15 +60,45 @@ def _letters(rows: Iterable[FlatEntry], partition: int | None) -> Iterator[DeadL
         yield _dead_letter(entry_id, fields, partition)
 
 
-def _streams(where: Keys | Layout) -> list[tuple[Keys, int | None]]:
+#: Where dead letters are: one partition's keys, (keys, its number; None: the routing
+#: stream's), or a whole namespace.
+Where = Keys | tuple[Keys, int | None] | Layout
+
+
+class AmbiguousDeadLetter(StreamcalcError):
+    """A dead-letter ID held by more than one dead stream of a namespace."""
+
+
+def _streams(where: Where) -> list[tuple[Keys, int | None]]:
     """(keys, partition number) of every dead stream of ``where``."""
     if isinstance(where, Layout):
         return [(k, where.number(k)) for k in where.everything()]
+    if isinstance(where, tuple):
+        return [where]
     return [(where, where.partition or 0)]
 
 
+def _label(number: int | None) -> str:
+    return "the routing stream" if number is None else f"partition {number}"
+
+
+def _unambiguous(
+    client: redis.Redis, streams: list[tuple[Keys, int | None]], ids: Sequence[str]
+) -> None:
+    """Refuse, before anything is done, an ID that more than one of ``streams`` holds."""
+    if len(streams) < 2:
+        return
+    for entry_id in ids:
+        holders = [n for keys, n in streams if client.xrange(keys.dead, entry_id, entry_id, 1)]
+        if len(holders) > 1:
+            raise AmbiguousDeadLetter(
+                f"dead-letter ID {entry_id} is in the dead letters of "
+                f"{' and '.join(map(_label, holders))}: name one with --partition"
+            )
+
+
 def dead_list(
-    client: redis.Redis, where: Keys | Layout, count: int | None = 100, start: str = "-"
+    client: redis.Redis, where: Where, count: int | None = 100, start: str = "-"
 ) -> list[DeadLetter]:
     """Up to ``count`` dead letters (None: all), oldest first, from ``start`` (inclusive).
 
@@ -105,7 +138,7 @@ def _chunks(ids: Iterable[str], size: int = DEAD_CHUNK) -> Iterator[list[str]]:
         yield chunk
 
 
-def dead_retry(client: redis.Redis, where: Keys | Layout, ids: Sequence[str] | None) -> int:
+def dead_retry(client: redis.Redis, where: Where, ids: Sequence[str] | None) -> int:
     """Re-queue dead letters (``ids``, or every current letter when None); returns how many.
 
     Each letter's original fields become a new input entry of the letter's own
@@ -116,8 +149,11 @@ def dead_retry(client: redis.Redis, where: Keys | Layout, ids: Sequence[str] | N
     not retried again.
     """
     checked = None if ids is None else [check_id(i) for i in ids]
+    streams = _streams(where)
+    if checked is not None:
+        _unambiguous(client, streams, checked)
     retried = 0
-    for keys, _ in _streams(where):
+    for keys, _ in streams:
         selected = _dead_ids_until_now(client, keys) if checked is None else checked
         scripts = Scripts(client, keys)
         for chunk in _chunks(selected):
@@ -127,7 +163,7 @@ def dead_retry(client: redis.Redis, where: Keys | Layout, ids: Sequence[str] | N
 
 def dead_purge(
     client: redis.Redis,
-    where: Keys | Layout,
+    where: Where,
     ids: Sequence[str] | None = None,
     *,
     older_than_ms: int | None = None,
@@ -146,8 +182,11 @@ def dead_purge(
         cutoff = now - older_than_ms
         if cutoff <= 0:
             return 0
+    streams = _streams(where)
+    if checked is not None:
+        _unambiguous(client, streams, checked)
     purged = 0
-    for keys, _ in _streams(where):
+    for keys, _ in streams:
         if checked is not None:
             purged += sum(int(client.xdel(keys.dead, *chunk)) for chunk in _chunks(checked))
         elif cutoff is not None:
@@ -157,7 +196,7 @@ def dead_purge(
     return purged
 
 
-def dead_recent(client: redis.Redis, where: Keys | Layout, count: int = 20) -> list[DeadLetter]:
+def dead_recent(client: redis.Redis, where: Where, count: int = 20) -> list[DeadLetter]:
     """The newest ``count`` dead letters of every dead stream of ``where``, newest first.
 
     One read of at most ``count`` entries per dead stream, newest first, whatever
