@@ -86,10 +86,15 @@ def _unambiguous(
     client: redis.Redis, streams: list[tuple[Keys, int | None]], ids: Sequence[str]
 ) -> None:
     """Refuse, before anything is done, an ID that more than one of ``streams`` holds."""
-    if len(streams) < 2:
+    if len(streams) < 2 or not ids:
         return
+    pipe = client.pipeline(transaction=False)  # one round trip for every (ID, stream)
     for entry_id in ids:
-        holders = [n for keys, n in streams if client.xrange(keys.dead, entry_id, entry_id, 1)]
+        for keys, _ in streams:
+            pipe.xrange(keys.dead, entry_id, entry_id, 1)
+    found = iter(pipe.execute())
+    for entry_id in ids:
+        holders = [n for _, n in streams if next(found)]
         if len(holders) > 1:
             raise AmbiguousDeadLetter(
                 f"dead-letter ID {entry_id} is in the dead letters of "
